@@ -1,0 +1,46 @@
+"""Adaptation methods, keyed by their config name (`method=<name>`).
+
+Each method takes the pre-trained model and returns an `Adapted` model in which exactly the method's
+parameters and the task head require gradients. Methods speak the paper's matrix names (q, k, v, o); the
+model config maps them to module names.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from omegaconf import DictConfig
+from torch import nn
+
+from repro.errors import ConfigError
+from repro.methods.adapters import apply_adapters
+from repro.methods.base import Adapted
+from repro.methods.lora import apply_lora
+from repro.methods.prefix import apply_prefix_embed, apply_prefix_layer
+from repro.methods.selective import apply_bitfit, apply_ft_top2, apply_full_ft
+
+MethodFn = Callable[[nn.Module, DictConfig, DictConfig], Adapted]
+
+METHODS: dict[str, MethodFn] = {
+    "full_ft": apply_full_ft,
+    "ft_top2": apply_ft_top2,
+    "bitfit": apply_bitfit,
+    "lora": apply_lora,
+    "adapter_h": apply_adapters,
+    "adapter_l": apply_adapters,
+    "adapter_p": apply_adapters,
+    "adapter_d": apply_adapters,
+    "prefix_embed": apply_prefix_embed,
+    "prefix_layer": apply_prefix_layer,
+}
+
+
+def apply_method(model: nn.Module, method_cfg: DictConfig, model_cfg: DictConfig) -> Adapted:
+    try:
+        fn = METHODS[method_cfg.name]
+    except KeyError:
+        raise ConfigError(f"unknown method '{method_cfg.name}'; choose one of: {', '.join(sorted(METHODS))}") from None
+    return fn(model, method_cfg, model_cfg)
+
+
+__all__ = ["Adapted", "METHODS", "apply_method"]

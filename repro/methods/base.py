@@ -1,0 +1,65 @@
+"""What every method returns, and the freezing/saving helpers they share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+TRAINABLE_FILE = "trainable.safetensors"
+
+
+@dataclass
+class Adapted:
+    """A model ready to train. `model` is what the trainer calls (`model(**batch)`); `reserved_tokens` is how
+    many positions the method adds to each input (prefix/infix), which the tokenizer leaves free."""
+
+    model: nn.Module
+    is_peft: bool = False
+    reserved_tokens: int = 0
+
+    def save(self, directory: Path) -> None:
+        """peft's `save_pretrained` format for peft methods; otherwise the trainable tensors as safetensors."""
+        directory.mkdir(parents=True, exist_ok=True)
+        if self.is_peft:
+            self.model.save_pretrained(directory)
+        else:
+            state = {n: p.detach().cpu().contiguous() for n, p in self.model.named_parameters() if p.requires_grad}
+            save_file(state, directory / TRAINABLE_FILE)
+
+    def load(self, directory: Path) -> None:
+        """Load what `save` wrote into a freshly adapted model built from the same config."""
+        if self.is_peft:
+            from peft import load_peft_weights, set_peft_model_state_dict
+
+            result = set_peft_model_state_dict(self.model, load_peft_weights(str(directory)))
+            if result.unexpected_keys:
+                raise RuntimeError(f"unexpected keys in {directory}: {result.unexpected_keys[:5]}")
+        else:
+            state = load_file(directory / TRAINABLE_FILE)
+            missing, unexpected = self.model.load_state_dict(state, strict=False)
+            if unexpected:
+                raise RuntimeError(f"unexpected keys in {directory}: {unexpected[:5]}")
+            trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
+            if trainable - set(state):
+                raise RuntimeError(f"{directory} lacks trainable tensors: {sorted(trainable - set(state))[:5]}")
+
+
+def is_head(name: str, head: list[str]) -> bool:
+    """Whether a parameter name belongs to the task head, also inside peft/prefix wrappers."""
+    dotted = f".{name}."
+    return any(f".{prefix}." in dotted for prefix in head)
+
+
+def train_only(model: nn.Module, keep: Callable[[str, nn.Parameter], bool], head: list[str]) -> None:
+    """Freeze everything except parameters selected by `keep` and the task head."""
+    for name, param in model.named_parameters():
+        param.requires_grad_(keep(name, param) or is_head(name, head))
+
+
+def make_activation(name: str) -> nn.Module:
+    activations = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
+    return activations[name]()

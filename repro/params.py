@@ -1,0 +1,32 @@
+"""Parameter counts as the paper reports them: the method's trainable parameters, the task head apart."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from torch import nn
+
+from repro.methods.base import is_head
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    trainable: int  # the method's own trainable parameters (the paper's |Theta|), head excluded
+    head: int  # task head parameters, trainable under every method
+    total: int  # every parameter of the adapted model (frozen copies kept by peft not double-counted)
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def count_parameters(model: nn.Module, head: list[str]) -> ParamCounts:
+    trainable = head_count = total = 0
+    for name, p in model.named_parameters():
+        if ".original_module." in name:  # peft's frozen copy of a head module it trains
+            continue
+        total += p.numel()
+        if is_head(name, head):
+            head_count += p.numel()
+        elif p.requires_grad:
+            trainable += p.numel()
+    return ParamCounts(trainable=trainable, head=head_count, total=total)

@@ -1,0 +1,92 @@
+"""The result store: one directory per run under `results/runs/<run_id>/`.
+
+A run directory holds `result.json` (self-describing: resolved config, counts, per-epoch and best metrics,
+timings, provenance) and the trained weights (`adapter/`: peft `save_pretrained` format, or
+`trainable.safetensors`). `result.json` is written last and atomically, so its presence with
+`status == "complete"` marks a finished run; a crash never leaves a partial record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+RESULT_FILE = "result.json"
+WEIGHTS_DIR = "adapter"
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over `path` (atomic on POSIX)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=False, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_result(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((run_dir / RESULT_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def is_complete(run_dir: Path) -> bool:
+    record = read_result(run_dir)
+    return record is not None and record.get("status") == "complete"
+
+
+def _row(record: dict[str, Any]) -> dict[str, Any]:
+    row = {k: record.get(k) for k in ("run_id", "status", "task", "model", "method", "seed", "best_epoch",
+                                      "main_metric", "wall_time_s")}
+    row.update({f"params.{k}": v for k, v in record.get("params", {}).items()})
+    row.update({f"best.{k}": v for k, v in (record.get("best_metrics") or {}).items()})
+    row.update({f"throughput.{k}": v for k, v in record.get("throughput", {}).items()})
+    row["peak_memory_bytes"] = record.get("peak_memory_bytes")
+    row["config"] = record.get("config")
+    return row
+
+
+def load(root: str | Path = "results/runs", include_incomplete: bool = False) -> pd.DataFrame:
+    """All runs under `root` as a DataFrame, one row per run (flattened: `params.*`, `best.*`, ...)."""
+    records = [read_result(d) for d in sorted(Path(root).glob("*/")) if d.is_dir()]
+    rows = [_row(r) for r in records if r and (include_incomplete or r.get("status") == "complete")]
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m repro.results [--task T] [--model M] [--method X] [--scale S]`: print stored runs."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--root", default="results/runs")
+    for key in ("task", "model", "method", "scale"):
+        parser.add_argument(f"--{key}")
+    args = parser.parse_args(argv)
+    frame = load(args.root)
+    if frame.empty:
+        print(f"no complete runs under {args.root}")
+        return
+    frame["scale"] = frame["config"].map(lambda c: c.get("scale_name"))
+    for key in ("task", "model", "method", "scale"):
+        if getattr(args, key):
+            frame = frame[frame[key] == getattr(args, key)]
+    columns = ["run_id", "method", "seed", "params.trainable", "params.head", "best_epoch", "main_metric",
+               "wall_time_s"]
+    frame = frame.assign(main_value=[row[f"best.{row['main_metric']}"] for _, row in frame.iterrows()])
+    print(frame[columns + ["main_value"]].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+
+
+if __name__ == "__main__":
+    main()

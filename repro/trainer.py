@@ -1,0 +1,149 @@
+"""Training loop: AdamW, linear schedule with warm-up, gradient accumulation, evaluation on the dev set every
+epoch, best epoch kept (the paper reports each run's best epoch).
+
+A plain PyTorch loop rather than HF Trainer: every method (peft or our own wrappers) is an `nn.Module` called
+as `model(**batch)`, and the loop stays short enough to read in one sitting.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
+
+from repro.data import TaskData
+from repro.metrics import compute_metrics
+
+
+@dataclass
+class TrainResult:
+    epochs: list[dict[str, Any]] = field(default_factory=list)  # per epoch: train loss, eval metrics
+    best_epoch: int = -1
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)  # trainable tensors at the best epoch
+    train_time_s: float = 0.0
+    train_samples: int = 0
+    train_tokens: int = 0
+    optimizer_steps: int = 0
+
+
+def tokenize(rows: list[dict], tokenizer: PreTrainedTokenizerBase, max_length: int,
+             token_type_ids: bool | None) -> list[dict]:
+    """Tokenise once, unpadded; batches are padded to their longest sequence."""
+    text_b = [r["text_b"] for r in rows] if rows and "text_b" in rows[0] else None
+    enc = tokenizer([r["text_a"] for r in rows], text_b, truncation=True, max_length=max_length,
+                    return_token_type_ids=token_type_ids)
+    return [{**{k: enc[k][i] for k in enc.keys()}, "labels": r["label"]} for i, r in enumerate(rows)]
+
+
+def make_loader(features: list[dict], tokenizer: PreTrainedTokenizerBase, batch_size: int, shuffle: bool,
+                generator: torch.Generator | None = None) -> DataLoader:
+    def collate(items: list[dict]) -> dict[str, torch.Tensor]:
+        labels = [it["labels"] for it in items]
+        batch = tokenizer.pad([{k: v for k, v in it.items() if k != "labels"} for it in items], return_tensors="pt")
+        batch["labels"] = torch.tensor(labels, dtype=torch.float32 if isinstance(labels[0], float) else torch.long)
+        return dict(batch)
+
+    return DataLoader(features, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=generator)
+
+
+def optimizer_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases and LayerNorm weights (as HF Trainer)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.dim() < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, regression: bool,
+             desc: str = "eval") -> tuple[np.ndarray, np.ndarray, float]:
+    """Predictions, references and mean loss over a split."""
+    model.eval()
+    preds, refs, losses = [], [], []
+    for batch in tqdm(loader, desc=desc, leave=False, disable=None):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        out = model(**batch)
+        losses.append(out.loss.item() * len(batch["labels"]))
+        logits = out.logits.float()
+        preds.append((logits.squeeze(-1) if regression else logits.argmax(-1)).cpu().numpy())
+        refs.append(batch["labels"].cpu().numpy())
+    pred, ref = np.concatenate(preds), np.concatenate(refs)
+    return pred, ref, float(sum(losses) / max(len(ref), 1))
+
+
+def eval_metrics(model: nn.Module, loaders: dict[str, DataLoader], task: DictConfig,
+                 device: torch.device) -> dict[str, float]:
+    """Metrics per eval split (`<split>/<metric>`); with several splits (MNLI) also over all of them pooled.
+    The unprefixed names are the task's headline numbers."""
+    regression = task.num_labels == 1
+    metrics, pooled_pred, pooled_ref = {}, [], []
+    for split, loader in loaders.items():
+        pred, ref, loss = evaluate(model, loader, device, regression, desc=split)
+        metrics[f"{split}/loss"] = loss
+        metrics.update({f"{split}/{k}": v for k, v in compute_metrics(task.metrics, pred, ref).items()})
+        pooled_pred.append(pred)
+        pooled_ref.append(ref)
+    metrics.update(compute_metrics(task.metrics, np.concatenate(pooled_pred), np.concatenate(pooled_ref)))
+    return metrics
+
+
+def train_and_evaluate(model: nn.Module, tokenizer: PreTrainedTokenizerBase, data: TaskData, task: DictConfig,
+                       train: DictConfig, max_length: int, token_type_ids: bool | None, seed: int,
+                       device: torch.device, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    generator = torch.Generator().manual_seed(seed)
+    train_features = tokenize(data.train, tokenizer, max_length, token_type_ids)
+    train_loader = make_loader(train_features, tokenizer, train.batch_size, shuffle=True, generator=generator)
+    eval_loaders = {split: make_loader(tokenize(rows, tokenizer, max_length, token_type_ids), tokenizer,
+                                       train.eval_batch_size, shuffle=False)
+                    for split, rows in data.eval.items()}
+    model.to(device)
+    optimizer = torch.optim.AdamW(optimizer_groups(model, train.weight_decay), lr=train.learning_rate)
+    steps_per_epoch = math.ceil(len(train_loader) / train.grad_accum_steps)
+    total_steps = steps_per_epoch * train.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(train.warmup_ratio * total_steps), total_steps)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    result = TrainResult()
+    main = task.main_metric
+    for epoch in range(1, train.epochs + 1):
+        model.train()
+        start, loss_sum, n_batches = time.perf_counter(), 0.0, 0
+        bar = tqdm(train_loader, desc=f"epoch {epoch}/{train.epochs}", leave=False, disable=None)
+        for i, batch in enumerate(bar):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            loss = model(**batch).loss
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite training loss {loss.item()} at epoch {epoch}, batch {i}")
+            (loss / train.grad_accum_steps).backward()
+            loss_sum, n_batches = loss_sum + loss.item(), n_batches + 1
+            result.train_samples += len(batch["labels"])
+            result.train_tokens += int(batch["attention_mask"].sum())
+            if (i + 1) % train.grad_accum_steps == 0 or i + 1 == len(train_loader):
+                torch.nn.utils.clip_grad_norm_(trainable, train.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                result.optimizer_steps += 1
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        result.train_time_s += time.perf_counter() - start
+
+        metrics = eval_metrics(model, eval_loaders, task, device)
+        record = {"epoch": epoch, "train_loss": loss_sum / max(n_batches, 1), "metrics": metrics}
+        result.epochs.append(record)
+        if result.best_epoch < 0 or metrics[main] > result.best_metrics[main]:
+            result.best_epoch, result.best_metrics = epoch, metrics
+            result.best_state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+        if on_epoch:
+            on_epoch(record)
+    return result
