@@ -20,15 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from repro import provenance
 from repro.config import CONF_DIR, check_group_overrides, identity_config, run_id, validate
-from repro.data import load_task_data
 from repro.data.glue import check_local_files
 from repro.errors import exit_on_user_error
 from repro.loggers import make_logger
-from repro.methods import apply_method
-from repro.models import load_model, load_tokenizer
-from repro.params import count_parameters
+from repro.pipelines import PIPELINES
 from repro.results import RESULT_FILE, WEIGHTS_DIR, is_complete, read_result, write_json_atomic
-from repro.trainer import train_and_evaluate
 
 
 def seed_everything(seed: int) -> None:
@@ -62,23 +58,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     wall_start = time.perf_counter()
     seed_everything(cfg.seed)
 
-    data = load_task_data(cfg.task, cfg.data)
-    tokenizer = load_tokenizer(cfg.model)
-    adapted = apply_method(load_model(cfg.model, cfg.task.num_labels), cfg.method, cfg.model)
-    counts = count_parameters(adapted.model, list(cfg.model.head))
-    print(f"{rid}: {len(data.train)} train examples; trainable {counts.trainable:,} + head {counts.head:,} "
-          f"of {counts.total:,} parameters")
-
     resolved = OmegaConf.to_container(cfg, resolve=True)
     logger = make_logger(cfg, rid, resolved, str(run_dir))
-    outcome = train_and_evaluate(
-        adapted.model, tokenizer, data, cfg.task, cfg.train,
-        max_length=cfg.data.max_seq_len - adapted.reserved_tokens,
-        token_type_ids=cfg.model.get("token_type_ids"), seed=cfg.seed, device=device, on_epoch=logger.log_epoch)
+    outcome = PIPELINES[cfg.task.kind](cfg, device, logger.log_epoch)
+    adapted, counts = outcome.adapted, outcome.counts
 
-    adapted.model.load_state_dict(outcome.best_state, strict=False)  # save the best epoch's weights
+    adapted.model.load_state_dict(outcome.train.best_state, strict=False)  # save the best epoch's weights
     adapted.model.cpu()
     adapted.save(run_dir / WEIGHTS_DIR)
+    train = outcome.train
     record = {
         "run_id": rid,
         "status": "complete",
@@ -89,16 +77,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "scale": cfg.get("scale_name"),
         "params": counts.as_dict(),
         "main_metric": cfg.task.main_metric,
-        "epochs": outcome.epochs,
-        "best_epoch": outcome.best_epoch,
-        "best_metrics": outcome.best_metrics,
-        "train_examples": len(data.train),
-        "eval_examples": {split: len(rows) for split, rows in data.eval.items()},
-        "optimizer_steps": outcome.optimizer_steps,
+        "epochs": train.epochs,
+        "best_epoch": train.best_epoch,
+        "best_metrics": train.best_metrics,
+        "train_examples": outcome.train_examples,
+        "eval_examples": outcome.eval_examples,
+        "optimizer_steps": train.optimizer_steps,
         "wall_time_s": time.perf_counter() - wall_start,
-        "train_time_s": outcome.train_time_s,
-        "throughput": {"samples_per_s": outcome.train_samples / outcome.train_time_s,
-                       "tokens_per_s": outcome.train_tokens / outcome.train_time_s},
+        "train_time_s": train.train_time_s,
+        "throughput": {"samples_per_s": train.train_samples / train.train_time_s,
+                       "tokens_per_s": train.train_tokens / train.train_time_s},
         "peak_memory_bytes": provenance.peak_memory_bytes(device),
         "started_at": started.isoformat(),
         "weights": {"dir": WEIGHTS_DIR, "format": "peft" if adapted.is_peft else "safetensors"},
@@ -107,11 +95,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "versions": provenance.package_versions(),
         "git_commit": provenance.git_commit(),
         "hardware": provenance.hardware(device),
+        **outcome.extra,
     }
     write_json_atomic(run_dir / RESULT_FILE, record)
     logger.finish(record)
-    best = ", ".join(f"{k}={v:.4f}" for k, v in outcome.best_metrics.items() if "/" not in k)
-    print(f"done {rid}: best epoch {outcome.best_epoch}: {best} ({record['wall_time_s']:.1f}s) -> {run_dir}")
+    best = ", ".join(f"{k}={v:.4f}" for k, v in train.best_metrics.items() if "/" not in k)
+    print(f"done {rid}: best epoch {train.best_epoch}: {best} ({record['wall_time_s']:.1f}s) -> {run_dir}")
     return record
 
 

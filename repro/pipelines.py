@@ -1,0 +1,51 @@
+"""Task pipelines keyed by `task.kind`: data -> model -> method -> train/evaluate for one kind of task.
+
+`repro.train.run` does what every run shares (validation, run id, skip, result record); a pipeline returns
+the adapted model, its parameter counts and the training outcome. Generation tasks add their own entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from omegaconf import DictConfig
+
+from repro.data import load_task_data
+from repro.methods import Adapted, apply_method
+from repro.models import load_model, load_tokenizer
+from repro.params import ParamCounts, count_parameters
+from repro.trainer import TrainResult, train_and_evaluate
+
+OnEpoch = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class PipelineOutcome:
+    adapted: Adapted
+    counts: ParamCounts
+    train: TrainResult
+    train_examples: int
+    eval_examples: dict[str, int]
+    extra: dict[str, Any] = field(default_factory=dict)  # merged into result.json (e.g. decoded outputs)
+
+
+def run_classification(cfg: DictConfig, device: torch.device, on_epoch: OnEpoch) -> PipelineOutcome:
+    """GLUE: sequence classification (or regression for STS-B) with a head on the encoder."""
+    data = load_task_data(cfg.task, cfg.data)
+    tokenizer = load_tokenizer(cfg.model)
+    adapted = apply_method(load_model(cfg.model, cfg.task.num_labels), cfg.method, cfg.model)
+    counts = count_parameters(adapted.model, list(cfg.model.head))
+    print(f"{cfg.task.name}/{cfg.model.name}/{cfg.method.name}: {len(data.train)} train examples; trainable "
+          f"{counts.trainable:,} + head {counts.head:,} of {counts.total:,} parameters")
+    outcome = train_and_evaluate(
+        adapted.model, tokenizer, data, cfg.task, cfg.train,
+        max_length=cfg.data.max_seq_len - adapted.reserved_tokens,
+        token_type_ids=cfg.model.get("token_type_ids"), seed=cfg.seed, device=device, on_epoch=on_epoch)
+    return PipelineOutcome(adapted, counts, outcome, len(data.train), {s: len(r) for s, r in data.eval.items()})
+
+
+PIPELINES: dict[str, Callable[[DictConfig, torch.device, OnEpoch], PipelineOutcome]] = {
+    "classification": run_classification,
+}
