@@ -1,5 +1,5 @@
 # Every target works on a fresh clone with Python 3.11 and make: the first one that needs it builds .venv.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 # CPU wheel by default; GPU users: make TORCH_SPEC="torch==2.13.0 --index-url <your CUDA index>" ...

@@ -46,6 +46,14 @@ def run_classification(cfg: DictConfig, device: torch.device, on_epoch: OnEpoch)
     return PipelineOutcome(adapted, counts, outcome, len(data.train), {s: len(r) for s, r in data.eval.items()})
 
 
+def run_generation(cfg: DictConfig, device: torch.device, on_epoch: OnEpoch) -> PipelineOutcome:
+    """E2E, WebNLG, DART, SAMSum with decoder LMs (repro/generation/pipeline.py, imported on use)."""
+    from repro.generation.pipeline import run_generation as run
+
+    return run(cfg, device, on_epoch)
+
+
 PIPELINES: dict[str, Callable[[DictConfig, torch.device, OnEpoch], PipelineOutcome]] = {
     "classification": run_classification,
+    "generation": run_generation,
 }
