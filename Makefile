@@ -9,7 +9,7 @@ DATA_ROOT ?= $(if $(wildcard ../shared/datasets),../shared/datasets,)
 STAMP := $(VENV)/.installed-stamp
 RUN := HF_HUB_OFFLINE=$${HF_HUB_OFFLINE-1} WANDB_MODE=$${WANDB_MODE-offline} REPRO_DATA_ROOT=$(DATA_ROOT) $(BIN)/python
 
-.PHONY: install test smoke clean
+.PHONY: install test smoke tables reproduce-glue clean
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
@@ -30,6 +30,28 @@ smoke: $(STAMP)
 	@test -n "$(DATA_ROOT)" || { echo "error: smoke needs DATA_ROOT=<offline datasets> (or HF_HUB_OFFLINE=0 and internet)"; }
 	$(RUN) -m repro.train --multirun task=glue/sst2 model=minilm-l6 method=lora,full_ft scale=smoke
 	$(RUN) -m repro.results --task sst2 --model minilm-l6 --scale smoke
+
+# Table 2 at SCALE=cpu (default: the embedded MiniLM on the GLUE tasks available offline, budget below) or
+# SCALE=paper (every row x task x 5 seeds with hub models on GPUs; LAUNCHER="hydra/launcher=slurm ..." for SLURM).
+# MNLI is not offline, so at cpu scale MRPC/RTE/STS-B start from the pre-trained model (init_from_task=null).
+SCALE ?= cpu
+CPU_ROWS ?= table2/roberta_base_ft,table2/roberta_base_bitfit,table2/roberta_base_adapter_d_0_3m,table2/roberta_base_lora
+CPU_TASKS ?= glue/sst2,glue/mrpc,glue/rte,glue/cola,glue/stsb
+CPU_BUDGET ?= model=minilm-l6 seed=0,1,2 data.max_train_samples=1000 data.max_eval_samples=500 train.epochs=3 init_from_task=null
+PAPER_ROWS ?= $(shell ls conf/experiment/table2 | grep -v -e '^_' -e official | sed 's/\.yaml$$//; s|^|table2/|' | paste -sd, -)
+PAPER_TASKS ?= glue/mnli,glue/sst2,glue/mrpc,glue/cola,glue/qnli,glue/qqp,glue/rte,glue/stsb
+LAUNCHER ?=
+
+reproduce-glue: $(STAMP)
+ifeq ($(SCALE),paper)
+	$(RUN) -m repro.train -m +experiment=$(PAPER_ROWS) task=$(PAPER_TASKS) scale=paper $(LAUNCHER)
+else
+	$(RUN) -m repro.train -m +experiment=$(CPU_ROWS) task=$(CPU_TASKS) scale=$(SCALE) $(CPU_BUDGET) $(LAUNCHER)
+endif
+	$(RUN) -m repro.tables --scale $(SCALE)
+
+tables: $(STAMP)
+	$(RUN) -m repro.tables
 
 clean:
 	rm -rf $(VENV)

@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 from omegaconf import DictConfig, OmegaConf
 
+import repro.budget  # noqa: F401  (registers ${lora_rank_for_budget:...} for the sweeps)
 from repro.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -21,6 +22,15 @@ PUBLIC_GROUPS = ("task", "model", "method", "scale", "logger")
 # Keys that say where things go or how a run is observed, not what is computed: not part of the run id.
 NOT_IN_RUN_ID = ("output_root", "force", "logger", "hydra", "paper_hparams", "_hp", "data.root",
                  "train.device", "train.num_threads")
+
+
+def _when_in(value: Any, members: Iterable[Any], result: Any) -> Any:
+    """`${when_in:${task.name},[mrpc,rte,stsb],glue/mnli}`: `result` if `value` is a member, else null."""
+    return result if value in list(members) else None
+
+
+if not OmegaConf.has_resolver("when_in"):
+    OmegaConf.register_new_resolver("when_in", _when_in)
 
 
 def group_choices(group: str, conf_dir: Path = CONF_DIR) -> list[str]:

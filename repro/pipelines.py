@@ -7,18 +7,32 @@ the adapted model, its parameter counts and the training outcome. Generation tas
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from omegaconf import DictConfig
 
+from repro.checkpoint import Checkpointer
 from repro.data import load_task_data
+from repro.distributed import World
 from repro.methods import Adapted, apply_method
 from repro.models import load_model, load_tokenizer
 from repro.params import ParamCounts, count_parameters
 from repro.trainer import TrainResult, train_and_evaluate
 
 OnEpoch = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class RunContext:
+    """What the runner hands a pipeline besides the config."""
+
+    device: torch.device
+    on_epoch: OnEpoch
+    checkpointer: Checkpointer | None = None  # resume state of this run
+    init_from: Path | None = None  # weights of a finished run to start from (the paper's MNLI initialisation)
+    world: World = World()  # data-parallel processes (torchrun)
 
 
 @dataclass
@@ -31,29 +45,32 @@ class PipelineOutcome:
     extra: dict[str, Any] = field(default_factory=dict)  # merged into result.json (e.g. decoded outputs)
 
 
-def run_classification(cfg: DictConfig, device: torch.device, on_epoch: OnEpoch) -> PipelineOutcome:
+def run_classification(cfg: DictConfig, ctx: RunContext) -> PipelineOutcome:
     """GLUE: sequence classification (or regression for STS-B) with a head on the encoder."""
     data = load_task_data(cfg.task, cfg.data)
     tokenizer = load_tokenizer(cfg.model)
     adapted = apply_method(load_model(cfg.model, cfg.task.num_labels), cfg.method, cfg.model)
+    if ctx.init_from is not None:
+        adapted.load(ctx.init_from, include_head=False)  # the head is task-specific and starts fresh
     counts = count_parameters(adapted.model, list(cfg.model.head))
     print(f"{cfg.task.name}/{cfg.model.name}/{cfg.method.name}: {len(data.train)} train examples; trainable "
           f"{counts.trainable:,} + head {counts.head:,} of {counts.total:,} parameters")
     outcome = train_and_evaluate(
         adapted.model, tokenizer, data, cfg.task, cfg.train,
         max_length=cfg.data.max_seq_len - adapted.reserved_tokens,
-        token_type_ids=cfg.model.get("token_type_ids"), seed=cfg.seed, device=device, on_epoch=on_epoch)
+        token_type_ids=cfg.model.get("token_type_ids"), seed=cfg.seed, device=ctx.device, on_epoch=ctx.on_epoch,
+        checkpointer=ctx.checkpointer, world=ctx.world)
     return PipelineOutcome(adapted, counts, outcome, len(data.train), {s: len(r) for s, r in data.eval.items()})
 
 
-def run_generation(cfg: DictConfig, device: torch.device, on_epoch: OnEpoch) -> PipelineOutcome:
+def run_generation(cfg: DictConfig, ctx: RunContext) -> PipelineOutcome:
     """E2E, WebNLG, DART, SAMSum with decoder LMs (repro/generation/pipeline.py, imported on use)."""
     from repro.generation.pipeline import run_generation as run
 
-    return run(cfg, device, on_epoch)
+    return run(cfg, ctx.device, ctx.on_epoch)
 
 
-PIPELINES: dict[str, Callable[[DictConfig, torch.device, OnEpoch], PipelineOutcome]] = {
+PIPELINES: dict[str, Callable[[DictConfig, RunContext], PipelineOutcome]] = {
     "classification": run_classification,
     "generation": run_generation,
 }

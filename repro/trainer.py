@@ -2,7 +2,8 @@
 epoch, best epoch kept (the paper reports each run's best epoch).
 
 A plain PyTorch loop rather than HF Trainer: every method (peft or our own wrappers) is an `nn.Module` called
-as `model(**batch)`, and the loop stays short enough to read in one sitting.
+as `model(**batch)`, and the loop stays short enough to read in one sitting. With a `Checkpointer` it saves
+its whole state every few optimizer steps and resumes from it exactly (same data order, same RNG streams).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
+from repro.checkpoint import Checkpointer
 from repro.data import TaskData
+from repro.distributed import World, sum_over_world
 from repro.metrics import compute_metrics
 
 
@@ -46,14 +49,15 @@ def tokenize(rows: list[dict], tokenizer: PreTrainedTokenizerBase, max_length: i
 
 
 def make_loader(features: list[dict], tokenizer: PreTrainedTokenizerBase, batch_size: int, shuffle: bool,
-                generator: torch.Generator | None = None) -> DataLoader:
+                generator: torch.Generator | None = None, sampler=None) -> DataLoader:
     def collate(items: list[dict]) -> dict[str, torch.Tensor]:
         labels = [it["labels"] for it in items]
         batch = tokenizer.pad([{k: v for k, v in it.items() if k != "labels"} for it in items], return_tensors="pt")
         batch["labels"] = torch.tensor(labels, dtype=torch.float32 if isinstance(labels[0], float) else torch.long)
         return dict(batch)
 
-    return DataLoader(features, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=generator)
+    return DataLoader(features, batch_size=batch_size, shuffle=shuffle and sampler is None, collate_fn=collate,
+                      generator=generator, sampler=sampler)
 
 
 def optimizer_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -98,16 +102,30 @@ def eval_metrics(model: nn.Module, loaders: dict[str, DataLoader], task: DictCon
     return metrics
 
 
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
 def train_and_evaluate(model: nn.Module, tokenizer: PreTrainedTokenizerBase, data: TaskData, task: DictConfig,
                        train: DictConfig, max_length: int, token_type_ids: bool | None, seed: int,
-                       device: torch.device, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+                       device: torch.device, on_epoch: Callable[[dict[str, Any]], None] | None = None,
+                       checkpointer: Checkpointer | None = None, world: World = World()) -> TrainResult:
     generator = torch.Generator().manual_seed(seed)
     train_features = tokenize(data.train, tokenizer, max_length, token_type_ids)
-    train_loader = make_loader(train_features, tokenizer, train.batch_size, shuffle=True, generator=generator)
+    sampler = None
+    if world.distributed:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(train_features, num_replicas=world.size, rank=world.rank, shuffle=True, seed=seed)
+    train_loader = make_loader(train_features, tokenizer, train.batch_size, shuffle=True, generator=generator,
+                               sampler=sampler)
     eval_loaders = {split: make_loader(tokenize(rows, tokenizer, max_length, token_type_ids), tokenizer,
                                        train.eval_batch_size, shuffle=False)
                     for split, rows in data.eval.items()}
     model.to(device)
+    net = model
+    if world.distributed:  # gradients averaged across processes; `model` stays the unwrapped module
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.AdamW(optimizer_groups(model, train.weight_decay), lr=train.learning_rate)
     steps_per_epoch = math.ceil(len(train_loader) / train.grad_accum_steps)
     total_steps = steps_per_epoch * train.epochs
@@ -115,14 +133,43 @@ def train_and_evaluate(model: nn.Module, tokenizer: PreTrainedTokenizerBase, dat
     trainable = [p for p in model.parameters() if p.requires_grad]
 
     result = TrainResult()
+
+    def snapshot(epoch: int, batches_done: int, loss_sum: float, n_batches: int, epoch_generator) -> dict:
+        return {"model": trainable_state(model), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "result": result, "epoch": epoch, "batches_done": batches_done,
+                "loss_sum": loss_sum, "n_batches": n_batches, "epoch_generator": epoch_generator,
+                "torch_rng": torch.get_rng_state()}
+
+    first_epoch, skip_batches, loss_sum, n_batches = 1, 0, 0.0, 0
+    saved = checkpointer.load() if checkpointer else None
+    if saved is not None:
+        model.load_state_dict(saved["model"], strict=False)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        result = saved["result"]
+        first_epoch, skip_batches = saved["epoch"], saved["batches_done"]
+        loss_sum, n_batches = saved["loss_sum"], saved["n_batches"]
+        generator.set_state(saved["epoch_generator"])
+        print(f"resumed from checkpoint: epoch {first_epoch}, batch {skip_batches}, step {result.optimizer_steps}")
+
     main = task.main_metric
-    for epoch in range(1, train.epochs + 1):
+    if not world.is_main:
+        checkpointer = None  # rank 0 writes; every rank resumes from its file
+    for epoch in range(first_epoch, train.epochs + 1):
         model.train()
-        start, loss_sum, n_batches = time.perf_counter(), 0.0, 0
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        epoch_generator = generator.get_state()  # the data order of this epoch, for resuming inside it
+        start = time.perf_counter()
         bar = tqdm(train_loader, desc=f"epoch {epoch}/{train.epochs}", leave=False, disable=None)
         for i, batch in enumerate(bar):
+            if i < skip_batches:  # already trained on before the checkpoint
+                continue
+            if i == skip_batches and saved is not None:
+                torch.set_rng_state(saved["torch_rng"])  # dropout continues where it stopped
+                saved = None
             batch = {k: v.to(device) for k, v in batch.items()}
-            loss = model(**batch).loss
+            loss = net(**batch).loss
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss {loss.item()} at epoch {epoch}, batch {i}")
             (loss / train.grad_accum_steps).backward()
@@ -135,15 +182,25 @@ def train_and_evaluate(model: nn.Module, tokenizer: PreTrainedTokenizerBase, dat
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 result.optimizer_steps += 1
+                if checkpointer and checkpointer.due(result.optimizer_steps) and i + 1 < len(train_loader):
+                    result.train_time_s += time.perf_counter() - start
+                    start = time.perf_counter()
+                    checkpointer.save(snapshot(epoch, i + 1, loss_sum, n_batches, epoch_generator))
             bar.set_postfix(loss=f"{loss.item():.4f}")
         result.train_time_s += time.perf_counter() - start
+        skip_batches = 0
 
         metrics = eval_metrics(model, eval_loaders, task, device)
         record = {"epoch": epoch, "train_loss": loss_sum / max(n_batches, 1), "metrics": metrics}
+        loss_sum, n_batches = 0.0, 0
         result.epochs.append(record)
         if result.best_epoch < 0 or metrics[main] > result.best_metrics[main]:
             result.best_epoch, result.best_metrics = epoch, metrics
-            result.best_state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+            result.best_state = trainable_state(model)
         if on_epoch:
             on_epoch(record)
+        if checkpointer and epoch < train.epochs:
+            checkpointer.save(snapshot(epoch + 1, 0, 0.0, 0, generator.get_state()))
+    result.train_samples, result.train_tokens = map(int, sum_over_world(world, result.train_samples,
+                                                                        result.train_tokens))
     return result

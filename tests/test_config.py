@@ -111,3 +111,15 @@ def test_cli_prints_job_config(tmp_path):
     job = yaml.safe_load(proc.stdout)
     assert job["task"]["eval_splits"] == ["validation_matched", "validation_mismatched"]
     assert job["method"]["layer_norm"] is True
+
+
+@pytest.mark.parametrize("experiment, task, expected", [
+    ("table2/roberta_base_lora", "rte", "glue/mnli"),
+    ("table2/roberta_large_lora", "stsb", "glue/mnli"),
+    ("table2/roberta_base_lora", "sst2", None),
+    ("table2/roberta_large_lora_houlsby", "rte", None),  # † rows start from the pre-trained model
+    ("table2/roberta_base_ft", "mrpc", None),  # cited rows: the protocol is LoRA's
+])
+def test_mnli_initialisation_follows_the_protocol(compose, experiment, task, expected):
+    cfg = compose(f"+experiment={experiment}", f"task=glue/{task}", "scale=paper")
+    assert cfg.init_from_task == expected

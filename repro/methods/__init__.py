@@ -40,7 +40,9 @@ def apply_method(model: nn.Module, method_cfg: DictConfig, model_cfg: DictConfig
         fn = METHODS[method_cfg.name]
     except KeyError:
         raise ConfigError(f"unknown method '{method_cfg.name}'; choose one of: {', '.join(sorted(METHODS))}") from None
-    return fn(model, method_cfg, model_cfg)
+    adapted = fn(model, method_cfg, model_cfg)
+    adapted.head = tuple(model_cfg.head)
+    return adapted
 
 
 __all__ = ["Adapted", "METHODS", "apply_method"]

@@ -20,6 +20,7 @@ class Adapted:
     model: nn.Module
     is_peft: bool = False
     reserved_tokens: int = 0
+    head: tuple[str, ...] = ()  # module names of the task head (model config `head`)
 
     def save(self, directory: Path) -> None:
         """peft's `save_pretrained` format for peft methods; otherwise the trainable tensors as safetensors."""
@@ -30,20 +31,28 @@ class Adapted:
             state = {n: p.detach().cpu().contiguous() for n, p in self.model.named_parameters() if p.requires_grad}
             save_file(state, directory / TRAINABLE_FILE)
 
-    def load(self, directory: Path) -> None:
-        """Load what `save` wrote into a freshly adapted model built from the same config."""
+    def load(self, directory: Path, include_head: bool = True) -> None:
+        """Load what `save` wrote into a freshly adapted model built from the same config. Without the head,
+        the method's weights of another task's run (the paper starts MRPC/RTE/STS-B from MNLI's LoRA)."""
         if self.is_peft:
-            from peft import load_peft_weights, set_peft_model_state_dict
+            from peft import get_peft_model_state_dict, load_peft_weights, set_peft_model_state_dict
 
-            result = set_peft_model_state_dict(self.model, load_peft_weights(str(directory)))
+            state = load_peft_weights(str(directory))
+            if not include_head:  # peft wants every saved key: keep this model's own head tensors
+                own = get_peft_model_state_dict(self.model)
+                state = {k: own[k] if is_head(k, list(self.head)) else v for k, v in state.items()}
+            result = set_peft_model_state_dict(self.model, state)
             if result.unexpected_keys:
                 raise RuntimeError(f"unexpected keys in {directory}: {result.unexpected_keys[:5]}")
         else:
             state = load_file(directory / TRAINABLE_FILE)
+            if not include_head:
+                state = {k: v for k, v in state.items() if not is_head(k, list(self.head))}
             missing, unexpected = self.model.load_state_dict(state, strict=False)
             if unexpected:
                 raise RuntimeError(f"unexpected keys in {directory}: {unexpected[:5]}")
-            trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
+            trainable = {n for n, p in self.model.named_parameters()
+                         if p.requires_grad and (include_head or not is_head(n, list(self.head)))}
             if trainable - set(state):
                 raise RuntimeError(f"{directory} lacks trainable tensors: {sorted(trainable - set(state))[:5]}")
 

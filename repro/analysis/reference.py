@@ -1,0 +1,46 @@
+"""The paper's numbers that the analyses and benchmarks print beside ours, and the table writer they share.
+
+Paper values live in `conf/paper/*.yaml` (checked against ../shared/paper/lora_paper.yaml by the tests), never
+in Python, so a typo fix touches one data file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from repro.config import CONF_DIR
+from repro.errors import ReproError
+
+PAPER_DIR = CONF_DIR / "paper"
+
+
+def paper_data(name: str) -> dict[str, Any]:
+    """One of conf/paper/<name>.yaml as plain Python data."""
+    with open(PAPER_DIR / f"{name}.yaml", encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def read_run(run_dir: Path) -> tuple[dict[str, Any], DictConfig]:
+    """A finished run's result record and its resolved config."""
+    result_file = run_dir / "result.json"
+    if not result_file.is_file():
+        raise ReproError(f"{run_dir} is not a run directory (no result.json)")
+    record = json.loads(result_file.read_text())
+    if "config" not in record:
+        raise ReproError(f"{result_file} has no 'config' key")
+    return record, OmegaConf.create(record["config"])
+
+
+def write_table(df: pd.DataFrame, stem: Path, caption: str, float_fmt: str = ".4g") -> list[Path]:
+    """`<stem>.csv` (raw numbers) and `<stem>.md` (caption line + a markdown table); returns both paths."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    csv, md = stem.with_suffix(".csv"), stem.with_suffix(".md")
+    df.to_csv(csv, index=False)
+    md.write_text(f"{caption}\n\n{df.to_markdown(index=False, floatfmt=float_fmt, missingval='')}\n")
+    return [csv, md]

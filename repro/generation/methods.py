@@ -1,0 +1,106 @@
+"""The method registry on decoder LMs.
+
+Most methods of `repro.methods.METHODS` work on a causal LM unchanged (full_ft, ft_top2, bitfit, adapters: they
+only freeze parameters or wrap the modules named by the model config). Three need a decoder variant:
+- lora: peft's task type must be CAUSAL_LM (the shared apply_lora uses SEQ_CLS), and on GPT-2 the fused
+  c_attn is split first so that q and v each get their own A and B (gpt2_qkv.py);
+- prefix_embed / prefix_layer (impl=paper): the shared PromptTokens places the prefix after an encoder's
+  [CLS]; a decoder has no such token, so the l_p trainable tokens go first (DecoderPromptTokens), and
+  generation must feed them too.
+"""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+from peft import TaskType, get_peft_model
+from torch import nn
+
+from repro.errors import ConfigError
+from repro.generation.gpt2_qkv import split_fused_qkv
+from repro.methods import Adapted, apply_method
+from repro.methods.base import train_only
+from repro.methods.lora import lora_config
+
+
+class DecoderPromptTokens(nn.Module):
+    """l_p trainable tokens before every input of a causal LM (PreEmbed: their embeddings; PreLayer: their
+    activations at the input of every layer, the first being the embedding output). `forward` returns the
+    base model's output for the real positions only; `generate` feeds the prefix during the first step."""
+
+    def __init__(self, model: nn.Module, model_cfg: DictConfig, n_prefix: int, per_layer: bool):
+        super().__init__()
+        self.base = model
+        self.n_prefix = n_prefix
+        n_sets = model_cfg.n_layers if per_layer else 1
+        self.prompts = nn.Parameter(torch.randn(n_sets, n_prefix, model_cfg.d_model) * 0.02)
+        self._word_embeddings = [model.get_submodule(model_cfg.word_embeddings)]  # not a submodule of ours
+        self._prefill = False
+        if per_layer:
+            for index, layer in enumerate(model.get_submodule(model_cfg.layers)):
+                layer.register_forward_pre_hook(self._layer_hook(index), with_kwargs=True)
+        model.register_forward_hook(self._after_forward)
+
+    def _after_forward(self, module, args, output):
+        self._prefill = False  # only the first forward of a generate call sees the prefix positions
+
+    def _layer_hook(self, index: int):
+        def replace(hidden: torch.Tensor) -> torch.Tensor:
+            prompt = self.prompts[index].to(hidden.dtype).expand(hidden.shape[0], -1, -1)
+            return torch.cat([prompt, hidden[:, self.n_prefix:]], dim=1)
+
+        def hook(module, args, kwargs):
+            if not self._prefill:
+                return None
+            if args:
+                return (replace(args[0]), *args[1:]), kwargs
+            kwargs["hidden_states"] = replace(kwargs["hidden_states"])
+            return args, kwargs
+
+        return hook
+
+    def _inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        embeds = self._word_embeddings[0](input_ids)
+        prefix = self.prompts[0].to(embeds.dtype).expand(len(input_ids), -1, -1)
+        ones = attention_mask.new_ones(len(input_ids), self.n_prefix)
+        return {"inputs_embeds": torch.cat([prefix, embeds], dim=1),
+                "attention_mask": torch.cat([ones, attention_mask], dim=1)}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs):
+        self._prefill = True
+        try:
+            out = self.base(**self._inputs(input_ids, attention_mask), **kwargs)
+        finally:
+            self._prefill = False
+        out.logits = out.logits[:, self.n_prefix:]
+        return out
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs) -> torch.Tensor:
+        """New tokens only (HF generate from inputs_embeds returns no prompt tokens)."""
+        self._prefill = True
+        try:
+            return self.base.generate(**self._inputs(input_ids, attention_mask), **kwargs)
+        finally:
+            self._prefill = False
+
+
+def _apply_prompt_tokens(model: nn.Module, method_cfg: DictConfig, model_cfg: DictConfig, per_layer: bool) -> Adapted:
+    if method_cfg.impl != "paper":
+        raise ConfigError(f"method.impl={method_cfg.impl} is not wired for decoders; use impl=paper")
+    if method_cfg.infix_length:
+        raise ConfigError("method.infix_length > 0 is not implemented for decoders (prefix tokens only)")
+    wrapped = DecoderPromptTokens(model, model_cfg, method_cfg.prefix_length, per_layer)
+    train_only(wrapped, lambda name, p: name == "prompts", [])
+    return Adapted(wrapped, reserved_tokens=method_cfg.prefix_length)
+
+
+def apply_decoder_method(model: nn.Module, method_cfg: DictConfig, model_cfg: DictConfig) -> Adapted:
+    """`repro.methods.apply_method` for causal LMs (see the module docstring for what differs)."""
+    if method_cfg.name == "lora":
+        if model_cfg.get("fused_qkv"):
+            split_fused_qkv(model, model_cfg)
+        return Adapted(get_peft_model(model, lora_config(method_cfg, model_cfg, TaskType.CAUSAL_LM)), is_peft=True)
+    if method_cfg.name in ("prefix_embed", "prefix_layer"):
+        return _apply_prompt_tokens(model, method_cfg, model_cfg, per_layer=method_cfg.name == "prefix_layer")
+    return apply_method(model, method_cfg, model_cfg)

@@ -1,0 +1,188 @@
+"""Efficiency benchmarks on tiny configs: latency variants and table, training-cost worker and tables, and the
+shipped Table 1 / claims values against the paper reference."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import pytest
+import torch
+
+from repro.analysis.reference import paper_data
+from repro.bench import latency
+from repro.bench import train as bench_train
+from repro.errors import ReproError
+
+CPU = torch.device("cpu")
+
+
+# ---------------------------------------------------------------------------- latency
+
+
+def test_parse_settings():
+    assert [s.label for s in latency.parse_settings("32x512, 1x128")] == ["32x512", "1x128"]
+    for bad in ("32", "0x5", "ax1"):
+        with pytest.raises(ReproError):
+            latency.parse_settings(bad)
+
+
+def test_adapter_bottleneck_hits_the_parameter_budget():
+    config = latency.gpt2_config("gpt2-tiny")
+    base = latency.GPT2LMHeadModel(config)
+    budget = 40_000
+    variants = latency.build_variants(base, config, budget, lora_r=2)
+    for name in ("adapter_l", "adapter_h"):
+        added = variants[name][1]
+        per_adapter = 2 * config.n_embd + 1  # one more bottleneck unit
+        assert abs(added - budget) <= per_adapter * config.n_layer * 2
+    # LoRA on c_attn (d -> 3d): r (d + 3d) per layer
+    assert variants["lora_unmerged"][1] == config.n_layer * 2 * (config.n_embd + 3 * config.n_embd)
+
+
+def test_variants_share_frozen_weights_and_merged_lora_equals_base_function():
+    config = latency.gpt2_config("gpt2-tiny")
+    torch.manual_seed(0)
+    base = latency.GPT2LMHeadModel(config).eval()
+    variants = latency.build_variants(base, config, 20_000, lora_r=2)
+    wte = base.transformer.wte.weight
+    assert variants["adapter_h"][0].transformer.wte.weight is wte
+    assert variants["lora_merged"][0].transformer.h[0].attn.c_attn.weight is not base.transformer.h[0].attn.c_attn.weight
+    ids = torch.randint(0, config.vocab_size, (1, 8))
+    with torch.no_grad():
+        ref = base(input_ids=ids).logits
+        # B = 0 at init for LoRA and up = 0 for adapters: every variant computes the base function
+        for name, (model, _) in variants.items():
+            assert torch.allclose(model.eval()(input_ids=ids).logits, ref, atol=1e-5), name
+
+
+def test_latency_benchmark_table_is_well_formed():
+    table = latency.benchmark("gpt2-tiny", latency.parse_settings("1x128,2x4"), trials=2, warmup=0, lora_r=2,
+                              device=CPU)
+    assert list(table.variant[:5]) == list(latency.VARIANTS)
+    assert len(table) == 2 * len(latency.VARIANTS)
+    assert (table.mean_ms > 0).all() and (table.std_ms >= 0).all()
+    assert table.loc[table.variant == "base", "overhead_pct"].isna().all()
+    # the paper's Table 1 values sit beside the paper's settings only
+    paper = paper_data("table1_latency")["settings"][-1]["latency_ms"]
+    row = table[(table.setting == "1x128") & (table.variant == "adapter_h")].iloc[0]
+    assert row.paper_ms == paper["adapter_h"]["value"] and row.paper_overhead_pct == paper["adapter_h"]["overhead_pct"]
+    assert table[table.setting == "2x4"].paper_ms.isna().all()
+
+
+def test_latency_cli_writes_table(tmp_path):
+    written = latency.main(["--arch", "gpt2-tiny", "--settings", "1x8", "--trials", "2", "--warmup", "0",
+                            "--out", str(tmp_path)])
+    md = (tmp_path / "latency_gpt2-tiny.md").read_text()
+    assert "2 trials" in md and "| setting" in md
+    assert {p.suffix for p in written} == {".md", ".csv"}
+    with pytest.raises(ReproError):
+        latency.main(["--arch", "gpt2-huge", "--out", str(tmp_path)])
+
+
+# ---------------------------------------------------------------------------- training cost
+
+
+def test_measure_method_counts_optimizer_state_and_checkpoint():
+    lora = bench_train.measure_method("tiny-bert", "lora", 2, 16, steps=2, warmup=1, device=CPU)
+    full = bench_train.measure_method("tiny-bert", "full_ft", 2, 16, steps=2, warmup=1, device=CPU)
+    for rec in (lora, full):
+        assert rec["step_ms"] > 0 and rec["tokens_per_s"] > 0
+        assert rec["peak_memory_bytes"] >= rec["memory_before_train_bytes"] > 0
+    # AdamW keeps two fp32 moments per trainable value (plus a scalar step per tensor)
+    trained = full["trainable_params"] + full["head_params"]
+    assert 8 * trained <= full["optimizer_state_bytes"] <= 8 * trained + 4 * 1000
+    assert lora["optimizer_state_bytes"] < full["optimizer_state_bytes"] / 20
+    assert lora["checkpoint_bytes"] < full["checkpoint_bytes"] / 20
+    # a frozen base skips the weight gradients: fewer model FLOPs per step
+    assert lora["train_flops_per_step"] < full["train_flops_per_step"]
+
+
+def test_train_flops_full_ft_is_three_forwards():
+    adapted, model_cfg, _, _ = bench_train.build("tiny-bert", "full_ft", CPU)
+    linear = sum(m.weight.numel() for m in adapted.model.modules() if isinstance(m, torch.nn.Linear))
+    tokens, seq = 4 * 16, 16
+    forward = 2 * linear * tokens + 4 * model_cfg.n_layers * seq * model_cfg.d_model * tokens
+    assert bench_train.train_flops(adapted.model, model_cfg, 4, seq) == 3 * forward - 4 * model_cfg.n_layers * seq * model_cfg.d_model * tokens
+
+
+def test_harness_measure_runs_the_real_trainer():
+    rec = bench_train.measure_harness("tiny-bert", 2, 16, steps=2, warmup=1, device=CPU)
+    assert rec["harness_step_ms"] > 0 and rec["bare_step_ms"] > 0 and rec["steps"] == 2
+
+
+def test_train_cli_tables(tmp_path, monkeypatch):
+    """The parent's tables, with workers run in-process (the subprocess round trip is the slow part)."""
+
+    def in_process(args: list[str]) -> dict:
+        ns = bench_train.parse_args(args)
+        if ns.worker == "harness":
+            return bench_train.measure_harness(ns.model, ns.batch, ns.seq, ns.steps, ns.warmup, CPU)
+        return bench_train.measure_method(ns.model, ns.worker, ns.batch, ns.seq, ns.steps, ns.warmup, CPU)
+
+    monkeypatch.setattr(bench_train, "run_worker", in_process)
+    bench_train.main(["--model", "tiny-bert", "--methods", "lora,full_ft", "--batch", "2", "--seq", "16",
+                      "--steps", "1", "--warmup", "0", "--out", str(tmp_path)])
+    per_method = pd.read_csv(tmp_path / "train_tiny-bert.csv")
+    assert list(per_method.method) == ["lora", "full_ft"]
+    assert (per_method.mfu_pct > 0).all()
+    ratios = pd.read_csv(tmp_path / "train_tiny-bert_vs_paper.csv").set_index("quantity")
+    claims = paper_data("claims")
+    assert ratios.loc["checkpoint FT / LoRA (x)", "paper"] == claims["checkpoint"]["reduction_x"]
+    assert ratios.loc["checkpoint FT / LoRA (x)", "ours"] > 1
+    assert "overhead_pct" in pd.read_csv(tmp_path / "train_tiny-bert_harness.csv")
+    with pytest.raises(ReproError):
+        bench_train.main(["--methods", "nope", "--out", str(tmp_path)])
+
+
+# ---------------------------------------------------------------------------- shipped paper values
+
+
+def test_table1_copy_matches_paper(paper_reference):
+    ref, ours = paper_reference["table1_latency"], paper_data("table1_latency")
+    assert ours["trials"] == ref["trials_averaged"] and ours["unit"] == ref["unit"]
+    assert len(ours["settings"]) == len(ref["settings"])
+    for mine, theirs in zip(ours["settings"], ref["settings"]):
+        assert (mine["batch_size"], mine["seq_len"]) == (theirs["batch_size"], theirs["seq_len"])
+        assert mine["adapter_params_m"] == theirs["adapter_trainable_params"]["value"]
+        for row, cell in theirs["latency_ms"].items():
+            assert mine["latency_ms"][row]["value"] == cell["value"]
+            assert mine["latency_ms"][row]["pm"] == cell["pm"]
+            assert mine["latency_ms"][row].get("overhead_pct") == cell.get("overhead_pct")
+
+
+def printed_number(text: str) -> tuple[float, str]:
+    """'1.2TB' -> (1.2, 'TB'); 'roughly 10,000x' -> (10000.0, '')."""
+    match = re.search(r"([\d,]+(?:\.\d+)?)\s*([A-Z]*)", text)
+    return float(match.group(1).replace(",", "")), match.group(2)
+
+
+def test_claims_copy_matches_paper(paper_reference):
+    ref, ours = paper_reference["claims"], paper_data("claims")
+    assert ours["trainable_param_reduction_x"] == ref["trainable_param_reduction"]["value"]
+    assert ours["gpu_memory_reduction_x"] == ref["gpu_memory_reduction"]["value"]
+    assert ours["training_speedup_pct"] == ref["training_speedup"]["value"]
+    for key, src in (("training_vram", "gpt3_training_vram"), ("checkpoint", "gpt3_checkpoint")):
+        for method, printed in (("full_ft", "from_printed"), ("lora", "to_printed")):
+            cell = ours[key][method]
+            assert (cell["value"], cell["unit"]) == printed_number(ref[src][printed])
+    assert ours["checkpoint"]["reduction_x"] == printed_number(ref["gpt3_checkpoint"]["reduction_printed"])[0]
+    assert ours["training_throughput_tokens_per_s"] == {m: ref["training_throughput"][m]["value"]
+                                                        for m in ("full_ft", "lora")}
+
+
+def test_no_paper_number_in_bench_or_analysis_code():
+    """Paper values live in conf/paper/*.yaml only: none of Table 1's latencies or Table 7's norms in code."""
+    from pathlib import Path
+
+    import repro.analysis
+    import repro.bench
+
+    values = {str(c["value"]) for s in paper_data("table1_latency")["settings"] for c in s["latency_ms"].values()}
+    values |= {str(v) for cells in paper_data("table7_delta_w")["projection_norms"].values() for v in cells.values()}
+    values |= {"61.95", "43.1", "32.5", "6.91", "21.5"}
+    values = {v for v in values if float(v) >= 1}  # sub-1 values such as 0.02 collide with plot settings
+    for package in (repro.analysis, repro.bench):
+        for path in Path(package.__file__).parent.glob("*.py"):
+            text = path.read_text()
+            assert not [v for v in values if re.search(rf"(?<![\d.]){re.escape(v)}(?![\d])", text)], path

@@ -1,0 +1,91 @@
+"""Decoder models and methods: GPT-2 q/v LoRA forms agree, every method trains on tiny decoders, batched beam
+search equals one-at-a-time."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from repro.config import CONF_DIR
+from repro.generation.decoding import beam_search
+from repro.generation.gpt2_qkv import fuse_split_qkv
+from repro.generation.methods import apply_decoder_method
+from repro.generation.models import load_causal_lm, load_lm_tokenizer
+from repro.methods import METHODS
+
+
+def _cfg(group: str, name: str, **overrides):
+    return OmegaConf.merge(OmegaConf.load(CONF_DIR / group / f"{name}.yaml"), overrides)
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+
+
+def test_gpt2_lora_q_v_own_a_b_and_all_forms_agree():
+    model_cfg = _cfg("model", "tiny-gpt2")
+    torch.manual_seed(0)
+    base = load_causal_lm(model_cfg).eval()
+    ids = torch.randint(0, 1000, (2, 7))
+    reference = _logits(base, ids)
+    adapted = apply_decoder_method(base, _cfg("method", "lora", r=4, alpha=32), model_cfg).model.eval()
+    names = {n for n, p in adapted.named_parameters() if p.requires_grad}
+    layer0 = {n.split("c_attn.")[1] for n in names if ".h.0." in n}
+    assert layer0 == {"q.lora_A.default.weight", "q.lora_B.default.weight",
+                      "v.lora_A.default.weight", "v.lora_B.default.weight"}  # own A and B for q and v, none for k
+    assert torch.allclose(_logits(adapted, ids), reference, atol=1e-5)  # B = 0 at init: the split is exact
+    with torch.no_grad():
+        for n, p in adapted.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=0.5)
+    unmerged = _logits(adapted, ids)
+    assert not torch.allclose(unmerged, reference, atol=1e-3)
+    # the paper's formula by hand on layer 0: q += (x A_q^T B_q^T) alpha/r, v likewise, k untouched
+    attn = adapted.base_model.model.transformer.h[0].attn.c_attn
+    x = torch.randn(3, model_cfg.d_model)
+    expected = torch.cat([attn.q.base_layer(x) + 8 * x @ attn.q.lora_A.default.weight.T @ attn.q.lora_B.default.weight.T,
+                          attn.k(x),
+                          attn.v.base_layer(x) + 8 * x @ attn.v.lora_A.default.weight.T @ attn.v.lora_B.default.weight.T],
+                         dim=-1)
+    assert torch.allclose(attn(x), expected, atol=1e-5)
+    merged = adapted.merge_and_unload()
+    assert torch.allclose(_logits(merged, ids), unmerged, atol=1e-5)
+    fuse_split_qkv(merged, model_cfg)
+    assert type(merged.transformer.h[0].attn.c_attn).__name__ == "Conv1D"
+    assert torch.allclose(_logits(merged, ids), unmerged, atol=1e-5)
+
+
+@pytest.mark.parametrize("model_name", ["tiny-gpt2", "tiny-llama"])
+@pytest.mark.parametrize("method_name", sorted(METHODS))
+def test_every_method_trains_on_decoders(model_name, method_name):
+    if method_name == "bitfit" and model_name == "tiny-llama":
+        pytest.skip("Llama has no bias vectors: BitFit has nothing to train")
+    model_cfg = _cfg("model", model_name)
+    overrides = {"drop_lowest_layers": 1} if method_name == "adapter_d" else {}  # the tiny models have 2 layers
+    method_cfg = _cfg("method", method_name, **overrides)
+    torch.manual_seed(0)
+    adapted = apply_decoder_method(load_causal_lm(model_cfg), method_cfg, model_cfg)
+    ids = torch.randint(0, 1000, (2, 5))
+    logits = adapted.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+    assert logits.shape[:2] == ids.shape
+    logits.float().pow(2).mean().backward()
+    trainable = [p for p in adapted.model.parameters() if p.requires_grad]
+    assert trainable and all(p.grad is not None for p in trainable)
+
+
+@pytest.mark.parametrize("method_name", ["lora", "prefix_layer"])
+def test_batched_beam_search_equals_one_at_a_time(method_name):
+    model_cfg = _cfg("model", "tiny-gpt2")
+    tokenizer = load_lm_tokenizer(model_cfg)
+    torch.manual_seed(0)
+    adapted = apply_decoder_method(load_causal_lm(model_cfg), _cfg("method", method_name), model_cfg)
+    decode = OmegaConf.create({"num_beams": 3, "length_penalty": 0.9, "no_repeat_ngram_size": 4,
+                               "max_new_tokens": 8, "early_stopping": False, "batch_size": 4})
+    sources = ["name : A | food : Thai", "name : The Eagle | area : riverside | near : Burger King", "x", "a b c d"]
+    prompts = [tokenizer.encode(s, add_special_tokens=False) + [tokenizer.eos_token_id] for s in sources]
+    end = tokenizer.eos_token_id
+    batched = beam_search(adapted.model, tokenizer, prompts, decode, end, torch.device("cpu"))
+    single = beam_search(adapted.model, tokenizer, prompts, decode, end, torch.device("cpu"), batch_size=1)
+    assert batched == single and any(batched)

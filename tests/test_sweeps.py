@@ -1,0 +1,121 @@
+"""Sweeps (Tables 5 and 6), the equal-budget rank rule, and the launchers: every sweep composes at every scale
+with the basic and joblib launchers; the SLURM configs compose; one multirun each through joblib and submitit's
+local executor trains tiny-bert and ends in a generated table."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from repro.budget import lora_params, rank_for_budget
+from repro.config import CONF_DIR
+from repro.plan import Composer, expand
+
+REPO = Path(__file__).resolve().parent.parent
+SWEEPS = {"rank": 15, "targets": 7, "seeds": 5}  # sweep -> number of runs it expands to
+TMAP = {"W_q": "q", "W_k": "k", "W_v": "v", "W_o": "o"}
+
+
+def _paper(name):
+    with open(CONF_DIR / "paper" / f"{name}.yaml", encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def test_budget_rule_gives_table5_ranks(paper_reference):
+    gpt3 = paper_reference["models"]["gpt3_175b"]
+    table5 = paper_reference["table5_weight_types"]
+    budget = table5["trainable_params"]["value"] * 1e6
+    for column in table5["columns"]:
+        n = len(column["weight_types"])
+        assert rank_for_budget(budget, gpt3["n_layers"], gpt3["full_rank_d"], n) == column["rank"]
+
+
+def test_budget_rule_edges():
+    assert lora_params(2, 32, 8, 1) == 1024
+    assert rank_for_budget(1024, 2, 32, 4) == 2 and rank_for_budget(1, 2, 32, 4) == 1
+    with pytest.raises(Exception):
+        rank_for_budget(0, 2, 32, 1)
+
+
+def test_shipped_table5_and_table6_match_paper(paper_reference):
+    t5, ref5 = _paper("table5_weight_types"), paper_reference["table5_weight_types"]
+    assert t5["budget"]["printed"] == ref5["trainable_params"]["printed"]
+    for ours, col in zip(t5["columns"], ref5["columns"], strict=True):
+        assert ours["targets"] == [TMAP[w] for w in col["weight_types"]] and ours["rank"] == col["rank"]
+        assert ours["results"] == {k: col[k]["value"] for k in ("WikiSQL", "MultiNLI")}
+    t6, ref6 = _paper("table6_rank"), paper_reference["table6_rank"]
+    assert t6["ranks"] == ref6["ranks"]
+    for ours, row in zip(t6["rows"], ref6["rows"], strict=True):
+        assert (ours["dataset"], ours["targets"]) == (row["dataset"], [TMAP[w] for w in row["weight_types"]])
+        assert ours["by_rank"] == {b["r"]: b["value"] for b in row["by_rank"]}
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+@pytest.mark.parametrize("sweep", sorted(SWEEPS))
+def test_every_sweep_composes(sweep, scale, launcher):
+    compose = Composer(REPO / "sweeps" / f"{sweep}.yaml")
+    model = "roberta-base" if scale == "paper" else "minilm-l6"
+    base = [f"scale={scale}", f"model={model}", "task=glue/rte", f"hydra/launcher={launcher}"]
+    jobs = expand(compose, base)
+    assert len(jobs) == SWEEPS[sweep]
+    for job in jobs:
+        cfg = compose(job, hydra_cfg=True)
+        assert cfg.hydra.launcher._target_.endswith("BasicLauncher" if launcher == "basic" else "JoblibLauncher")
+        del cfg.hydra
+        OmegaConf.resolve(cfg)
+        assert cfg.scale_name == scale
+
+
+def test_targets_sweep_ranks_on_tiny_bert():
+    compose = Composer(REPO / "sweeps" / "targets.yaml")
+    ranks = {tuple(compose(job).method.targets): compose(job).method.r
+             for job in expand(compose, ["model=tiny-bert"])}
+    assert ranks[("q",)] == 8 and ranks[("q", "v")] == 4 and ranks[("q", "k", "v", "o")] == 2
+
+
+@pytest.mark.parametrize("launcher", ["slurm", "submitit_local_cpu"])
+def test_submitit_launchers_compose(launcher):
+    cfg = Composer(None)([f"hydra/launcher={launcher}", "model=tiny-bert"], hydra_cfg=True)
+    assert "submitit_launcher" in cfg.hydra.launcher._target_
+    if launcher == "slurm":
+        assert cfg.hydra.launcher.gpus_per_task == 1 and cfg.hydra.launcher.array_parallelism > 0
+        assert cfg.hydra.launcher.setup
+
+
+def _multirun(tmp_path, data_root, *args, timeout=240):
+    env = {**os.environ, "REPRO_RESULTS": str(tmp_path), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    small = [f"data.root={data_root}", "data.max_train_samples=64", "data.max_eval_samples=64", "model=tiny-bert",
+             "scale=smoke", "task=glue/rte"]
+    proc = subprocess.run([sys.executable, "-m", "repro.train", "-m", *args, *small], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_joblib_multirun_ends_in_tables(tmp_path, data_root):
+    """The targets sweep (its resolver registered in the joblib workers by the callback) on two weight sets."""
+    _multirun(tmp_path, data_root, "--config-dir", "sweeps", "--config-name", "targets", "method.targets=[q],[q,v]",
+              "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    from repro.tables import build
+
+    written = build(tmp_path / "runs", tmp_path / "tables")
+    text = (tmp_path / "tables" / "targets.md").read_text()
+    assert "q (r=8)" in text and "q,v (r=4)" in text and "tiny-bert" in text and "smoke" in text
+    assert all(p.is_file() for p in written["targets"]) and (tmp_path / "tables" / "targets.png").is_file()
+
+
+@pytest.mark.slow
+def test_submitit_local_multirun(tmp_path, data_root):
+    """One job through submitit's local executor (a SLURM job's path without a cluster); ~35 s on 2 cores."""
+    _multirun(tmp_path, data_root, "hydra/launcher=submitit_local_cpu", "+experiment=table2/roberta_base_lora",
+              "seed=0")
+    runs = list((tmp_path / "runs").glob("*/result.json"))
+    assert len(runs) == 1
