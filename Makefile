@@ -9,7 +9,7 @@ DATA_ROOT ?= $(if $(wildcard ../shared/datasets),../shared/datasets,)
 STAMP := $(VENV)/.installed-stamp
 RUN := HF_HUB_OFFLINE=$${HF_HUB_OFFLINE-1} WANDB_MODE=$${WANDB_MODE-offline} REPRO_DATA_ROOT=$(DATA_ROOT) $(BIN)/python
 
-.PHONY: install test smoke tables reproduce-glue clean
+.PHONY: install test smoke tables reproduce-glue bench clean
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
@@ -35,9 +35,11 @@ smoke: $(STAMP)
 # SCALE=paper (every row x task x 5 seeds with hub models on GPUs; LAUNCHER="hydra/launcher=slurm ..." for SLURM).
 # MNLI is not offline, so at cpu scale MRPC/RTE/STS-B start from the pre-trained model (init_from_task=null).
 SCALE ?= cpu
-CPU_ROWS ?= table2/roberta_base_ft,table2/roberta_base_bitfit,table2/roberta_base_adapter_d_0_3m,table2/roberta_base_lora
+CPU_ROWS ?= table2/roberta_base_lora,table2/roberta_base_ft,table2/roberta_base_bitfit,table2/roberta_base_adapter_d_0_3m
 CPU_TASKS ?= glue/sst2,glue/mrpc,glue/rte,glue/cola,glue/stsb
-CPU_BUDGET ?= model=minilm-l6 seed=0,1,2 data.max_train_samples=1000 data.max_eval_samples=500 train.epochs=3 init_from_task=null
+# seeds vary slowest, so an interrupted run leaves every cell with its first seeds
+CPU_SEEDS ?= 0,1,2
+CPU_BUDGET ?= model=minilm-l6 data.max_train_samples=500 data.max_eval_samples=300 train.epochs=3 train.batch_size=16 init_from_task=null
 PAPER_ROWS ?= $(shell ls conf/experiment/table2 | grep -v -e '^_' -e official | sed 's/\.yaml$$//; s|^|table2/|' | paste -sd, -)
 PAPER_TASKS ?= glue/mnli,glue/sst2,glue/mrpc,glue/cola,glue/qnli,glue/qqp,glue/rte,glue/stsb
 LAUNCHER ?=
@@ -46,12 +48,21 @@ reproduce-glue: $(STAMP)
 ifeq ($(SCALE),paper)
 	$(RUN) -m repro.train -m +experiment=$(PAPER_ROWS) task=$(PAPER_TASKS) scale=paper $(LAUNCHER)
 else
-	$(RUN) -m repro.train -m +experiment=$(CPU_ROWS) task=$(CPU_TASKS) scale=$(SCALE) $(CPU_BUDGET) $(LAUNCHER)
+	$(RUN) -m repro.train -m seed=$(CPU_SEEDS) +experiment=$(CPU_ROWS) task=$(CPU_TASKS) scale=$(SCALE) $(CPU_BUDGET) $(LAUNCHER)
 endif
 	$(RUN) -m repro.tables --scale $(SCALE)
 
 tables: $(STAMP)
 	$(RUN) -m repro.tables
+
+# Efficiency benchmarks (Table 1 latency, training cost) at a size that takes a few minutes on 2 CPU cores; on a
+# GPU e.g. make bench LATENCY_ARGS="--arch gpt2-medium --trials 100" (the paper's three Table 1 settings).
+BENCH_THREADS ?= 1
+LATENCY_ARGS ?= --arch gpt2-medium --settings 1x128 --trials 20 --warmup 3 --threads $(BENCH_THREADS)
+TRAIN_BENCH_ARGS ?= --model minilm-l6 --methods lora,full_ft,adapter_h --batch 8 --seq 128 --steps 10 --warmup 2 --threads $(BENCH_THREADS)
+bench: $(STAMP)
+	$(RUN) -m repro.bench.latency $(LATENCY_ARGS)
+	$(RUN) -m repro.bench.train $(TRAIN_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV)

@@ -28,12 +28,13 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 import repro.budget  # noqa: F401  (registers the budget resolvers the sweeps use)
+from repro.paper import PAPER_DIR
 from repro.config import CONF_DIR, check_group_overrides, validate
 from repro.errors import ConfigError, exit_on_user_error
 from repro.params import ParamCounts
 
 REPO = CONF_DIR.parent
-PAPER_TABLE2 = CONF_DIR / "paper" / "table2_glue.yaml"
+PAPER_TABLE2 = PAPER_DIR / "table2_glue.yaml"
 FORMATS = ("table", "json")
 # method keys that set the method's size, shown per run
 SIZE_KEYS = ("r", "alpha", "targets", "bottleneck", "sites", "drop_lowest_layers", "top_layers", "prefix_length",

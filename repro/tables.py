@@ -18,22 +18,15 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
-import yaml
 
-from repro.config import CONF_DIR
 from repro.errors import ReproError, exit_on_user_error
+from repro.paper import paper_data
 from repro.results import is_complete, load
 
-PAPER_DIR = CONF_DIR / "paper"
 MISSING = "—"
 SCALE_PERCENT = 100  # results store fractions; the paper prints 0-100
 # the paper's sweep dataset shown as reference for our GLUE task (Tables 5 and 6 are GPT-3 on WikiSQL/MultiNLI)
 SWEEP_REFERENCE_DATASET = "MultiNLI"
-
-
-def _paper(name: str) -> dict:
-    with open(PAPER_DIR / f"{name}.yaml", encoding="utf-8") as f:
-        return yaml.safe_load(f)
 
 
 # --- records -> one flat frame --------------------------------------------------------------------------------
@@ -87,7 +80,7 @@ def fmt_cell(median: float | None, std: float | None, n: int | None, paper: floa
 
 def table2_long(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per (scale, model, paper row, variant, task) with every paper cell present (missing ones NaN)."""
-    paper = _paper("table2_glue")
+    paper = paper_data("table2_glue")
     runs = frame[frame["paper_row"].notna()] if not frame.empty else frame
     agg = aggregate(runs, ["scale", "model", "paper_row", "variant", "paper_task"]) if not runs.empty else None
     rows = []
@@ -117,7 +110,7 @@ def table2_long(frame: pd.DataFrame) -> pd.DataFrame:
 
 def table2_wide(long: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
     """Per (scale, model): the paper's layout, rows x tasks, formatted cells."""
-    paper = _paper("table2_glue")
+    paper = paper_data("table2_glue")
     out = {}
     for (scale, model), part in long.groupby(["scale", "model"], sort=False):
         rows = []
@@ -191,7 +184,7 @@ CLAIMS: dict[str, Callable[[dict, dict], list[str]]] = {
 
 
 def claims_summary(part: pd.DataFrame) -> list[str]:
-    criteria = _paper("table2_claims")
+    criteria = paper_data("table2_claims")
     averages = _averages(part)
     lines = []
     for name, fn in CLAIMS.items():
@@ -206,11 +199,11 @@ def claims_summary(part: pd.DataFrame) -> list[str]:
 def _sweep_reference(name: str) -> Callable[[str, int | None], float | None]:
     """Paper value for (targets "q,v", rank) in Table 6 (rank) or Table 5 (targets), MultiNLI row."""
     if name == "rank":
-        paper = _paper("table6_rank")
+        paper = paper_data("table6_rank")
         values = {(",".join(r["targets"]), int(k)): v for r in paper["rows"]
                   if r["dataset"] == SWEEP_REFERENCE_DATASET for k, v in r["by_rank"].items()}
     else:
-        paper = _paper("table5_weight_types")
+        paper = paper_data("table5_weight_types")
         values = {(",".join(c["targets"]), c["rank"]): c["results"][SWEEP_REFERENCE_DATASET]
                   for c in paper["columns"]}
     return lambda targets, r: values.get((targets, r))
@@ -325,6 +318,23 @@ def build(runs: Path, out: Path, scale: str | None = None) -> dict[str, list[Pat
     return written
 
 
+def log_to_wandb(written: dict[str, list[Path]], project: str) -> None:
+    """Log each table to W&B in the group its sweep's runs use (`logger.group` = `sweep_name`); offline unless
+    WANDB_MODE=online."""
+    import os
+
+    import wandb
+
+    for name, paths in written.items():
+        frame = pd.read_csv(next(p for p in paths if p.suffix == ".csv"))
+        if frame.empty:
+            continue
+        run = wandb.init(project=project, group=name, name=f"{name}-table", job_type="tables",
+                         mode=os.environ.get("WANDB_MODE", "offline"), reinit="finish_previous")
+        run.log({f"{name}/table": wandb.Table(dataframe=frame.astype(str))})
+        run.finish()
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m repro.tables", description=__doc__.splitlines()[0])
@@ -332,11 +342,15 @@ def main(argv: list[str] | None = None) -> None:
                                                                  "results/runs)")
     parser.add_argument("--out", type=Path, default=None, help="default: $REPRO_RESULTS/tables or results/tables")
     parser.add_argument("--scale", help="only runs at this scale (paper, cpu, smoke)")
+    parser.add_argument("--wandb", metavar="PROJECT", help="also log the tables to this W&B project, one group per "
+                                                           "sweep (offline unless WANDB_MODE=online)")
     args = parser.parse_args(argv)
     import os
 
     base = Path(os.environ.get("REPRO_RESULTS", "results"))
-    build(args.runs or base / "runs", args.out or base / "tables", args.scale)
+    written = build(args.runs or base / "runs", args.out or base / "tables", args.scale)
+    if args.wandb:
+        log_to_wandb(written, args.wandb)
 
 
 if __name__ == "__main__":

@@ -184,3 +184,16 @@ def test_table7_copy_matches_paper(paper_reference):
     assert ours["amplification"]["section_7_3"][4] == amp["section_7_3_r4"]["value"]
     assert ours["amplification"]["appendix_h4"] == {4: amp["appendix_h4_r4"]["value"],
                                                     64: amp["appendix_h4_r64"]["value"]}
+
+
+def test_initial_a_replays_the_runs_initialisation(compose, tmp_path):
+    """fake_lora_run seeds like repro.train and leaves A untouched: the replayed A_init is A itself."""
+    run_dir, _, _ = fake_lora_run(compose, tmp_path, 4, 3)
+    run = subspace.load_lora_run(run_dir)
+    init = subspace.initial_a(run)
+    assert set(init) == set(run.factors)
+    assert all(torch.equal(init[k], run.factors[k]["A"]) for k in init)
+    with torch.no_grad():
+        run.factors[("q", 0)]["A"] += 0.5
+    assert 0 < subspace.add_delta_a(run) < 1
+    assert torch.allclose(run.factors[("q", 0)]["dA"], torch.full_like(init[("q", 0)], 0.5))

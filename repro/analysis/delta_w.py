@@ -70,7 +70,8 @@ def run_table(run: LoraRun, scaling: bool, seed: int = 0) -> pd.DataFrame:
         w = get_module(model, f"{cfg.model.layers}.{layer}.{cfg.model.matrices[matrix]}").weight.detach()
         delta_w = scale * (f["B"].double() @ f["A"].double())
         if delta_w.shape != w.shape:
-            raise ReproError(f"{run.path}: dW {tuple(delta_w.shape)} does not match W {tuple(w.shape)} ({matrix}, {layer})")
+            raise ReproError(f"{run.path}: dW {tuple(delta_w.shape)} does not match W {tuple(w.shape)} "
+                             f"({matrix}, layer {layer})")
         rows.append({"r": run.r, "seed": run.seed, "layer": layer, "matrix": matrix,
                      **delta_w_row(w, delta_w, run.r, generator)})
     return pd.DataFrame(rows)
@@ -118,8 +119,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     scaling = "dW = B A (no alpha/r scaling)" if args.no_scaling else "dW = (alpha/r) B A (the update peft applies)"
     long = pd.concat([run_table(r, not args.no_scaling, args.seed) for r in runs], ignore_index=True)
     name = args.name or "_".join(f"r{r.r}s{r.seed}" for r in runs) + ("_unscaled" if args.no_scaling else "")
-    head = (f"{runs[0].scale_name} scale: {runs[0].task_name}, {runs[0].model_name}, LoRA; {scaling}; random "
-            f"baseline seed {args.seed}.")
+    head = (f"{runs[0].scale_name} scale ({runs[0].budget}): {runs[0].task_name}, {runs[0].model_name}, LoRA; "
+            f"{scaling}; random baseline seed {args.seed}.")
     written = write_table(table7_layout(long, layer, args.matrix), args.out / f"table7_{name}",
                           f"Table 7 analogue, layer {layer}, W_{args.matrix}. {head} Paper columns: GPT-3 175B, "
                           f"layer 48, W_q (amplification: Section 7.3 for r=4, Appendix H.4 otherwise).", ".3g")

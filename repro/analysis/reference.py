@@ -11,19 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from repro.config import CONF_DIR
 from repro.errors import ReproError
-
-PAPER_DIR = CONF_DIR / "paper"
-
-
-def paper_data(name: str) -> dict[str, Any]:
-    """One of conf/paper/<name>.yaml as plain Python data."""
-    with open(PAPER_DIR / f"{name}.yaml", encoding="utf-8") as f:
-        return yaml.safe_load(f)
+from repro.paper import paper_data  # noqa: F401  (re-exported for the analyses and benchmarks)
 
 
 def read_run(run_dir: Path) -> tuple[dict[str, Any], DictConfig]:
@@ -42,5 +33,6 @@ def write_table(df: pd.DataFrame, stem: Path, caption: str, float_fmt: str = ".4
     stem.parent.mkdir(parents=True, exist_ok=True)
     csv, md = stem.with_suffix(".csv"), stem.with_suffix(".md")
     df.to_csv(csv, index=False)
-    md.write_text(f"{caption}\n\n{df.to_markdown(index=False, floatfmt=float_fmt, missingval='')}\n")
+    shown = df.astype(object).where(df.notna(), None)  # blank cells, not "nan", where a value does not exist
+    md.write_text(f"{caption}\n\n{shown.to_markdown(index=False, floatfmt=float_fmt, missingval='')}\n")
     return [csv, md]

@@ -8,6 +8,10 @@ where U1_i holds the top-i right-singular vectors of the learned A1 (r1 x d; the
 U2_j the top-j of A2. The B variant uses the left-singular vectors of B (d x r). Random Gaussian matrices of the
 same shapes give the chance level (about i*j / (d * min(i, j)) for small i, j). Outputs heatmaps (PNG and PDF)
 and a per-layer summary table (markdown and CSV).
+
+With --delta-a also dA = A - A_init: A starts random (B starts at zero), so after a short run A is mostly its
+initialisation and phi on A mostly compares two random draws. A_init is replayed: `repro.train` seeds with
+the run's seed and then builds the model and the method, so the same calls give the same initial A.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from repro.analysis.reference import read_run, write_table
 from repro.errors import ReproError, exit_on_user_error
 
 FACTORS = ("A", "B")
+RIGHT_SINGULAR = ("A", "dA")  # factors whose rows span the input space
 # i ranges over the smaller rank up to this bound in the grid-mean summary (the paper's 1 <= i <= 8)
 SUMMARY_I_MAX = 8
 
@@ -36,7 +41,7 @@ SUMMARY_I_MAX = 8
 def singular_basis(m: torch.Tensor, factor: str) -> torch.Tensor:
     """Orthonormal columns (d x k), sorted by singular value: right-singular vectors of A (r x d), left of B."""
     u, _, vh = torch.linalg.svd(m.double(), full_matrices=False)
-    return vh.T if factor == "A" else u
+    return vh.T if factor in RIGHT_SINGULAR else u
 
 
 def phi_grid(u1: torch.Tensor, u2: torch.Tensor) -> np.ndarray:
@@ -85,6 +90,7 @@ class LoraRun:
     seed: int
     n_layers: int
     factors: dict[tuple[str, int], dict[str, torch.Tensor]]
+    budget: str = ""  # training examples x epochs, for captions
 
     def matrices(self) -> list[str]:
         return sorted({m for m, _ in self.factors}, key="qkvo".find)
@@ -109,8 +115,39 @@ def load_lora_run(run_dir: Path) -> LoraRun:
     if not factors:
         raise ReproError(f"no LoRA A/B tensors under {cfg.model.layers} in {weights}")
     label = f"r={cfg.method.r}, seed {cfg.seed}"
+    budget = f"{record.get('train_examples', '?')} train examples x {cfg.train.epochs} epochs"
     return LoraRun(run_dir, label, int(cfg.method.r), float(cfg.method.alpha), str(record.get("scale")),
-                   str(cfg.model.name), str(cfg.task.name), int(cfg.seed), int(cfg.model.n_layers), factors)
+                   str(cfg.model.name), str(cfg.task.name), int(cfg.seed), int(cfg.model.n_layers), factors, budget)
+
+
+def initial_a(run: LoraRun) -> dict[tuple[str, int], torch.Tensor]:
+    """The run's A matrices at initialisation, rebuilt by replaying the seeding and construction of `repro.train`."""
+    from repro.methods import apply_method
+    from repro.models import load_model
+    from repro.train import seed_everything
+
+    _, cfg = read_run(run.path)
+    seed_everything(cfg.seed)
+    adapted = apply_method(load_model(cfg.model, cfg.task.num_labels), cfg.method, cfg.model)
+    params = dict(adapted.model.named_parameters())
+    init = {}
+    for matrix, layer in run.factors:
+        prefix = f"base_model.model.{cfg.model.layers}.{layer}.{cfg.model.matrices[matrix]}.lora_A."
+        init[(matrix, layer)] = next(p for n, p in params.items() if n.startswith(prefix)).detach().float()
+    return init
+
+
+def add_delta_a(run: LoraRun) -> float:
+    """Store dA = A - A_init as factor "dA"; returns the largest ||dA|| / ||A||. A replay that missed the
+    initialisation would give about sqrt(2) (two independent draws), so above 1 is an error."""
+    worst = 0.0
+    for key, a0 in initial_a(run).items():
+        a = run.factors[key]["A"]
+        run.factors[key]["dA"] = a - a0
+        worst = max(worst, float((a - a0).norm() / a.norm()))
+    if worst > 1.0:
+        raise ReproError(f"{run.path}: could not replay the initial A (||A - A_init|| / ||A|| = {worst:.2f})")
+    return worst
 
 
 def check_comparable(run1: LoraRun, run2: LoraRun) -> None:
@@ -126,14 +163,14 @@ def order_by_rank(run1: LoraRun, run2: LoraRun) -> tuple[LoraRun, LoraRun]:
 # ---------------------------------------------------------------------------- outputs
 
 
-def summary_table(run1: LoraRun, run2: LoraRun, matrices: list[str], layers: list[int],
-                  seed: int = 0) -> pd.DataFrame:
+def summary_table(run1: LoraRun, run2: LoraRun, matrices: list[str], layers: list[int], seed: int = 0,
+                  factors: tuple[str, ...] = FACTORS) -> pd.DataFrame:
     """Per layer, matrix and factor: phi summaries for the two runs and for random matrices of the same shapes."""
     generator = torch.Generator().manual_seed(seed)
     rows = []
     for layer in layers:
         for matrix in matrices:
-            for factor in FACTORS:
+            for factor in factors:
                 m1, m2 = run1.factors[(matrix, layer)][factor], run2.factors[(matrix, layer)][factor]
                 learned = summarise(phi(m1, m2, factor))
                 chance = summarise(phi(random_like(m1, generator), random_like(m2, generator), factor))
@@ -220,6 +257,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     parser.add_argument("--out", type=Path, default=Path("results/figures"))
     parser.add_argument("--name", default=None, help="file name stem (default: from the runs' ranks and seeds)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random Gaussian baseline")
+    parser.add_argument("--delta-a", action="store_true", help="also A - A_init (initialisation replayed)")
     args = parser.parse_args(argv)
 
     run1, run2 = order_by_rank(*(load_lora_run(d) for d in args.run_dirs))
@@ -227,20 +265,25 @@ def main(argv: list[str] | None = None) -> list[Path]:
     matrices = parse_matrices(args.matrix, run1, run2)
     layers = parse_layers(args.layer, run1.n_layers)
     name = args.name or default_name(run1, run2)
-    caption = (f"{run1.scale_name} scale: {run1.task_name}, {run1.model_name}, LoRA on {','.join(matrices)}: "
-               f"{run1.label} vs {run2.label}")
+    caption = (f"{run1.scale_name} scale ({run1.budget}): {run1.task_name}, {run1.model_name}, LoRA on "
+               f"{','.join(matrices)}: {run1.label} vs {run2.label}")
     zoom = min(run1.r, run2.r) if run1.r != run2.r else None
+    factors = FACTORS + (("dA",) if args.delta_a else ())
+    replay = [add_delta_a(run) for run in (run1, run2)] if args.delta_a else []
+    kinds = {"A": "right-singular vectors of A", "B": "left-singular vectors of B",
+             "dA": "right-singular vectors of A - A_init"}
     written = []
     for layer in layers:
-        for factor in FACTORS:
-            kind = "right-singular vectors of A" if factor == "A" else "left-singular vectors of B"
+        for factor in factors:
+            kind = kinds[factor]
             title = f"phi({factor}: {run1.label} vs {run2.label}), layer {layer}, {kind}\n{caption}"
             panels = heatmap_grids(run1, run2, matrices, layer, factor, args.seed)
             written += plot_heatmaps(panels, zoom, title, args.out / f"subspace_{name}_{factor}_layer{layer}")
-    table = summary_table(run1, run2, matrices, list(range(run1.n_layers)), args.seed)
+    table = summary_table(run1, run2, matrices, list(range(run1.n_layers)), args.seed, factors)
     note = (f"Subspace similarity phi (Eq. 4), every layer. {caption}. phi_11: i=j=1; phi_diag_mean: mean of "
             f"phi(i,i); phi_grid_mean: mean over i<={min(SUMMARY_I_MAX, run1.r)}, j<={run2.r}; random_*: Gaussian "
-            f"matrices of the same shapes (seed {args.seed}). Factor A: right-singular vectors, B: left-singular.")
+            f"matrices of the same shapes (seed {args.seed}). Factor A: right-singular vectors, B: left-singular."
+            + (f" dA = A - A_init (replayed; max ||dA||/||A|| = {max(replay):.2f})." if replay else ""))
     written += write_table(table, args.out / f"subspace_{name}_summary", note, float_fmt=".3f")
     for path in written:
         print(path)

@@ -1,4 +1,4 @@
-"""`python -m repro.bench.latency [--arch gpt2-medium] [--trials N] [--settings 32x512,16x256,1x128] [--out results/bench]`
+"""`python -m repro.bench.latency [--arch gpt2-medium] [--trials N] [--settings 32x512,16x256,1x128] [--out DIR]`
 
 Inference latency of one forward pass (Table 1, Section 3 and 4.1): the base model (what full fine-tuning
 serves), LoRA merged into W (the same architecture, so no added latency), LoRA unmerged (peft on c_attn, the
@@ -26,6 +26,7 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from repro.analysis.reference import paper_data, write_table
+from repro.bench import hardware_label
 from repro.config import CONF_DIR
 from repro.errors import ReproError, exit_on_user_error
 from repro.methods.adapters import insert_adapters
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
                           ("cpu" if args.device == "auto" else args.device))
     settings = parse_settings(args.settings)
     table = benchmark(args.arch, settings, args.trials, args.warmup, args.lora_r, device)
-    hw = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    hw = hardware_label(device)
     caption = (f"Forward-pass latency (ms), random-weight {args.arch} ({ARCHS[args.arch]}), {hw}, "
                f"mean and std over {args.trials} trials after {args.warmup} warm-up passes, round-robin over "
                f"variants; settings (batch x seq) {args.settings}; LoRA r={args.lora_r} on c_attn; adapters sized "

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from repro.analysis.reference import paper_data, write_table
+from repro.bench import hardware_label
 from repro.config import CONF_DIR, group_choices
 from repro.errors import ReproError, exit_on_user_error
 from repro.methods import apply_method
@@ -181,7 +182,8 @@ def measure_method(model_name: str, method_name: str, batch: int, seq: int, step
             "step_std_ms": 1e3 * statistics.stdev(times) if len(times) > 1 else 0.0,
             "tokens_per_s": batch * seq / step_s, "peak_memory_bytes": peak_memory(device),
             "memory_before_train_bytes": memory_before, "optimizer_state_bytes": optimizer_state_bytes(optimizer),
-            "checkpoint_bytes": checkpoint_bytes(adapted), "train_flops_per_step": train_flops(model, model_cfg, batch, seq)}
+            "checkpoint_bytes": checkpoint_bytes(adapted),
+            "train_flops_per_step": train_flops(model, model_cfg, batch, seq)}
 
 
 def harness_rows(tokenizer, n: int, seq: int) -> list[dict[str, Any]]:
@@ -234,6 +236,8 @@ def ratio_table(per_method: pd.DataFrame) -> pd.DataFrame:
     """LoRA vs full fine-tuning, ours beside the paper's GPT-3 175B claims."""
     claims = paper_data("claims")
     lora, ft = (per_method.set_index("method").loc[m] for m in ("lora", "full_ft"))
+    added_ft = ft.peak_memory_bytes - ft.memory_before_train_bytes
+    added_lora = max(lora.peak_memory_bytes - lora.memory_before_train_bytes, 1)
     tput = claims["training_throughput_tokens_per_s"]
     vram, ckpt = claims["training_vram"], claims["checkpoint"]
     def size(cell: dict) -> float:
@@ -245,8 +249,7 @@ def ratio_table(per_method: pd.DataFrame) -> pd.DataFrame:
         {"quantity": "peak memory FT / LoRA (x)", "ours": ft.peak_memory_bytes / lora.peak_memory_bytes,
          "paper": size(vram["full_ft"]) / size(vram["lora"]), "paper_detail": claims["gpu_memory_reduction_x"]},
         {"quantity": "memory added by training FT / LoRA (x)",
-         "ours": (ft.peak_memory_bytes - ft.memory_before_train_bytes)
-                 / max(lora.peak_memory_bytes - lora.memory_before_train_bytes, 1), "paper": None, "paper_detail": None},
+         "ours": added_ft / added_lora, "paper": None, "paper_detail": None},
         {"quantity": "optimizer state FT / LoRA (x)", "ours": ft.optimizer_state_bytes / lora.optimizer_state_bytes,
          "paper": None, "paper_detail": None},
         {"quantity": "checkpoint FT / LoRA (x)", "ours": ft.checkpoint_bytes / lora.checkpoint_bytes,
@@ -299,24 +302,26 @@ def main(argv: list[str] | None = None) -> list[Path]:
     if args.threads:
         torch.set_num_threads(args.threads)  # the matmul peak is measured with the workers' thread count
     common = ["--model", args.model, "--batch", str(args.batch), "--seq", str(args.seq), "--steps", str(args.steps),
-              "--warmup", str(args.warmup), "--device", args.device] + (["--threads", str(args.threads)] if args.threads else [])
+              "--warmup", str(args.warmup), "--device", args.device]
+    common += ["--threads", str(args.threads)] if args.threads else []
     peak = matmul_peak_flops(device)
     per_method = pd.DataFrame([run_worker(["--worker", m, *common]) for m in methods])
     per_method["achieved_gflops"] = per_method.train_flops_per_step / (per_method.step_ms / 1e3) / 1e9
     per_method["mfu_pct"] = 100 * per_method.achieved_gflops * 1e9 / peak
-    hw = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    hw = hardware_label(device)
     memory = "torch max allocated" if device.type == "cuda" else "process peak RSS"
     head = (f"{args.model}, batch {args.batch} x seq {args.seq}, {args.steps} timed steps after {args.warmup} "
             f"warm-up, AdamW, random tokens; {hw}; measured fp32 matmul peak {peak / 1e9:.1f} GFLOP/s")
     written = write_table(per_method, args.out / f"train_{args.model}",
                           f"Training cost per method ({head}). Memory: {memory}, each method in a fresh process; "
-                          f"memory_before_train = in use after building the model, when the peak window starts. FLOPs: 2x forward + weight gradients "
+                          f"memory_before_train = in use after building the model, when the peak window starts. "
+                          f"FLOPs: 2x forward + weight gradients "
                           f"of trainable Linear weights.", ".4g")
     if {"lora", "full_ft"} <= set(methods):
         written += write_table(ratio_table(per_method), args.out / f"train_{args.model}_vs_paper",
                                f"LoRA vs full fine-tuning ({head}). Paper: GPT-3 175B claims (Section 4.2, "
                                f"footnote 5); paper_detail: the gain implied by footnote 5's tokens/s per V100, "
-                               f"the abstract's memory-reduction factor, the checkpoint size ratio.", ".3g")
+                               f"the abstract's memory-reduction factor, the checkpoint size ratio.", ".5g")
     if not args.no_harness:
         h = run_worker(["--worker", "harness", *common])
         h["overhead_pct"] = 100 * (h["harness_step_ms"] / h["bare_step_ms"] - 1)
