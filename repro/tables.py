@@ -268,16 +268,31 @@ def plot_sweep(long: pd.DataFrame, name: str, path: Path) -> None:
 
 # --- writing --------------------------------------------------------------------------------------------------
 
-def _header(title: str, scale: str, model: str, note: str) -> str:
-    return (f"{title}\n\nReproduced numbers: model `{model}` at scale `{scale}`. Cell: median±std [seeds] / paper "
-            f"(difference), 0-100 scale; {MISSING} = no run. {note}")
+def _header(title: str, scale: str, model: str, note: str, budget: str = "") -> str:
+    return (f"{title}\n\nReproduced numbers: model `{model}` at scale `{scale}`{budget}. Cell: median±std [seeds] / "
+            f"paper (difference), 0-100 scale; {MISSING} = no run. {note}")
+
+
+def run_budgets(frame: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """(scale, model) -> the training budgets of its runs, so a table says how much data and training it saw."""
+    def describe(c: dict) -> str:
+        train, dev = _get(c, "data.max_train_samples"), _get(c, "data.max_eval_samples")
+        return (f"{train or 'all'} train / {dev or 'all'} dev examples, {_get(c, 'train.epochs')} epochs, "
+                f"batch {_get(c, 'train.batch_size')}")
+
+    if frame.empty:
+        return {}
+    budgets = frame.assign(budget=frame["config"].map(describe)).groupby(["scale", "model"])["budget"]
+    return {key: " (" + "; ".join(sorted(set(values))) + ")" for key, values in budgets}
 
 
 def write_tables(wide: dict, long: pd.DataFrame, out: Path, name: str, title: str, note: str,
-                 extra: Callable[[pd.DataFrame], list[str]] | None = None) -> list[Path]:
+                 extra: Callable[[pd.DataFrame], list[str]] | None = None,
+                 budgets: dict[tuple[str, str], str] | None = None) -> list[Path]:
     md, tex = [], []
     for (scale, model), table in wide.items():
-        md += [f"## {_header(title, scale, model, note)}", "", table.to_markdown(index=False), ""]
+        budget = (budgets or {}).get((scale, model), "")
+        md += [f"## {_header(title, scale, model, note, budget)}", "", table.to_markdown(index=False), ""]
         if extra is not None:
             part = long[(long["scale"] == scale) & (long["model"] == model)]
             md += ["Claims at this scale:", *extra(part), ""]
@@ -304,12 +319,14 @@ def build(runs: Path, out: Path, scale: str | None = None) -> dict[str, list[Pat
     long = table2_long(frame)
     written["table2"] = write_tables(table2_wide(long), long, out, "table2", "Table 2 (GLUE)",
                                      "Rows map by the experiment's `paper_row` (method and size).",
-                                     extra=claims_summary)
+                                     extra=claims_summary,
+                                     budgets=run_budgets(frame[frame["paper_row"].notna()] if len(frame) else frame))
     for name, title in (("rank", "Table 6 (rank r)"), ("targets", "Table 5 (weight types, equal budget)")):
         long = sweep_long(frame, name)
         written[name] = write_tables(sweep_wide(long, name), long, out, name, title,
                                      f"Paper: GPT-3 175B on {SWEEP_REFERENCE_DATASET} (the reference, not the same "
-                                     "task or model).")
+                                     "task or model).",
+                                     budgets=run_budgets(frame[frame["sweep"] == name] if len(frame) else frame))
         if not long.empty:
             plot_sweep(long, name, out / f"{name}.png")
             written[name].append(out / f"{name}.png")

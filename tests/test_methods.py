@@ -175,7 +175,7 @@ def test_prefix_tokens_sit_after_first_and_before_last_token():
     wrapper = PromptTokens(load_model(model, 2), model, n_prefix=2, n_infix=1, per_layer=False)
     ids = torch.tensor([[101, 7, 8, 102, 0], [101, 9, 102, 0, 0]])
     mask = (ids != 0).long()
-    _, is_slot, slot, scatter = wrapper._insert(ids, mask, None)
+    is_slot, slot, scatter = wrapper._insert(ids, mask)
     placed = scatter(ids, -1)
     assert placed.tolist() == [[101, -1, -1, 7, 8, -1, 102, 0], [101, -1, -1, 9, -1, 102, 0, 0]]
     assert slot[0].tolist() == [-1, 0, 1, -1, -1, 2, -1, -1]

@@ -49,8 +49,9 @@ class PromptTokens(nn.Module):
 
         return hook
 
-    def _insert(self, input_ids, attention_mask, token_type_ids):
-        """Positions: [first] prefix... tokens[1:-1] infix... [last] padding. Returns scattered tensors."""
+    def _insert(self, input_ids, attention_mask):
+        """New positions [first] prefix... tokens[1:-1] infix... [last] padding: the slot mask, each slot's
+        vector index (-1 elsewhere), and a function placing a (batch, length, ...) tensor into that layout."""
         batch, length = input_ids.shape
         n = self.n_prefix + self.n_infix
         lengths = attention_mask.sum(1, keepdim=True)
@@ -68,10 +69,10 @@ class PromptTokens(nn.Module):
             out.scatter_(1, index, x)
             return torch.where(is_slot if x.dim() == 2 else is_slot[..., None], fill, out)
 
-        return dest, is_slot, slot, scatter
+        return is_slot, slot, scatter
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None, **kwargs):
-        _, is_slot, slot, scatter = self._insert(input_ids, attention_mask, token_type_ids)
+        is_slot, slot, scatter = self._insert(input_ids, attention_mask)
         self._slots = (is_slot, slot)
         embeds = scatter(self._word_embeddings[0](input_ids), 0.0)
         if self.prompts.shape[0] == 1:  # PreEmbed: the slots' word embeddings are the trainable vectors
