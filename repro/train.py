@@ -181,10 +181,9 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     try:
         record = run(cfg)
     except (ReproError, RunInProgress) as exc:
-        if not multirun:
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
         print(f"error: {exc}", file=sys.stderr)
+        if not multirun:
+            sys.exit(2)
         return None
     except Exception:
         if not multirun:

@@ -6,6 +6,7 @@ from omegaconf import DictConfig
 from peft import LoraConfig, TaskType, get_peft_model
 from torch import nn
 
+from repro.errors import ConfigError
 from repro.methods.base import Adapted
 
 # method config `init` -> peft's `init_lora_weights`
@@ -14,8 +15,6 @@ LORA_INIT = {"gaussian": "gaussian", "peft_default": True}
 
 def lora_config(method_cfg: DictConfig, model_cfg: DictConfig, task_type: TaskType | None) -> LoraConfig:
     if method_cfg.init not in LORA_INIT:
-        from repro.errors import ConfigError
-
         raise ConfigError(f"method.init must be one of {', '.join(LORA_INIT)}, got {method_cfg.init!r}")
     return LoraConfig(
         task_type=task_type,
