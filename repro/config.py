@@ -38,6 +38,15 @@ def group_choices(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
     return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
 
 
+def load_group_config(group: str, name: str, conf_dir: Path = CONF_DIR) -> DictConfig:
+    """One option of a config group outside Hydra (tests, benchmarks), with the same-group `defaults` Hydra
+    would merge (e.g. conf/method/dora.yaml extends lora.yaml): the listed options first, then this file."""
+    cfg = OmegaConf.load(conf_dir / group / f"{name}.yaml")
+    defaults = cfg.pop("defaults", [])
+    parents = [load_group_config(group, d, conf_dir) for d in defaults if d != "_self_"]
+    return OmegaConf.merge(*parents, cfg) if parents else cfg
+
+
 def check_group_overrides(overrides: Iterable[str], conf_dir: Path = CONF_DIR) -> None:
     """Reject an unknown `task=`/`model=`/`method=`/... choice with the list of valid ones (before Hydra's
     multi-line error). Multirun values (`a,b`) are checked one by one."""

@@ -34,16 +34,29 @@ def load_tokenizer(model_cfg: DictConfig) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(source)
 
 
-def load_model(model_cfg: DictConfig, num_labels: int) -> PreTrainedModel:
-    """The encoder with a freshly initialised head for `num_labels` outputs (1 = regression)."""
+def check_pretrained_kwargs(model_cfg: DictConfig, kwargs: dict) -> None:
+    """Loading options such as QLoRA's quantisation apply to pre-trained checkpoints, not to random tiny models."""
+    if kwargs and model_cfg.source == "tiny":
+        raise ConfigError(f"model {model_cfg.name} is random-initialised; {', '.join(kwargs)} needs a pre-trained one")
+
+
+def to_device(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """`.to(device)`, except for a 4-bit model, which is placed when loaded and cannot be moved."""
+    return model if getattr(model, "is_loaded_in_4bit", False) else model.to(device)
+
+
+def load_model(model_cfg: DictConfig, num_labels: int, **pretrained_kwargs) -> PreTrainedModel:
+    """The encoder with a freshly initialised head for `num_labels` outputs (1 = regression);
+    `pretrained_kwargs` go to `from_pretrained` (e.g. `repro.methods.load_kwargs`)."""
     problem = "regression" if num_labels == 1 else "single_label_classification"
+    check_pretrained_kwargs(model_cfg, pretrained_kwargs)
     if model_cfg.source == "tiny":
         kwargs = OmegaConf.to_container(model_cfg.config)
         config = AutoConfig.for_model(kwargs.pop("model_type"), num_labels=num_labels, problem_type=problem, **kwargs)
         return AutoModelForSequenceClassification.from_config(config)
     source = model_cfg.hub_id if model_cfg.source == "hub" else package_dir(model_cfg.package, model_cfg.subdir)
     return AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels, problem_type=problem,
-                                                              dtype=torch.float32)
+                                                              dtype=torch.float32, **pretrained_kwargs)
 
 
 def get_module(root: torch.nn.Module, dotted: str) -> torch.nn.Module:

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from repro.checkpoint import Checkpointer
 from repro.data import load_task_data
 from repro.distributed import World
-from repro.methods import Adapted, apply_method
+from repro.methods import Adapted, apply_method, load_kwargs
 from repro.models import load_model, load_tokenizer
 from repro.params import ParamCounts, count_parameters
 from repro.trainer import TrainResult, train_and_evaluate
@@ -45,11 +45,18 @@ class PipelineOutcome:
     extra: dict[str, Any] = field(default_factory=dict)  # merged into result.json (e.g. decoded outputs)
 
 
+def method_report(adapted: Adapted) -> dict[str, Any]:
+    """What the method reports after training (e.g. AdaLoRA's final ranks), under `method_state` in result.json."""
+    report = adapted.hooks.report()
+    return {"method_state": report} if report else {}
+
+
 def run_classification(cfg: DictConfig, ctx: RunContext) -> PipelineOutcome:
     """GLUE: sequence classification (or regression for STS-B) with a head on the encoder."""
     data = load_task_data(cfg.task, cfg.data)
     tokenizer = load_tokenizer(cfg.model)
-    adapted = apply_method(load_model(cfg.model, cfg.task.num_labels), cfg.method, cfg.model)
+    adapted = apply_method(load_model(cfg.model, cfg.task.num_labels, **load_kwargs(cfg.method)), cfg.method,
+                           cfg.model)
     if ctx.init_from is not None:
         adapted.load(ctx.init_from, include_head=False)  # the head is task-specific and starts fresh
     counts = count_parameters(adapted.model, list(cfg.model.head))
@@ -59,15 +66,16 @@ def run_classification(cfg: DictConfig, ctx: RunContext) -> PipelineOutcome:
         adapted.model, tokenizer, data, cfg.task, cfg.train,
         max_length=cfg.data.max_seq_len - adapted.reserved_tokens,
         token_type_ids=cfg.model.get("token_type_ids"), seed=cfg.seed, device=ctx.device, on_epoch=ctx.on_epoch,
-        checkpointer=ctx.checkpointer, world=ctx.world)
-    return PipelineOutcome(adapted, counts, outcome, len(data.train), {s: len(r) for s, r in data.eval.items()})
+        checkpointer=ctx.checkpointer, world=ctx.world, hooks=adapted.hooks)
+    return PipelineOutcome(adapted, counts, outcome, len(data.train), {s: len(r) for s, r in data.eval.items()},
+                           method_report(adapted))
 
 
 def run_generation(cfg: DictConfig, ctx: RunContext) -> PipelineOutcome:
-    """E2E, WebNLG, DART, SAMSum with decoder LMs (repro/generation/pipeline.py, imported on use)."""
+    """E2E, WebNLG, DART, SAMSum with decoders or encoder-decoders (repro/generation/pipeline.py, imported on use)."""
     from repro.generation.pipeline import run_generation as run
 
-    return run(cfg, ctx.device, ctx.on_epoch)
+    return run(cfg, ctx)
 
 
 PIPELINES: dict[str, Callable[[DictConfig, RunContext], PipelineOutcome]] = {

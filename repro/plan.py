@@ -51,6 +51,10 @@ BYTES_ADAM = 8  # AdamW's two fp32 moments per trainable parameter
 ACT_PER_TOKEN_HIDDEN = 34
 ACT_ATTENTION = 5
 ACT_FP32_FACTOR = 2
+# QLoRA (method.quantization): frozen weights in 4-bit NormalFloat with double quantisation, 4.127 bits per parameter
+# (Dettmers et al. 2023, Sec. 3: 4 bits + 8-bit block constants per 64 + their fp32 constants per 256 blocks), and
+# activations at the 16-bit compute dtype. The trained LoRA and head parameters stay fp32.
+QLORA_BITS_PER_FROZEN = 4 + 8 / 64 + 32 / (64 * 256)
 
 
 @dataclass
@@ -85,8 +89,15 @@ def _architecture_embedded(model_cfg: DictConfig) -> dict:
     return json.loads((package_dir(model_cfg.package, model_cfg.subdir) / "config.json").read_text())
 
 
+def _architecture_gguf(model_cfg: DictConfig) -> dict:
+    from repro.generation.models import dequantised_dir
+
+    return json.loads((dequantised_dir(model_cfg) / "config.json").read_text())
+
+
 ARCHITECTURES: dict[str, Callable[[DictConfig], dict]] = {
     "hub": _architecture_hub,
+    "gguf": _architecture_gguf,
     "tiny": lambda m: OmegaConf.to_container(m.config, resolve=True),
     "embedded": _architecture_embedded,
 }
@@ -99,40 +110,56 @@ def architecture(model_cfg: DictConfig) -> dict:
         raise ConfigError(f"model source {model_cfg.source!r} unknown; one of {', '.join(ARCHITECTURES)}") from None
 
 
-def count_on_meta(model_cfg: DictConfig, method_cfg: DictConfig, num_labels: int) -> ParamCounts:
-    """Build the encoder + head on the meta device, apply the method, count as training does."""
+def count_on_meta(model_cfg: DictConfig, method_cfg: DictConfig, task_kind: str, num_labels: int) -> ParamCounts:
+    """Build the model (encoder + head, or language model) on the meta device, apply the method the way training
+    does for this kind of task, count as training does."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from repro.methods import apply_method
     from repro.params import count_parameters
 
     kwargs = architecture(model_cfg)
-    for key in ("architectures", "transformers_version", "torch_dtype", "dtype"):
+    for key in ("architectures", "transformers_version", "torch_dtype", "dtype", "_model_name_or_path"):
         kwargs.pop(key, None)
-    config = AutoConfig.for_model(kwargs.pop("model_type"), num_labels=num_labels, **kwargs)
+    if task_kind == "generation":
+        from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+        from repro.generation.methods import apply_decoder_method as apply
+        from repro.generation.models import is_seq2seq
+
+        auto = AutoModelForSeq2SeqLM if is_seq2seq(model_cfg) else AutoModelForCausalLM
+        config = AutoConfig.for_model(kwargs.pop("model_type"), **kwargs)
+    else:
+        from repro.methods import apply_method as apply
+
+        auto = AutoModelForSequenceClassification
+        config = AutoConfig.for_model(kwargs.pop("model_type"), num_labels=num_labels, **kwargs)
     with torch.device("meta"):
-        model = AutoModelForSequenceClassification.from_config(config)
-        adapted = apply_method(model, method_cfg, model_cfg)
+        adapted = apply(auto.from_config(config), method_cfg, model_cfg)
     return count_parameters(adapted.model, list(model_cfg.head))
 
 
 @lru_cache(maxsize=None)
-def _cached_counts(model_yaml: str, method_yaml: str, num_labels: int) -> ParamCounts:
-    return count_on_meta(OmegaConf.create(model_yaml), OmegaConf.create(method_yaml), num_labels)
+def _cached_counts(model_yaml: str, method_yaml: str, task_kind: str, num_labels: int) -> ParamCounts:
+    return count_on_meta(OmegaConf.create(model_yaml), OmegaConf.create(method_yaml), task_kind, num_labels)
 
 
 # --- memory and the paper's numbers ---------------------------------------------------------------------------
 
 def activation_bytes(arch: dict, model_cfg: DictConfig, seq_len: int, batch_size: int) -> int:
     hidden = model_cfg.d_model
-    heads = arch.get("num_attention_heads", 1)
+    heads = arch.get("num_attention_heads") or arch.get("n_head") or arch.get("num_heads") or \
+        arch.get("decoder_attention_heads", 1)
     per_layer = seq_len * batch_size * hidden * (ACT_PER_TOKEN_HIDDEN + ACT_ATTENTION * heads * seq_len / hidden)
     return int(model_cfg.n_layers * per_layer * ACT_FP32_FACTOR)
 
 
-def memory_parts(counts: ParamCounts, act_bytes: int) -> dict[str, float]:
+def memory_parts(counts: ParamCounts, act_bytes: int, quantized: bool = False) -> dict[str, float]:
     trained = counts.trainable + counts.head
-    parts = {"weights": counts.total * BYTES_WEIGHT, "grads": trained * BYTES_GRAD, "adamw": trained * BYTES_ADAM,
+    weights = counts.total * BYTES_WEIGHT
+    if quantized:  # QLoRA: 4-bit frozen base, 16-bit activations
+        weights = (counts.total - trained) * QLORA_BITS_PER_FROZEN / 8 + trained * BYTES_WEIGHT
+        act_bytes = act_bytes // ACT_FP32_FACTOR
+    parts = {"weights": weights, "grads": trained * BYTES_GRAD, "adamw": trained * BYTES_ADAM,
              "activations": act_bytes}
     return {k: v / 2**30 for k, v in parts.items()}
 
@@ -141,6 +168,22 @@ def memory_parts(counts: ParamCounts, act_bytes: int) -> dict[str, float]:
 def paper_rows() -> dict:
     with open(PAPER_TABLE2, encoding="utf-8") as f:
         return yaml.safe_load(f)["rows"]
+
+
+def paper_params(row_id: str, task_cfg: DictConfig) -> str | None:
+    """The printed |Theta| of an experiment's paper row: Table 2 for GLUE, Tables 3/13/14 for generation tasks."""
+    if task_cfg.kind != "generation":
+        if row_id not in paper_rows():
+            raise ConfigError(f"paper_row {row_id!r} is not a row of Table 2 ({PAPER_TABLE2.name})")
+        return paper_rows()[row_id]["params"]["printed"]
+    from repro.generation.tables import GENERATION_TABLES
+    from repro.paper import paper_data
+
+    spec = next((s for s in GENERATION_TABLES if s.task == task_cfg.name and s.paper), None)
+    rows = paper_data(spec.paper)["rows"] if spec else {}
+    if row_id not in rows:
+        raise ConfigError(f"paper_row {row_id!r} is not a row of the paper's {task_cfg.name} table")
+    return f"{rows[row_id]['params_M']}M"
 
 
 def check_params(trainable: int, printed: str | None) -> str:
@@ -206,14 +249,12 @@ def expand(compose: Composer, overrides: list[str]) -> list[list[str]]:
 def plan_run(cfg: DictConfig, overrides: list[str]) -> PlannedRun:
     validate(cfg)
     model_yaml = OmegaConf.to_yaml(cfg.model, resolve=True)
-    counts = _cached_counts(model_yaml, OmegaConf.to_yaml(cfg.method, resolve=True), cfg.task.num_labels)
+    counts = _cached_counts(model_yaml, OmegaConf.to_yaml(cfg.method, resolve=True), cfg.task.kind,
+                            cfg.task.get("num_labels", 0))
     row_id = cfg.get("paper_row")
-    row = paper_rows().get(row_id) if row_id else None
-    if row_id and row is None:
-        raise ConfigError(f"paper_row {row_id!r} is not a row of Table 2 ({PAPER_TABLE2.name})")
-    printed = row["params"]["printed"] if row else None
+    printed = paper_params(row_id, cfg.task) if row_id else None
     act = activation_bytes(architecture(cfg.model), cfg.model, cfg.data.max_seq_len, cfg.train.batch_size)
-    parts = memory_parts(counts, act)
+    parts = memory_parts(counts, act, quantized=bool(cfg.method.get("quantization")))
     method = OmegaConf.to_container(cfg.method, resolve=True)
     return PlannedRun(task=cfg.task.name, model=cfg.model.name, method=cfg.method.name, seed=cfg.seed,
                       paper_row=row_id, sizes={k: method[k] for k in SIZE_KEYS if k in method}, trainable=counts.trainable, head=counts.head, total=counts.total,

@@ -43,8 +43,34 @@ def hardware(device: torch.device) -> dict[str, object]:
     return info
 
 
+def _proc_status_kb(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_memory(device: torch.device) -> int:
+    """Start a new peak window and return the memory in use now. On Linux, writing 5 to clear_refs resets the
+    process's high-water mark, so the peak excludes imports and model loading; elsewhere the peak is lifetime."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return int(torch.cuda.memory_allocated(device))
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    rss = _proc_status_kb("VmRSS")
+    return rss * 1024 if rss is not None else peak_memory_bytes(device)
+
+
 def peak_memory_bytes(device: torch.device) -> int:
-    """CUDA: max allocated by torch. CPU: the process's peak resident set size."""
+    """Peak since `reset_peak_memory` (a run resets it at its start, so each run of a multirun in one process has
+    its own): torch's max allocated on CUDA, the resident-set high-water mark (VmHWM) on CPU."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    hwm = _proc_status_kb("VmHWM")
+    return hwm * 1024 if hwm is not None else int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024

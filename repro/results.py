@@ -49,7 +49,7 @@ def is_complete(run_dir: Path) -> bool:
 
 def _row(record: dict[str, Any]) -> dict[str, Any]:
     row = {k: record.get(k) for k in ("run_id", "status", "task", "model", "method", "seed", "best_epoch",
-                                      "main_metric", "wall_time_s")}
+                                      "main_metric", "wall_time_s", "train_time_s", "optimizer_steps")}
     row.update({f"params.{k}": v for k, v in record.get("params", {}).items()})
     row.update({f"best.{k}": v for k, v in (record.get("best_metrics") or {}).items()})
     row.update({f"throughput.{k}": v for k, v in record.get("throughput", {}).items()})

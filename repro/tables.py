@@ -8,6 +8,8 @@ Runs map to the paper by what they computed, not by model: a Table 2 experiment 
 size), so at cpu scale the embedded MiniLM stands in for RoBERTa and every table header names the model and scale
 that produced the numbers. Sweep runs carry `sweep_name`; the paper's sweeps are on GPT-3 (WikiSQL, MultiNLI), so
 their MultiNLI row is shown as the reference for any GLUE task. Incomplete runs are ignored and counted.
+Generation runs give Tables 3, 13, 14, a SAMSum table and Table 18 (the GPT-2 rank sweep): repro/generation/tables.py.
+`lora_variants.*` compares LoRA with rsLoRA, DoRA, AdaLoRA and QLoRA (sweeps/lora_variants.yaml).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from typing import Callable
 import pandas as pd
 
 from repro.errors import ReproError, exit_on_user_error
+from repro.methods import LORA_FAMILY
+from repro.generation.tables import (GENERATION_CELL, GENERATION_TABLES, RANK_SWEEP, generation_long,
+                                     generation_wide, rank_sweep_long)
 from repro.paper import paper_data
 from repro.results import is_complete, load
 
@@ -55,7 +60,9 @@ def runs_frame(root: Path) -> tuple[pd.DataFrame, int]:
         paper_task=cfg.map(lambda c: _get(c, "task.paper_key")),
         r=cfg.map(lambda c: _get(c, "method.r")),
         targets=cfg.map(lambda c: ",".join(_get(c, "method.targets") or [])),
-        value=[row[f"best.{row['main_metric']}"] * SCALE_PERCENT for _, row in frame.iterrows()],
+        # classification metrics are stored as fractions; generation metrics already on the paper's scales
+        value=[row[f"best.{row['main_metric']}"] * (1 if _get(c, "task.kind") == "generation" else SCALE_PERCENT)
+               for c, (_, row) in zip(cfg, frame.iterrows())],
     )
     return frame, ignored
 
@@ -266,18 +273,56 @@ def plot_sweep(long: pd.DataFrame, name: str, path: Path) -> None:
     plt.close(fig)
 
 
+# --- LoRA variants (sweeps/lora_variants.yaml) --------------------------------------------------------------
+
+VARIANTS_SWEEP = "lora_variants"
+
+
+def variants_long(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per (scale, model, task, method): main metric median/std over seeds, trainable parameters, peak memory and
+    time per optimizer step (medians over seeds)."""
+    columns = ["scale", "model", "task", "method", "median", "std", "n", "trainable", "peak_memory_gib", "step_ms"]
+    runs = frame[frame["sweep"] == VARIANTS_SWEEP] if not frame.empty else frame
+    if runs.empty:
+        return pd.DataFrame(columns=columns)
+    runs = runs.assign(peak_memory_gib=runs["peak_memory_bytes"] / 2**30,
+                       step_ms=1000 * runs["train_time_s"] / runs["optimizer_steps"].clip(lower=1))
+    grouped = runs.groupby(["scale", "model", "task", "method"], sort=False)
+    long = grouped.agg(median=("value", "median"), std=("value", "std"), n=("seed", "nunique"),
+                       trainable=("params.trainable", "median"), peak_memory_gib=("peak_memory_gib", "median"),
+                       step_ms=("step_ms", "median")).reset_index()[columns]
+    order = {name: i for i, name in enumerate(LORA_FAMILY)}  # lora first, then its successors
+    return long.sort_values(["scale", "model", "task", "method"], key=lambda c: c.map(order) if c.name == "method"
+                            else c, kind="stable").reset_index(drop=True)
+
+
+def variants_wide(long: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
+    out = {}
+    for (scale, model), part in long.groupby(["scale", "model"], sort=False):
+        out[(scale, model)] = pd.DataFrame({
+            "task": part["task"], "method": part["method"],
+            "main metric": [fmt_cell(m, s, n, None).removesuffix(f" / {MISSING}")
+                            for m, s, n in zip(part["median"], part["std"], part["n"])],
+            "trainable": [f"{t / 1e6:.3f}M" for t in part["trainable"]],
+            "peak memory (GiB)": part["peak_memory_gib"].round(2), "ms / step": part["step_ms"].round(0)})
+    return out
+
+
 # --- writing --------------------------------------------------------------------------------------------------
 
-def _header(title: str, scale: str, model: str, note: str, budget: str = "") -> str:
-    return (f"{title}\n\nReproduced numbers: model `{model}` at scale `{scale}`{budget}. Cell: median±std [seeds] / "
-            f"paper (difference), 0-100 scale; {MISSING} = no run. {note}")
+MEDIAN_CELL = "median±std [seeds] / paper (difference), 0-100 scale"
+
+
+def _header(title: str, scale: str, model: str, note: str, budget: str = "", cell: str = MEDIAN_CELL) -> str:
+    return (f"{title}\n\nReproduced numbers: model `{model}` at scale `{scale}`{budget}. Cell: {cell}; "
+            f"{MISSING} = no run. {note}")
 
 
 def run_budgets(frame: pd.DataFrame) -> dict[tuple[str, str], str]:
     """(scale, model) -> the training budgets of its runs, so a table says how much data and training it saw."""
     def describe(c: dict) -> str:
         train, dev = _get(c, "data.max_train_samples"), _get(c, "data.max_eval_samples")
-        return (f"{train or 'all'} train / {dev or 'all'} dev examples, {_get(c, 'train.epochs')} epochs, "
+        return (f"{train or 'all'} train / {dev or 'all'} eval examples, {_get(c, 'train.epochs')} epochs, "
                 f"batch {_get(c, 'train.batch_size')}")
 
     if frame.empty:
@@ -288,11 +333,11 @@ def run_budgets(frame: pd.DataFrame) -> dict[tuple[str, str], str]:
 
 def write_tables(wide: dict, long: pd.DataFrame, out: Path, name: str, title: str, note: str,
                  extra: Callable[[pd.DataFrame], list[str]] | None = None,
-                 budgets: dict[tuple[str, str], str] | None = None) -> list[Path]:
+                 budgets: dict[tuple[str, str], str] | None = None, cell: str = MEDIAN_CELL) -> list[Path]:
     md, tex = [], []
     for (scale, model), table in wide.items():
         budget = (budgets or {}).get((scale, model), "")
-        md += [f"## {_header(title, scale, model, note, budget)}", "", table.to_markdown(index=False), ""]
+        md += [f"## {_header(title, scale, model, note, budget, cell)}", "", table.to_markdown(index=False), ""]
         if extra is not None:
             part = long[(long["scale"] == scale) & (long["model"] == model)]
             md += ["Claims at this scale:", *extra(part), ""]
@@ -316,11 +361,24 @@ def build(runs: Path, out: Path, scale: str | None = None) -> dict[str, list[Pat
         frame = frame[frame["scale"] == scale]
     out.mkdir(parents=True, exist_ok=True)
     written = {}
-    long = table2_long(frame)
+    glue = frame[frame["paper_task"].isin(paper_data("table2_glue")["tasks"])] if len(frame) else frame
+    long = table2_long(glue)
     written["table2"] = write_tables(table2_wide(long), long, out, "table2", "Table 2 (GLUE)",
                                      "Rows map by the experiment's `paper_row` (method and size).",
                                      extra=claims_summary,
-                                     budgets=run_budgets(frame[frame["paper_row"].notna()] if len(frame) else frame))
+                                     budgets=run_budgets(glue[glue["paper_row"].notna()] if len(glue) else glue))
+    for spec in GENERATION_TABLES:
+        long = generation_long(frame, spec)
+        written[spec.name] = write_tables(
+            generation_wide(long), long, out, spec.name, spec.title,
+            "Rows map by the experiment's `paper_row`; rows without one are labelled by method.",
+            budgets=run_budgets(frame[frame["task"] == spec.task] if len(frame) else frame),
+            cell=GENERATION_CELL)
+    long = rank_sweep_long(frame)
+    written["table18"] = write_tables(generation_wide(long), long, out, "table18", "Table 18 (GPT-2 LoRA rank, E2E)",
+                                      "Paper: GPT-2 medium, 26,000 steps; METEOR and ROUGE_L x100 here.",
+                                      budgets=run_budgets(frame[frame["sweep"] == RANK_SWEEP] if len(frame) else frame),
+                                      cell=GENERATION_CELL)
     for name, title in (("rank", "Table 6 (rank r)"), ("targets", "Table 5 (weight types, equal budget)")):
         long = sweep_long(frame, name)
         written[name] = write_tables(sweep_wide(long, name), long, out, name, title,
@@ -330,6 +388,13 @@ def build(runs: Path, out: Path, scale: str | None = None) -> dict[str, list[Pat
         if not long.empty:
             plot_sweep(long, name, out / f"{name}.png")
             written[name].append(out / f"{name}.png")
+    long = variants_long(frame)
+    written[VARIANTS_SWEEP] = write_tables(
+        variants_wide(long), long, out, VARIANTS_SWEEP, "LoRA and its successors (equal rank budget)",
+        "Main metric: the task's (GLUE x100, generation on its printed scale); memory: the run's peak (CPU: resident "
+        "set; CUDA: torch's max allocated); ms / step: training time per optimizer step. No paper values: the paper "
+        "predates these methods.", budgets=run_budgets(frame[frame["sweep"] == VARIANTS_SWEEP] if len(frame) else frame),
+        cell="median±std [seeds]")
     for paths in written.values():
         print("wrote " + ", ".join(str(p) for p in paths))
     return written

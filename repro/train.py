@@ -31,6 +31,7 @@ from repro.checkpoint import Checkpointer
 from repro.errors import DataError, ReproError, exit_on_user_error
 from repro.distributed import device_for, init_world
 from repro.loggers import NoLogger, make_logger
+from repro.methods import check_backend
 from repro.pipelines import PIPELINES, RunContext
 from repro.results import RESULT_FILE, WEIGHTS_DIR, is_complete, read_result, write_json_atomic
 
@@ -91,6 +92,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     A failure while training (an exception, a NaN loss) is recorded as `status: failed` with its reason and
     re-raised; a later invocation runs it again, resuming from its last checkpoint if there is one."""
     validate(cfg)
+    check_backend(cfg.method, resolve_device(cfg.train.device))  # e.g. qlora's 4-bit kernels: CUDA only
     if cfg.data.root is not None and cfg.task.kind == "classification":  # generation checks its own files
         check_local_files(cfg.task, cfg.data.root)
     rid = run_id(cfg)
@@ -117,6 +119,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         started = datetime.now(timezone.utc)
         wall_start = time.perf_counter()
         seed_everything(cfg.seed)
+        provenance.reset_peak_memory(device)  # this run's own peak, also when a multirun shares the process
         logger = make_logger(cfg, rid, resolved, str(run_dir)) if world.is_main else NoLogger()
         try:
             outcome = PIPELINES[cfg.task.kind](cfg, RunContext(device, logger.log_epoch, checkpointer, init_from,

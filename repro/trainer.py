@@ -21,9 +21,11 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
-from repro.checkpoint import Checkpointer
+from repro.checkpoint import Checkpointer, restore_training_state, trainable_state, training_state
 from repro.data import TaskData
 from repro.distributed import World, sum_over_world
+from repro.methods.base import TrainingHooks
+from repro.models import to_device
 from repro.metrics import compute_metrics
 
 
@@ -102,14 +104,11 @@ def eval_metrics(model: nn.Module, loaders: dict[str, DataLoader], task: DictCon
     return metrics
 
 
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
 def train_and_evaluate(model: nn.Module, tokenizer: PreTrainedTokenizerBase, data: TaskData, task: DictConfig,
                        train: DictConfig, max_length: int, token_type_ids: bool | None, seed: int,
                        device: torch.device, on_epoch: Callable[[dict[str, Any]], None] | None = None,
-                       checkpointer: Checkpointer | None = None, world: World = World()) -> TrainResult:
+                       checkpointer: Checkpointer | None = None, world: World = World(),
+                       hooks: TrainingHooks = TrainingHooks()) -> TrainResult:
     generator = torch.Generator().manual_seed(seed)
     train_features = tokenize(data.train, tokenizer, max_length, token_type_ids)
     sampler = None
@@ -122,30 +121,27 @@ def train_and_evaluate(model: nn.Module, tokenizer: PreTrainedTokenizerBase, dat
     eval_loaders = {split: make_loader(tokenize(rows, tokenizer, max_length, token_type_ids), tokenizer,
                                        train.eval_batch_size, shuffle=False)
                     for split, rows in data.eval.items()}
-    model.to(device)
+    model = to_device(model, device)
     net = model
     if world.distributed:  # gradients averaged across processes; `model` stays the unwrapped module
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = torch.optim.AdamW(optimizer_groups(model, train.weight_decay), lr=train.learning_rate)
+    optimizer = hooks.make_optimizer(optimizer_groups(model, train.weight_decay), train.learning_rate)
     steps_per_epoch = math.ceil(len(train_loader) / train.grad_accum_steps)
     total_steps = steps_per_epoch * train.epochs
+    hooks.on_schedule(total_steps)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(train.warmup_ratio * total_steps), total_steps)
     trainable = [p for p in model.parameters() if p.requires_grad]
 
     result = TrainResult()
 
     def snapshot(epoch: int, batches_done: int, loss_sum: float, n_batches: int, epoch_generator) -> dict:
-        return {"model": trainable_state(model), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "result": result, "epoch": epoch, "batches_done": batches_done,
-                "loss_sum": loss_sum, "n_batches": n_batches, "epoch_generator": epoch_generator,
-                "torch_rng": torch.get_rng_state()}
+        return training_state(model, optimizer, scheduler, result=result, epoch=epoch, batches_done=batches_done,
+                              loss_sum=loss_sum, n_batches=n_batches, epoch_generator=epoch_generator)
 
     first_epoch, skip_batches, loss_sum, n_batches = 1, 0, 0.0, 0
     saved = checkpointer.load() if checkpointer else None
     if saved is not None:
-        model.load_state_dict(saved["model"], strict=False)
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
+        restore_training_state(saved, model, optimizer, scheduler)
         result = saved["result"]
         first_epoch, skip_batches = saved["epoch"], saved["batches_done"]
         loss_sum, n_batches = saved["loss_sum"], saved["n_batches"]
@@ -169,7 +165,7 @@ def train_and_evaluate(model: nn.Module, tokenizer: PreTrainedTokenizerBase, dat
                 torch.set_rng_state(saved["torch_rng"])  # dropout continues where it stopped
                 saved = None
             batch = {k: v.to(device) for k, v in batch.items()}
-            loss = net(**batch).loss
+            loss = net(**batch).loss + hooks.extra_loss()
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss {loss.item()} at epoch {epoch}, batch {i}")
             (loss / train.grad_accum_steps).backward()
@@ -180,8 +176,9 @@ def train_and_evaluate(model: nn.Module, tokenizer: PreTrainedTokenizerBase, dat
                 torch.nn.utils.clip_grad_norm_(trainable, train.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
                 result.optimizer_steps += 1
+                hooks.after_step(result.optimizer_steps)
+                optimizer.zero_grad(set_to_none=True)
                 if checkpointer and checkpointer.due(result.optimizer_steps) and i + 1 < len(train_loader):
                     result.train_time_s += time.perf_counter() - start
                     start = time.perf_counter()

@@ -189,3 +189,25 @@ def test_no_paper_number_in_bench_or_analysis_code():
         for path in Path(package.__file__).parent.glob("*.py"):
             text = path.read_text()
             assert not [v for v in values if re.search(rf"(?<![\d.]){re.escape(v)}(?![\d])", text)], path
+
+
+# ---------------------------------------------------------------------------- decoding
+
+
+def test_decode_bench_rebuilds_a_run_and_compares_batched_with_one_at_a_time(compose, data_root, tmp_path):
+    from pathlib import Path
+
+    from repro.bench import decode
+    from repro.train import run
+    from tests.test_generation_run import TINY
+
+    record = run(compose("task=e2e", f"data.root={data_root}", *TINY, "task.metric_set=samsum",
+                         "task.main_metric=ROUGE_L"))
+    run_dir = Path(record["config"]["output_root"]) / record["run_id"]
+    row = decode.measure(run_dir, n_inputs=3, batch_size=2, data_root=None)
+    assert row["identical_outputs"] and row["inputs"] == 3 and row["batch_size"] == 2
+    assert row["batched_s"] > 0 and row["speedup"] == pytest.approx(row["one_at_a_time_s"] / row["batched_s"])
+    decode.main([str(run_dir), "--inputs", "2", "--out", str(tmp_path / "decode")])
+    assert "outputs identical: True" in (tmp_path / "decode.md").read_text()
+    with pytest.raises(SystemExit):  # a run folder without a complete result
+        decode.main([str(tmp_path), "--inputs", "2"])

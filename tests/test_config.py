@@ -88,7 +88,7 @@ def _cli(*args: str, results: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["method=lorax"], "error: unknown method 'lorax'; choose one of: adapter_d, adapter_h"),
+    (["method=lorax"], "error: unknown method 'lorax'; choose one of: adalora, adapter_d, adapter_h"),
     (["task=glue/mnl"], "error: unknown task 'glue/mnl'; choose one of: "),
     (["model=gpt5"], "error: unknown model 'gpt5'"),
     (["method.r=-1"], "error: method.r must be a positive integer, got -1"),

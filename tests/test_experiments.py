@@ -122,3 +122,30 @@ def test_every_experiment_task_and_scale_composes(scale, paper_scale_configs):
         OmegaConf.resolve(cfg)
         validate(cfg)
         assert cfg.scale_name == scale and cfg.paper_row
+
+
+# --- Table 3 (and the same rows in Tables 13/14) -------------------------------------------------------------
+
+TABLE3 = [e for e in group_choices("experiment") if e.startswith("table3/") and "/_" not in e]
+GENERATION = {"e2e": "table3_e2e", "dart": "table13_dart", "webnlg": "table14_webnlg"}
+
+
+def test_every_table3_row_has_an_experiment_whose_paper_row_exists_in_each_table(paper_reference):
+    pairs = [(e, t) for e in TABLE3 for t in GENERATION]
+    cfgs = dict(zip(pairs, _compose_all([[f"+experiment={e}", f"task={t}", "scale=paper"] for e, t in pairs])))
+    table3 = {r["id"]: r for r in paper_reference["table3_e2e"]["rows"]}
+    assert {cfgs[(e, "e2e")].paper_row for e in TABLE3} == set(table3)
+    for (experiment, task), cfg in cfgs.items():
+        rows = {r["id"] for r in paper_reference[GENERATION[task]]["rows"]}
+        if experiment.endswith("adapter_h"):  # Tables 13/14 have no Adapter^H row
+            continue
+        assert cfg.paper_row in rows, (experiment, task)
+        row = table3[cfgs[(experiment, "e2e")].paper_row]
+        assert (cfg.model.paper_key, cfg.method.paper_key) == (row["model"], row["method"])
+        assert list(cfg.seeds) == [0, 1, 2] == [int(s) for s in str(cfg.hydra.sweeper.params.seed).split(",")]
+        if cfg.method.name == "lora":  # Table 11 at paper scale
+            hp, key = paper_reference["table11_gpt2_hparams"]["training"], cfg.task.paper_key
+            OmegaConf.resolve(cfg)
+            assert (cfg.method.r, cfg.method.alpha) == (hp["lora_r"]["q"], hp["lora_alpha"][key])
+            assert (cfg.train.batch_size, cfg.train.epochs) == (hp["batch_size"][key], hp["epochs"][key])
+            assert cfg.train.learning_rate == hp["learning_rate"][key]

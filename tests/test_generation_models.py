@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from repro.config import CONF_DIR
+from repro.config import load_group_config
 from repro.generation.decoding import beam_search
 from repro.generation.gpt2_qkv import fuse_split_qkv
 from repro.generation.methods import apply_decoder_method
@@ -16,7 +16,7 @@ from repro.methods import METHODS
 
 
 def _cfg(group: str, name: str, **overrides):
-    return OmegaConf.merge(OmegaConf.load(CONF_DIR / group / f"{name}.yaml"), overrides)
+    return OmegaConf.merge(load_group_config(group, name), overrides)
 
 
 def _logits(model, ids):

@@ -42,3 +42,31 @@ def test_malformed_e2e_line_fails_the_run(compose, tmp_path):
     (tmp_path / "e2e" / "test.txt").write_text("name : A||ok\nno separator here\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"test\.txt:2: expected '<meaning representation>\|\|<reference text>'"):
         run(compose("task=e2e", f"data.root={tmp_path}", *TINY))
+
+
+def test_interrupted_generation_run_resumes_and_matches_uninterrupted(compose, data_root, tmp_path, monkeypatch,
+                                                                     capsys):
+    from repro.generation.causal import CausalFormat
+
+    overrides = ("task=e2e", f"data.root={data_root}", *TINY, "data.max_train_samples=40", "train.batch_size=4",
+                 "train.epochs=2", "train.checkpoint_every_steps=3", "task.metric_set=samsum", "task.main_metric=ROUGE_L")
+    reference = run(compose(*overrides, f"output_root={tmp_path / 'reference'}"))
+    interrupted = compose(*overrides, f"output_root={tmp_path / 'interrupted'}")
+    loss, calls = CausalFormat.loss, {"n": 0}
+
+    def failing_loss(self, model, batch, label_smoothing):
+        calls["n"] += 1
+        if calls["n"] == 15 and model.training:  # epoch 2, batch 5: after the step-12 checkpoint
+            raise RuntimeError("simulated crash")
+        return loss(self, model, batch, label_smoothing)
+
+    monkeypatch.setattr(CausalFormat, "loss", failing_loss)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(interrupted)
+    monkeypatch.setattr(CausalFormat, "loss", loss)
+    capsys.readouterr()
+    resumed = run(interrupted)
+    assert "resumed from checkpoint: epoch 2, batch 2, step 12" in capsys.readouterr().out
+    assert resumed["status"] == "complete" and resumed["optimizer_steps"] == reference["optimizer_steps"] == 20
+    assert resumed["best_metrics"] == pytest.approx(reference["best_metrics"])
+    assert [e["train_loss"] for e in resumed["epochs"]] == pytest.approx([e["train_loss"] for e in reference["epochs"]])

@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from repro.config import CONF_DIR
+from repro.config import CONF_DIR, load_group_config
 from repro.methods import METHODS, apply_method
 from repro.methods.base import is_head
 from repro.models import load_model, load_tokenizer
@@ -17,6 +17,10 @@ MODELS = ["tiny-bert", "tiny-roberta"]
 # small sizes so each formula term matters; adapter_d drops the lowest of the tiny models' 2 layers
 METHOD_OVERRIDES = {
     "lora": {"r": 4, "targets": ["q", "k", "v", "o"]},
+    "rslora": {"r": 4, "targets": ["q", "k", "v", "o"]},
+    "dora": {"r": 4, "targets": ["q", "k", "v", "o"]},
+    "qlora": {"r": 4, "targets": ["q", "k", "v", "o"]},  # the quantised loading is tested in test_lora_variants
+    "adalora": {"init_r": 6, "target_r": 4, "targets": ["q", "k", "v", "o"]},
     "adapter_h": {"bottleneck": 8},
     "adapter_l": {"bottleneck": 8},
     "adapter_p": {"bottleneck": 8},
@@ -28,7 +32,7 @@ METHOD_OVERRIDES = {
 
 
 def method_cfg(name: str, **extra):
-    cfg = OmegaConf.load(CONF_DIR / "method" / f"{name}.yaml")
+    cfg = load_group_config("method", name)
     return OmegaConf.merge(cfg, METHOD_OVERRIDES.get(name, {}), extra)
 
 
@@ -40,8 +44,13 @@ def expected_trainable(method, model, base: torch.nn.Module) -> int:
     """The paper's |Theta| (Section 5.1), written out here independently of the implementation."""
     d, n_layers = model.d_model, model.n_layers
     name = method.name
-    if name == "lora":
-        return 2 * len(method.targets) * n_layers * d * method.r
+    matrices = len(method.targets) * n_layers if "targets" in method else 0  # adapted d x d matrices
+    if name in ("lora", "rslora", "qlora"):  # rsLoRA changes the scaling only; QLoRA the base model only
+        return matrices * 2 * d * method.r
+    if name == "dora":  # + a magnitude per output feature of each matrix
+        return matrices * (2 * d * method.r + d)
+    if name == "adalora":  # P (d x r), Q (r x d) and the r singular values, at the initial rank
+        return matrices * (2 * d * method.init_r + method.init_r)
     if name.startswith("adapter_"):
         adapter_layers = (n_layers - method.drop_lowest_layers) * len(method.sites)
         layer_norms = adapter_layers if method.layer_norm else 0

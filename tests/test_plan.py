@@ -46,6 +46,28 @@ def test_memory_estimate_parts():
     assert run.memory_gib == pytest.approx(sum(parts.values()))
 
 
+def test_table3_rows_are_counted_on_the_decoders_and_checked_against_the_paper():
+    runs = {r.paper_row: r for r in plan(["+experiment=table3/gpt2_medium_lora,table3/gpt2_medium_adapter_l_0_37m,"
+                                          "table3/gpt2_large_adapter_l_23m", "task=e2e", "seed=0", "scale=paper"])}
+    assert runs["gpt2_medium.lora"].trainable == 2 * (24 * 2) * 1024 * 4  # own A and B for q and v in c_attn
+    assert runs["gpt2_medium.lora"].params_check == "MISMATCH"  # the paper prints 0.35M for 0.39M
+    assert runs["gpt2_medium.adapter_l.0.37M"].params_check == "ok"
+    assert runs["gpt2_large.adapter_l.23.00M"].trainable == 36 * (2 * 1280 * 248 + 248 + 1280 + 2 * 1280)
+    (webnlg,) = plan(["+experiment=table3/gpt2_medium_adapter_l_11m", "task=webnlg", "seed=0"])
+    assert webnlg.paper_row == "gpt2_medium.adapter_l.11M" and webnlg.params_check == "ok"  # Table 14's rounding
+
+
+def test_variant_counts_and_qlora_memory_next_to_lora():
+    runs = {r.method: r for r in plan(["task=glue/rte", "model=roberta-base", "method=lora,dora,adalora,qlora"])}
+    L, d = 12, 768
+    assert runs["lora"].trainable == runs["qlora"].trainable == 2 * (L * 2) * d * 8
+    assert runs["dora"].trainable == runs["lora"].trainable + L * 2 * d  # one magnitude per output feature
+    assert runs["adalora"].trainable == L * 2 * (2 * d * 12 + 12)  # P, Q and E at init_r = 12
+    lora, qlora = runs["lora"].memory_parts_gib, runs["qlora"].memory_parts_gib
+    assert qlora["weights"] < lora["weights"] / 6 and qlora["activations"] == pytest.approx(lora["activations"] / 2)
+    assert qlora["adamw"] == lora["adamw"]
+
+
 def test_sweep_file_and_json_output(capsys):
     main(["-s", str(SWEEPS / "rank.yaml"), "task=glue/rte", "model=tiny-bert", "scale=smoke", "+format=json"])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -27,7 +27,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from repro.analysis.reference import paper_data, write_table
 from repro.bench import hardware_label
-from repro.config import CONF_DIR
+from repro.config import load_group_config
 from repro.errors import ReproError, exit_on_user_error
 from repro.methods.adapters import insert_adapters
 
@@ -85,7 +85,7 @@ def gpt2_model_cfg(config: GPT2Config) -> DictConfig:
 
 
 def method_cfg(name: str) -> DictConfig:
-    return OmegaConf.load(CONF_DIR / "method" / f"{name}.yaml")
+    return load_group_config("method", name)
 
 
 def adapter_bottleneck(budget: float, d_model: int, n_adapters: int, layer_norm: bool) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from repro.errors import ReproError, exit_on_user_error
 from repro.methods import apply_method
 from repro.models import load_model, load_tokenizer
 from repro.params import count_parameters
+from repro.provenance import peak_memory_bytes, reset_peak_memory
 from repro.trainer import optimizer_groups
 
 RESULT_PREFIX = "RESULT "
@@ -73,38 +73,6 @@ def matmul_peak_flops(device: torch.device, n: int = 2048, repeats: int = 5) -> 
         sync(device)
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best
-
-
-def _proc_status_kb(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def reset_peak_memory(device: torch.device) -> int:
-    """Start a new peak window and return the memory in use now. On Linux, writing 5 to clear_refs resets the
-    process's high-water mark, so the peak excludes imports and model loading; elsewhere the peak is lifetime."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return int(torch.cuda.memory_allocated(device))
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-    rss = _proc_status_kb("VmRSS")
-    return rss * 1024 if rss is not None else peak_memory(device)
-
-
-def peak_memory(device: torch.device) -> int:
-    """Peak since `reset_peak_memory`: torch's max allocated on CUDA, the resident-set high-water mark on CPU."""
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    hwm = _proc_status_kb("VmHWM")
-    return hwm * 1024 if hwm is not None else int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 def train_flops(model: nn.Module, model_cfg: DictConfig, batch: int, seq: int) -> float:
@@ -180,7 +148,7 @@ def measure_method(model_name: str, method_name: str, batch: int, seq: int, step
     return {"method": method_name, "trainable_params": counts.trainable, "head_params": counts.head,
             "total_params": counts.total, "step_ms": 1e3 * step_s,
             "step_std_ms": 1e3 * statistics.stdev(times) if len(times) > 1 else 0.0,
-            "tokens_per_s": batch * seq / step_s, "peak_memory_bytes": peak_memory(device),
+            "tokens_per_s": batch * seq / step_s, "peak_memory_bytes": peak_memory_bytes(device),
             "memory_before_train_bytes": memory_before, "optimizer_state_bytes": optimizer_state_bytes(optimizer),
             "checkpoint_bytes": checkpoint_bytes(adapted),
             "train_flops_per_step": train_flops(model, model_cfg, batch, seq)}

@@ -1,26 +1,28 @@
-"""The method registry on decoder LMs.
+"""The method registry on generation LMs: decoders, and encoder-decoders (`lm: seq2seq`).
 
-Most methods of `repro.methods.METHODS` work on a causal LM unchanged (full_ft, ft_top2, bitfit, adapters: they
-only freeze parameters or wrap the modules named by the model config). Three need a decoder variant:
-- lora: peft's task type must be CAUSAL_LM (the shared apply_lora uses SEQ_CLS), and on GPT-2 the fused
-  c_attn is split first so that q and v each get their own A and B (gpt2_qkv.py);
+Most methods of `repro.methods.METHODS` work on these models unchanged (full_ft, ft_top2, bitfit, adapters: they
+only freeze parameters or wrap the modules named by the model config; on an encoder-decoder `layers` names the
+decoder's). Three need a generation variant:
+- the LoRA family: peft's task type must be CAUSAL_LM or SEQ_2_SEQ_LM (the shared apply_lora uses SEQ_CLS), and
+  on GPT-2 the fused c_attn is split first so that q and v each get their own A and B (gpt2_qkv.py);
 - prefix_embed / prefix_layer (impl=paper): the shared PromptTokens places the prefix after an encoder's
   [CLS]; a decoder has no such token, so the l_p trainable tokens go first (DecoderPromptTokens), and
-  generation must feed them too.
+  generation must feed them too. Decoder-only: an encoder-decoder gets a ConfigError.
 """
 
 from __future__ import annotations
 
 import torch
 from omegaconf import DictConfig
-from peft import TaskType, get_peft_model
+from peft import TaskType
 from torch import nn
 
 from repro.errors import ConfigError
 from repro.generation.gpt2_qkv import split_fused_qkv
-from repro.methods import Adapted, apply_method
+from repro.generation.models import is_seq2seq
+from repro.methods import LORA_FAMILY, Adapted, apply_method
 from repro.methods.base import train_only
-from repro.methods.lora import lora_config
+from repro.methods.lora import apply_peft_lora
 
 
 class DecoderPromptTokens(nn.Module):
@@ -96,11 +98,15 @@ def _apply_prompt_tokens(model: nn.Module, method_cfg: DictConfig, model_cfg: Di
 
 
 def apply_decoder_method(model: nn.Module, method_cfg: DictConfig, model_cfg: DictConfig) -> Adapted:
-    """`repro.methods.apply_method` for causal LMs (see the module docstring for what differs)."""
-    if method_cfg.name == "lora":
+    """`repro.methods.apply_method` for generation LMs (see the module docstring for what differs)."""
+    seq2seq = is_seq2seq(model_cfg)
+    if method_cfg.name in LORA_FAMILY:
         if model_cfg.get("fused_qkv"):
             split_fused_qkv(model, model_cfg)
-        return Adapted(get_peft_model(model, lora_config(method_cfg, model_cfg, TaskType.CAUSAL_LM)), is_peft=True)
+        return apply_peft_lora(model, method_cfg, model_cfg, TaskType.SEQ_2_SEQ_LM if seq2seq else TaskType.CAUSAL_LM)
     if method_cfg.name in ("prefix_embed", "prefix_layer"):
+        if seq2seq:
+            raise ConfigError(f"method {method_cfg.name} is implemented for decoder-only models; {model_cfg.name} "
+                              f"is an encoder-decoder")
         return _apply_prompt_tokens(model, method_cfg, model_cfg, per_layer=method_cfg.name == "prefix_layer")
     return apply_method(model, method_cfg, model_cfg)

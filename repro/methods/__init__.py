@@ -16,16 +16,25 @@ from repro.errors import ConfigError
 from repro.methods.adapters import apply_adapters
 from repro.methods.base import Adapted
 from repro.methods.lora import apply_lora
+from repro.methods.qlora import check_backend, load_kwargs
 from repro.methods.prefix import apply_prefix_embed, apply_prefix_layer
 from repro.methods.selective import apply_bitfit, apply_ft_top2, apply_full_ft
 
 MethodFn = Callable[[nn.Module, DictConfig, DictConfig], Adapted]
+
+# methods built by repro.methods.lora.apply_peft_lora (a peft task type per task kind)
+LORA_FAMILY = ("lora", "rslora", "dora", "adalora", "qlora")
 
 METHODS: dict[str, MethodFn] = {
     "full_ft": apply_full_ft,
     "ft_top2": apply_ft_top2,
     "bitfit": apply_bitfit,
     "lora": apply_lora,
+    # LoRA's successors (peft): options of the same adapter, compared with it in sweeps/lora_variants.yaml
+    "rslora": apply_lora,
+    "dora": apply_lora,
+    "adalora": apply_lora,
+    "qlora": apply_lora,
     "adapter_h": apply_adapters,
     "adapter_l": apply_adapters,
     "adapter_p": apply_adapters,
@@ -45,4 +54,4 @@ def apply_method(model: nn.Module, method_cfg: DictConfig, model_cfg: DictConfig
     return adapted
 
 
-__all__ = ["Adapted", "METHODS", "apply_method"]
+__all__ = ["Adapted", "LORA_FAMILY", "METHODS", "apply_method", "check_backend", "load_kwargs"]

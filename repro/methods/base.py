@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
+import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 TRAINABLE_FILE = "trainable.safetensors"
+
+
+def adamw(groups: list[dict], lr: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+@dataclass
+class TrainingHooks:
+    """What a method needs from a training loop beyond forward/backward/step; the defaults need nothing.
+    Both loops (classification and generation) call every hook, so a method works on every task."""
+
+    # the optimizer over `repro.trainer.optimizer_groups` (QLoRA: a paged AdamW)
+    make_optimizer: Callable[[list[dict], float], torch.optim.Optimizer] = adamw
+    # told the run's total optimizer steps once known (AdaLoRA derives its rank schedule from it)
+    on_schedule: Callable[[int], None] = lambda total_steps: None
+    # added to each training loss (AdaLoRA's orthogonality regulariser)
+    extra_loss: Callable[[], torch.Tensor | float] = lambda: 0.0
+    # after each optimizer step, before the gradients are cleared (AdaLoRA's rank allocation reads them)
+    after_step: Callable[[int], None] = lambda step: None
+    # method state for the result record after training (AdaLoRA: the final rank of each matrix)
+    report: Callable[[], dict[str, Any]] = dict
 
 
 @dataclass
@@ -21,6 +43,7 @@ class Adapted:
     is_peft: bool = False
     reserved_tokens: int = 0
     head: tuple[str, ...] = ()  # module names of the task head (model config `head`)
+    hooks: TrainingHooks = field(default_factory=TrainingHooks)
 
     def save(self, directory: Path) -> None:
         """peft's `save_pretrained` format for peft methods; otherwise the trainable tensors as safetensors."""

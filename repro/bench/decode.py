@@ -1,0 +1,102 @@
+"""`python -m repro.bench.decode RUN_DIR [--inputs 16] [--threads 1]`: batched vs one-at-a-time beam search.
+
+The paper's code decodes one input at a time; `repro.generation.decoding.beam_search` decodes a batch of inputs
+(left padding, inputs sorted by length). This benchmark rebuilds a finished generation run (its config and saved
+weights), takes the first `--inputs` evaluation inputs of its task, decodes them both ways with the task's beam
+settings, checks that the outputs are identical, and reports wall time per input and the speed-up. Written to
+`results/bench/decode.{csv,md}`. A freshly loaded base model (no run) often ends at once, which would time nothing:
+hence a trained run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from repro.analysis.reference import write_table
+from repro.bench import hardware_label
+from repro.data.generation import load_generation_data
+from repro.errors import ReproError, exit_on_user_error
+from repro.methods import Adapted
+from repro.generation.decoding import beam_search
+from repro.generation.methods import apply_decoder_method
+from repro.generation.models import load_lm, load_lm_tokenizer
+from repro.generation.pipeline import method_config, text_format
+from repro.results import read_result
+
+
+def rebuild_run(run_dir: Path, data_root: str | None) -> tuple[DictConfig, Adapted]:
+    """The run's config and its adapted model with the saved best-epoch weights."""
+    record = read_result(run_dir)
+    if record is None or record.get("status") != "complete":
+        raise ReproError(f"{run_dir} is not a complete run (no result.json with status complete)")
+    cfg = OmegaConf.create(record["config"])
+    if cfg.task.get("kind") != "generation":
+        raise ReproError(f"{run_dir} is a {cfg.task.get('kind')} run; decoding needs a generation run")
+    if data_root is not None:
+        cfg.data.root = data_root
+    adapted = apply_decoder_method(load_lm(cfg.model), method_config(cfg), cfg.model)
+    weights = record.get("weights") or {}
+    if weights.get("dir"):
+        adapted.load(run_dir / weights["dir"])
+    return cfg, adapted
+
+
+def measure(run_dir: Path, n_inputs: int, batch_size: int | None, data_root: str | None) -> dict:
+    cfg, adapted = rebuild_run(run_dir, data_root)
+    model = adapted.model
+    fmt = text_format(cfg.model, load_lm_tokenizer(cfg.model), model, cfg.data.max_seq_len - adapted.reserved_tokens,
+                      cfg.task.recipe.max_target_tokens)
+    split = cfg.task.eval_splits[0]
+    rows = load_generation_data(cfg.task, cfg.data).eval[split][:n_inputs]
+    prompts = [fmt.prompt(g.source) for g in rows]
+    batch_size = batch_size or cfg.task.decode.batch_size
+    device = torch.device("cpu")
+    timings, outputs = {}, {}
+    for name, size in (("batched", batch_size), ("one_at_a_time", 1)):
+        start = time.perf_counter()
+        outputs[name] = beam_search(model, fmt.tokenizer, prompts, cfg.task.decode, fmt.end_id, device,
+                                    batch_size=size)
+        timings[name] = time.perf_counter() - start
+    same = outputs["batched"] == outputs["one_at_a_time"]
+    return {"run": run_dir.name, "task": cfg.task.name, "model": cfg.model.name, "method": cfg.method.name,
+            "inputs": len(prompts), "batch_size": batch_size, "num_beams": cfg.task.decode.num_beams,
+            "batched_s": timings["batched"], "one_at_a_time_s": timings["one_at_a_time"],
+            "speedup": timings["one_at_a_time"] / timings["batched"], "identical_outputs": same,
+            "mean_output_words": sum(len(t.split()) for t in outputs["batched"]) / max(len(prompts), 1),
+            "hardware": hardware_label(device)}
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m repro.bench.decode", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path, help="a complete generation run (results/runs/<run id>)")
+    parser.add_argument("--inputs", type=int, default=16, help="evaluation inputs to decode (default 16)")
+    parser.add_argument("--batch", type=int, default=None, help="inputs per batch (default: the task's)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--data-root", default=None, help="override the run's data.root")
+    parser.add_argument("--out", type=Path, default=Path("results/bench/decode"), help="output stem")
+    args = parser.parse_args(argv)
+    if args.inputs < 1:
+        raise ReproError("--inputs must be at least 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    row = measure(args.run_dir, args.inputs, args.batch, args.data_root)
+    print(json.dumps(row, indent=1))
+    paths = write_table(pd.DataFrame([row]), args.out,
+                        f"Beam search, batched vs one input at a time ({row['hardware']}); outputs identical: "
+                        f"{row['identical_outputs']}. Command: python -m repro.bench.decode <run> "
+                        f"--inputs {args.inputs}" + (f" --threads {args.threads}" if args.threads else ""))
+    print("wrote " + ", ".join(map(str, paths)))
+    if not row["identical_outputs"]:
+        raise SystemExit("batched and one-at-a-time beam search gave different outputs")
+
+
+if __name__ == "__main__":
+    main()
