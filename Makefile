@@ -53,7 +53,7 @@ endif
 	$(RUN) -m repro.tables --scale $(SCALE)
 
 # Table 3 (E2E; GEN_TASK=webnlg / dart: Tables 14 / 13) at SCALE=cpu: the embedded SmolLM2-135M on a training subset
-# and a test subset (about 80 minutes on 2 cores), or SCALE=paper: every row x 3 seeds with GPT-2 M/L on GPUs.
+# and a test subset (about 75 minutes on 2 cores), or SCALE=paper: every row x 3 seeds with GPT-2 M/L on GPUs.
 # Table 11's 500 warm-up steps exceed the cpu budget's ~125 optimizer steps, so the cpu budget warms up 10%.
 GEN_TASK ?= e2e
 E2E_CPU_ROWS ?= table3/gpt2_medium_lora,table3/gpt2_medium_ft,table3/gpt2_medium_adapter_l_0_37m,table3/gpt2_medium_prefix_layer

@@ -219,8 +219,10 @@ def _sweep_reference(name: str) -> Callable[[str, int | None], float | None]:
 def sweep_long(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     runs = frame[frame["sweep"] == name] if not frame.empty else frame
     if runs.empty:
-        return pd.DataFrame(columns=["scale", "model", "task", "targets", "r", "median", "std", "n", "paper", "diff"])
-    agg = aggregate(runs, ["scale", "model", "task", "targets", "r"])
+        return pd.DataFrame(columns=["scale", "model", "task", "method", "targets", "r", "median", "std", "n", "paper",
+                                     "diff"])
+    # by method too: the rank sweep also compares scaling rules (method=lora,rslora)
+    agg = aggregate(runs, ["scale", "model", "task", "method", "targets", "r"])
     reference = _sweep_reference(name)
     agg["paper"] = [reference(t, int(r)) for t, r in zip(agg["targets"], agg["r"])]
     agg["diff"] = agg["median"] - agg["paper"].astype(float)
@@ -228,8 +230,8 @@ def sweep_long(frame: pd.DataFrame, name: str) -> pd.DataFrame:
 
 
 SWEEP_LAYOUT = {  # sweep -> (row keys, column key) of its paper layout
-    "rank": (["task", "targets"], "r"),
-    "targets": (["task"], "targets"),
+    "rank": (["task", "method", "targets"], "r"),
+    "targets": (["task", "method"], "targets"),
 }
 
 
@@ -253,8 +255,8 @@ def plot_sweep(long: pd.DataFrame, name: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for (scale, model, task, targets), part in long.groupby(["scale", "model", "task", "targets"]):
-        label = f"{task} {{{targets}}} ({model}, {scale})"
+    for (scale, model, task, method, targets), part in long.groupby(["scale", "model", "task", "method", "targets"]):
+        label = f"{task} {method} {{{targets}}} ({model}, {scale})"
         if name == "rank":
             part = part.sort_values("r")
             ax.errorbar(part["r"], part["median"], yerr=part["std"].fillna(0), marker="o", capsize=3, label=label)

@@ -89,3 +89,22 @@ def test_batched_beam_search_equals_one_at_a_time(method_name):
     batched = beam_search(adapted.model, tokenizer, prompts, decode, end, torch.device("cpu"))
     single = beam_search(adapted.model, tokenizer, prompts, decode, end, torch.device("cpu"), batch_size=1)
     assert batched == single and any(batched)
+
+
+@pytest.mark.parametrize("method_name", ["prefix_layer", "prefix_embed"])
+def test_prefix_from_real_words_starts_at_the_models_own_activations(method_name):
+    model_cfg = _cfg("model", "tiny-llama")
+    tokenizer = load_lm_tokenizer(model_cfg)
+    text = "Describe the facts in the table below."
+    method_cfg = _cfg("method", method_name, prefix_length=4, init_text=text)
+    torch.manual_seed(0)
+    base = load_causal_lm(model_cfg)
+    ids = tokenizer.encode(text, add_special_tokens=False)[:4]
+    with torch.no_grad():
+        hidden = base(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
+    wrapped = apply_decoder_method(base, method_cfg, model_cfg, tokenizer).model
+    expected = [hidden[0][0]] if method_name == "prefix_embed" else [hidden[i][0] for i in range(model_cfg.n_layers)]
+    assert len(wrapped.prompts) == len(expected)
+    for prompt, reference in zip(wrapped.prompts, expected):
+        assert torch.allclose(prompt, reference, atol=1e-6)
+    assert wrapped.prompts.requires_grad

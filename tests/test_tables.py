@@ -73,6 +73,7 @@ def test_sweep_table_and_plot(runs, tmp_path):
     md = (tmp_path / "tables" / "rank.md").read_text()
     assert "60.0 [1] / 90.7 (-30.7)" in md
     assert (tmp_path / "tables" / "rank.png") in written["rank"]
+    assert "| rte    | lora     | q         |" in md  # rows by task, method (lora, rslora, ...) and targets
     assert "no complete runs" in (tmp_path / "tables" / "targets.md").read_text()
 
 

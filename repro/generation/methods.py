@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig
 from peft import TaskType
 from torch import nn
+from transformers import PreTrainedTokenizerBase
 
 from repro.errors import ConfigError
 from repro.generation.gpt2_qkv import split_fused_qkv
@@ -78,6 +79,22 @@ class DecoderPromptTokens(nn.Module):
         return out
 
     @torch.no_grad()
+    def init_from_activations(self, ids: list[int]) -> None:
+        """Start from the model's own activations of real words (Li & Liang 2021: random prefixes train unstably;
+        on Llama-style models a small random first position also removes the attention sink the model relies on).
+        The words are repeated if shorter than the prefix."""
+        if not ids:
+            raise ConfigError("method.init_text encodes to no tokens")
+        ids = (ids * -(-self.n_prefix // len(ids)))[:self.n_prefix]
+        input_ids = torch.tensor([ids], device=self.prompts.device)
+        if len(self.prompts) == 1:  # PreEmbed: word embeddings (inputs_embeds, before any position embedding)
+            hidden = [self._word_embeddings[0](input_ids)]
+        else:  # PreLayer: hidden_states[l] is the input of layer l
+            hidden = self.base(input_ids=input_ids, output_hidden_states=True).hidden_states
+        for index in range(len(self.prompts)):
+            self.prompts[index].copy_(hidden[index][0].to(self.prompts.dtype))
+
+    @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs) -> torch.Tensor:
         """New tokens only (HF generate from inputs_embeds returns no prompt tokens)."""
         self._prefill = True
@@ -87,18 +104,23 @@ class DecoderPromptTokens(nn.Module):
             self._prefill = False
 
 
-def _apply_prompt_tokens(model: nn.Module, method_cfg: DictConfig, model_cfg: DictConfig, per_layer: bool) -> Adapted:
+def _apply_prompt_tokens(model: nn.Module, method_cfg: DictConfig, model_cfg: DictConfig, per_layer: bool,
+                         tokenizer: PreTrainedTokenizerBase | None) -> Adapted:
     if method_cfg.impl != "paper":
         raise ConfigError(f"method.impl={method_cfg.impl} is not wired for decoders; use impl=paper")
     if method_cfg.infix_length:
         raise ConfigError("method.infix_length > 0 is not implemented for decoders (prefix tokens only)")
     wrapped = DecoderPromptTokens(model, model_cfg, method_cfg.prefix_length, per_layer)
+    if method_cfg.get("init_text") and tokenizer is not None:
+        wrapped.init_from_activations(tokenizer.encode(method_cfg.init_text, add_special_tokens=False))
     train_only(wrapped, lambda name, p: name == "prompts", [])
     return Adapted(wrapped, reserved_tokens=method_cfg.prefix_length)
 
 
-def apply_decoder_method(model: nn.Module, method_cfg: DictConfig, model_cfg: DictConfig) -> Adapted:
-    """`repro.methods.apply_method` for generation LMs (see the module docstring for what differs)."""
+def apply_decoder_method(model: nn.Module, method_cfg: DictConfig, model_cfg: DictConfig,
+                         tokenizer: PreTrainedTokenizerBase | None = None) -> Adapted:
+    """`repro.methods.apply_method` for generation LMs (see the module docstring for what differs). The tokenizer
+    is needed only to initialise a prefix from real words (`method.init_text`); without it the prefix is random."""
     seq2seq = is_seq2seq(model_cfg)
     if method_cfg.name in LORA_FAMILY:
         if model_cfg.get("fused_qkv"):
@@ -108,5 +130,5 @@ def apply_decoder_method(model: nn.Module, method_cfg: DictConfig, model_cfg: Di
         if seq2seq:
             raise ConfigError(f"method {method_cfg.name} is implemented for decoder-only models; {model_cfg.name} "
                               f"is an encoder-decoder")
-        return _apply_prompt_tokens(model, method_cfg, model_cfg, per_layer=method_cfg.name == "prefix_layer")
+        return _apply_prompt_tokens(model, method_cfg, model_cfg, method_cfg.name == "prefix_layer", tokenizer)
     return apply_method(model, method_cfg, model_cfg)

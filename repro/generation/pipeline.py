@@ -89,7 +89,8 @@ def run_generation(cfg: DictConfig, ctx: RunContext) -> PipelineOutcome:
     task, train_cfg, device, checkpointer = cfg.task, cfg.train, ctx.device, ctx.checkpointer
     data: GenerationData = load_generation_data(task, cfg.data)
     tokenizer = load_lm_tokenizer(cfg.model)
-    adapted = apply_decoder_method(load_lm(cfg.model, **load_kwargs(cfg.method)), method_config(cfg), cfg.model)
+    adapted = apply_decoder_method(load_lm(cfg.model, **load_kwargs(cfg.method)), method_config(cfg), cfg.model,
+                                   tokenizer)
     if ctx.init_from is not None:
         adapted.load(ctx.init_from, include_head=False)
     model = to_device(adapted.model, device)

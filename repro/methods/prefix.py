@@ -88,6 +88,8 @@ class PromptTokens(nn.Module):
 
 
 def _apply(model: nn.Module, method_cfg: DictConfig, model_cfg: DictConfig, per_layer: bool) -> Adapted:
+    if method_cfg.get("init_text"):
+        raise ConfigError("method.init_text (a prefix initialised from real words) is implemented for decoders only")
     if method_cfg.impl == "peft":
         from peft import PrefixTuningConfig, PromptTuningConfig, TaskType, get_peft_model
 
