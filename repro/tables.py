@@ -22,9 +22,6 @@ from typing import Callable
 import pandas as pd
 
 from repro.errors import ReproError, exit_on_user_error
-from repro.methods import LORA_FAMILY
-from repro.generation.tables import (GENERATION_CELL, GENERATION_TABLES, RANK_SWEEP, generation_long,
-                                     generation_wide, rank_sweep_long)
 from repro.paper import paper_data
 from repro.results import is_complete, load
 
@@ -74,13 +71,13 @@ def aggregate(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
                        trainable=("params.trainable", "median")).reset_index()
 
 
-def fmt_cell(median: float | None, std: float | None, n: int | None, paper: float | None) -> str:
-    paper_s = MISSING if paper is None else f"{paper:.1f}"
+def fmt_cell(median: float | None, std: float | None, n: int | None, paper: float | None, digits: int = 1) -> str:
+    paper_s = MISSING if paper is None else f"{paper:.{digits}f}"
     if median is None or (isinstance(median, float) and math.isnan(median)):
         return f"{MISSING} / {paper_s}"
-    std_s = "" if std is None or math.isnan(std) else f"±{std:.1f}"
-    diff = "" if paper is None else f" ({median - paper:+.1f})"
-    return f"{median:.1f}{std_s} [{n}] / {paper_s}{diff}"
+    std_s = "" if std is None or math.isnan(std) else f"±{std:.{digits}f}"
+    diff = "" if paper is None else f" ({median - paper:+.{digits}f})"
+    return f"{median:.{digits}f}{std_s} [{n}] / {paper_s}{diff}"
 
 
 # --- Table 2 --------------------------------------------------------------------------------------------------
@@ -293,6 +290,8 @@ def variants_long(frame: pd.DataFrame) -> pd.DataFrame:
     long = grouped.agg(median=("value", "median"), std=("value", "std"), n=("seed", "nunique"),
                        trainable=("params.trainable", "median"), peak_memory_gib=("peak_memory_gib", "median"),
                        step_ms=("step_ms", "median")).reset_index()[columns]
+    from repro.methods import LORA_FAMILY  # here, not at the top: it imports torch and peft (seconds)
+
     order = {name: i for i, name in enumerate(LORA_FAMILY)}  # lora first, then its successors
     return long.sort_values(["scale", "model", "task", "method"], key=lambda c: c.map(order) if c.name == "method"
                             else c, kind="stable").reset_index(drop=True)
@@ -369,6 +368,10 @@ def build(runs: Path, out: Path, scale: str | None = None) -> dict[str, list[Pat
                                      "Rows map by the experiment's `paper_row` (method and size).",
                                      extra=claims_summary,
                                      budgets=run_budgets(glue[glue["paper_row"].notna()] if len(glue) else glue))
+    # imported here: repro.generation.tables builds on this module's cell format
+    from repro.generation.tables import (GENERATION_CELL, GENERATION_TABLES, RANK_SWEEP, generation_long,
+                                         generation_wide, rank_sweep_long)
+
     for spec in GENERATION_TABLES:
         long = generation_long(frame, spec)
         written[spec.name] = write_tables(

@@ -92,7 +92,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     A failure while training (an exception, a NaN loss) is recorded as `status: failed` with its reason and
     re-raised; a later invocation runs it again, resuming from its last checkpoint if there is one."""
     validate(cfg)
-    check_backend(cfg.method, resolve_device(cfg.train.device))  # e.g. qlora's 4-bit kernels: CUDA only
+    device = resolve_device(cfg.train.device)
+    check_backend(cfg.method, device)  # e.g. qlora's 4-bit kernels: CUDA only
     if cfg.data.root is not None and cfg.task.kind == "classification":  # generation checks its own files
         check_local_files(cfg.task, cfg.data.root)
     rid = run_id(cfg)
@@ -104,7 +105,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
-    device = resolve_device(cfg.train.device)
     world = init_world(device)
     device = device_for(world, device)
     resolved = OmegaConf.to_container(cfg, resolve=True)

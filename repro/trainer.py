@@ -104,6 +104,19 @@ def eval_metrics(model: nn.Module, loaders: dict[str, DataLoader], task: DictCon
     return metrics
 
 
+def optimizer_step(trainable: list[torch.Tensor], max_grad_norm: float | None, optimizer: torch.optim.Optimizer,
+                   scheduler: Any, hooks: TrainingHooks, result: TrainResult) -> None:
+    """One optimizer step of either training loop: clip (unless max_grad_norm is 0/null), step, advance the
+    schedule, count, let the method act while the gradients are still there (AdaLoRA), clear them."""
+    if max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    result.optimizer_steps += 1
+    hooks.after_step(result.optimizer_steps)
+    optimizer.zero_grad(set_to_none=True)
+
+
 def train_and_evaluate(model: nn.Module, tokenizer: PreTrainedTokenizerBase, data: TaskData, task: DictConfig,
                        train: DictConfig, max_length: int, token_type_ids: bool | None, seed: int,
                        device: torch.device, on_epoch: Callable[[dict[str, Any]], None] | None = None,
@@ -173,12 +186,7 @@ def train_and_evaluate(model: nn.Module, tokenizer: PreTrainedTokenizerBase, dat
             result.train_samples += len(batch["labels"])
             result.train_tokens += int(batch["attention_mask"].sum())
             if (i + 1) % train.grad_accum_steps == 0 or i + 1 == len(train_loader):
-                torch.nn.utils.clip_grad_norm_(trainable, train.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                result.optimizer_steps += 1
-                hooks.after_step(result.optimizer_steps)
-                optimizer.zero_grad(set_to_none=True)
+                optimizer_step(trainable, train.max_grad_norm, optimizer, scheduler, hooks, result)
                 if checkpointer and checkpointer.due(result.optimizer_steps) and i + 1 < len(train_loader):
                     result.train_time_s += time.perf_counter() - start
                     start = time.perf_counter()

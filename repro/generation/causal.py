@@ -31,15 +31,19 @@ def encode_pair(tokenizer: PreTrainedTokenizerBase, pair: Pair, end_id: int, max
     return {"input_ids": prompt + target, "labels": [IGNORE] * len(prompt) + target}
 
 
+def pad_right(rows: list[list[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows padded on the right with `value`, and the mask of real positions."""
+    ids = torch.full((len(rows), max(len(r) for r in rows)), value, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)], mask[i, :len(r)] = torch.tensor(r, dtype=torch.long), 1
+    return ids, mask
+
+
 def collate(features: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
     """Right padding for training (positions start at 0 in every row)."""
-    width = max(len(f["input_ids"]) for f in features)
-    ids = torch.full((len(features), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(features), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(features), width), dtype=torch.long)
-    for row, f in enumerate(features):
-        n = len(f["input_ids"])
-        ids[row, :n], labels[row, :n], mask[row, :n] = torch.tensor(f["input_ids"]), torch.tensor(f["labels"]), 1
+    ids, mask = pad_right([f["input_ids"] for f in features], pad_id)
+    labels, _ = pad_right([f["labels"] for f in features], IGNORE)
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 

@@ -35,7 +35,7 @@ from repro.models import to_device
 from repro.params import count_parameters
 from repro.checkpoint import restore_training_state, trainable_state, training_state
 from repro.pipelines import PipelineOutcome, RunContext, method_report
-from repro.trainer import TrainResult, optimizer_groups
+from repro.trainer import TrainResult, optimizer_groups, optimizer_step
 
 TextFormat = CausalFormat | Seq2SeqFormat
 
@@ -153,13 +153,7 @@ def run_generation(cfg: DictConfig, ctx: RunContext) -> PipelineOutcome:
             result.train_samples += len(features)
             result.train_tokens += sum(int(v.sum()) for k, v in batch.items() if k.endswith("attention_mask"))
             if (i + 1) % train_cfg.grad_accum_steps == 0 or i + 1 == batches_per_epoch:
-                if train_cfg.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(trainable, train_cfg.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                result.optimizer_steps += 1
-                hooks.after_step(result.optimizer_steps)
-                optimizer.zero_grad(set_to_none=True)
+                optimizer_step(trainable, train_cfg.max_grad_norm, optimizer, scheduler, hooks, result)
                 if checkpointer and checkpointer.due(result.optimizer_steps) and i + 1 < batches_per_epoch:
                     result.train_time_s += time.perf_counter() - start
                     start = time.perf_counter()

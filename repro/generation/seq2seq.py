@@ -14,16 +14,7 @@ from transformers import PreTrainedTokenizerBase
 
 from repro.data.generation import Pair
 from repro.errors import ConfigError
-from repro.generation.causal import IGNORE
-
-
-def pad_right(rows: list[list[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows padded on the right with `value`, and the mask of real positions."""
-    ids = torch.full((len(rows), max(len(r) for r in rows)), value, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)], mask[i, :len(r)] = torch.tensor(r, dtype=torch.long), 1
-    return ids, mask
+from repro.generation.causal import IGNORE, pad_right
 
 
 def decoder_start_id(model: nn.Module) -> int:

@@ -17,9 +17,12 @@ from dataclasses import dataclass
 import pandas as pd
 
 from repro.paper import paper_data
+from repro.tables import MISSING, fmt_cell
 
-MISSING = "—"
 GENERATION_CELL = "mean±std [seeds] / paper (difference), the paper's printed scales"
+# the long (CSV) form of every table here: one row per (scale, model, row, column)
+LONG_COLUMNS = ["scale", "model", "row", "column", "mean", "std", "n_seeds", "trainable", "paper", "paper_params",
+                "diff"]
 
 
 @dataclass(frozen=True)
@@ -54,25 +57,19 @@ def paper_value(row: dict, metric: str, split: str) -> float | None:
 
 
 def fmt(mean: float, std: float, n: int, paper: float | None) -> str:
-    """mean±std [seeds] / paper (difference); two decimals for values printed below 10 (NIST, CIDEr, MET, TER)."""
+    """`repro.tables.fmt_cell` with two decimals for values printed below 10 (NIST, CIDEr, MET, TER)."""
     ref = paper if paper is not None else mean
     digits = 2 if ref is not None and not math.isnan(ref) and abs(ref) < 10 else 1
-    paper_s = MISSING if paper is None else f"{paper:.{digits}f}"
-    if math.isnan(mean):
-        return f"{MISSING} / {paper_s}"
-    std_s = "" if math.isnan(std) else f"±{std:.{digits}f}"
-    diff = "" if paper is None else f" ({mean - paper:+.{digits}f})"
-    return f"{mean:.{digits}f}{std_s} [{n}] / {paper_s}{diff}"
+    return fmt_cell(mean, std, n, paper, digits)
 
 
 def generation_long(frame: pd.DataFrame, spec: GenerationTable) -> pd.DataFrame:
     """One row per (scale, model, row, column): mean, std (ddof 1) and seed count over runs, and the paper's
     value. Every paper row appears for each (scale, model) that has runs of this task."""
-    columns = ["scale", "model", "row", "column", "mean", "std", "n_seeds", "trainable", "paper", "paper_params"]
     # sweep runs have their own tables (Table 18, lora_variants)
     runs = frame[(frame["task"] == spec.task) & frame["sweep"].isna()] if not frame.empty else frame
     if runs.empty:
-        return pd.DataFrame(columns=columns)
+        return pd.DataFrame(columns=LONG_COLUMNS)
     runs = runs.assign(row=[r if isinstance(r, str) else m for r, m in zip(runs["paper_row"], runs["method"])])
     paper_rows = paper_data(spec.paper)["rows"] if spec.paper else {}
     out = []
@@ -91,7 +88,7 @@ def generation_long(frame: pd.DataFrame, spec: GenerationTable) -> pd.DataFrame:
                                 "n_seeds": int(hits.loc[values.index, "seed"].nunique()) if len(values) else 0,
                                 "trainable": hits["params.trainable"].median() if len(hits) else math.nan,
                                 "paper": paper, "paper_params": paper_rows.get(label, {}).get("params_M")})
-    long = pd.DataFrame(out, columns=columns)
+    long = pd.DataFrame(out, columns=LONG_COLUMNS[:-1])
     long["diff"] = long["mean"] - pd.to_numeric(long["paper"], errors="coerce")
     return long
 
@@ -125,16 +122,16 @@ VALIDATION_LOSS = "validation/loss"
 def rank_sweep_long(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per (scale, model, r, column) of the rank sweep: mean/std over seeds beside Table 18. Table 18 prints
     METEOR and ROUGE_L as fractions; they are put on Table 3's x100 scale, as our records keep them."""
-    columns = ["scale", "model", "row", "column", "mean", "std", "n_seeds", "trainable", "paper", "paper_params"]
     runs = frame[frame["sweep"] == RANK_SWEEP] if not frame.empty else frame
     if runs.empty:
-        return pd.DataFrame(columns=[*columns, "diff"])
+        return pd.DataFrame(columns=LONG_COLUMNS)
     paper = paper_data("table18_gpt2_rank")
-    percent = set(paper_data("table3_e2e")["metrics"]) & {"METEOR", "ROUGE_L"}
+    metrics = paper_data("table3_e2e")["metrics"]
+    percent = set(metrics) & {"METEOR", "ROUGE_L"}
     out = []
     for (scale, model, r), hits in runs.groupby(["scale", "model", "r"], sort=True):
         reference = paper["rows"].get(int(r), {})
-        for column, key in (("val_loss", VALIDATION_LOSS), *((m, m) for m in paper_data("table3_e2e")["metrics"])):
+        for column, key in (("val_loss", VALIDATION_LOSS), *((m, m) for m in metrics)):
             values = hits[f"best.{key}"].dropna() if f"best.{key}" in hits else pd.Series(dtype=float)
             ref = reference.get(column)
             out.append({"scale": scale, "model": model, "row": f"r={int(r)}", "column": column,
@@ -143,6 +140,6 @@ def rank_sweep_long(frame: pd.DataFrame) -> pd.DataFrame:
                         "trainable": hits["params.trainable"].median(),
                         "paper": None if ref is None else ref * (100 if column in percent else 1),
                         "paper_params": None})
-    long = pd.DataFrame(out, columns=columns)
+    long = pd.DataFrame(out, columns=LONG_COLUMNS[:-1])
     long["diff"] = long["mean"] - pd.to_numeric(long["paper"], errors="coerce")
     return long
