@@ -20,7 +20,7 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # Config groups whose choices are files under conf/<group>/ (task has a subfolder per benchmark).
 PUBLIC_GROUPS = ("task", "model", "method", "scale", "logger")
 # Keys that say where things go or how a run is observed, not what is computed: not part of the run id.
-NOT_IN_RUN_ID = ("output_root", "force", "logger", "hydra", "paper_hparams", "_hp", "data.root",
+NOT_IN_RUN_ID = ("output_root", "force", "logger", "hydra", "paper_hparams", "_hp", "cpu_recipe", "_cpu", "data.root",
                  "train.device", "train.num_threads")
 
 
@@ -61,6 +61,10 @@ def check_group_overrides(overrides: Iterable[str], conf_dir: Path = CONF_DIR) -
                 raise ConfigError(f"unknown {key} '{choice}'; choose one of: {', '.join(choices)}")
 
 
+# classification heads (repro.models.POOLINGS): the first token, as the paper's models, or the masked mean
+POOLING_CHOICES = ("cls", "mean")
+
+
 def validate(cfg: DictConfig) -> None:
     """Checks that need the composed config; each failure is one clear line."""
     method, model = cfg.method, cfg.model
@@ -90,6 +94,8 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"train.{key} must be positive, got {cfg.train[key]}")
     if cfg.train.learning_rate <= 0:
         raise ConfigError(f"train.learning_rate must be positive, got {cfg.train.learning_rate}")
+    if model.get("pooling", "cls") not in POOLING_CHOICES:
+        raise ConfigError(f"model.pooling must be one of {', '.join(POOLING_CHOICES)}, got {model.pooling!r}")
 
 
 def _drop(tree: dict[str, Any], dotted: str) -> None:

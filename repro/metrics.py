@@ -20,5 +20,20 @@ METRICS: dict[str, MetricFn] = {
 }
 
 
+CORRELATIONS = ("pearson", "spearman")
+
+
+def trivial_baseline(names: Sequence[str], references: np.ndarray) -> dict[str, float]:
+    """What a constant predictor scores on these references: the majority class for classification (accuracy of
+    the majority, its F1, MCC 0), correlation 0 for regression (a constant has no correlation; Pearson's formula
+    would give NaN). A reproduced number means something only above this."""
+    references = np.asarray(references)
+    if any(name in CORRELATIONS for name in names):
+        return {name: 0.0 for name in names}
+    values, counts = np.unique(references, return_counts=True)
+    majority = np.full_like(references, values[np.argmax(counts)])
+    return compute_metrics(names, majority, references)
+
+
 def compute_metrics(names: Sequence[str], predictions: np.ndarray, references: np.ndarray) -> dict[str, float]:
     return {name: METRICS[name](np.asarray(predictions), np.asarray(references)) for name in names}

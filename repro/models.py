@@ -53,10 +53,46 @@ def load_model(model_cfg: DictConfig, num_labels: int, **pretrained_kwargs) -> P
     if model_cfg.source == "tiny":
         kwargs = OmegaConf.to_container(model_cfg.config)
         config = AutoConfig.for_model(kwargs.pop("model_type"), num_labels=num_labels, problem_type=problem, **kwargs)
-        return AutoModelForSequenceClassification.from_config(config)
-    source = model_cfg.hub_id if model_cfg.source == "hub" else package_dir(model_cfg.package, model_cfg.subdir)
-    return AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels, problem_type=problem,
-                                                              dtype=torch.float32, **pretrained_kwargs)
+        model = AutoModelForSequenceClassification.from_config(config)
+    else:
+        source = model_cfg.hub_id if model_cfg.source == "hub" else package_dir(model_cfg.package, model_cfg.subdir)
+        model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels, problem_type=problem,
+                                                                   dtype=torch.float32, **pretrained_kwargs)
+    POOLINGS[model_cfg.get("pooling", "cls")](model)
+    return model
+
+
+def _first_token_pooling(model: PreTrainedModel) -> None:
+    """The model's own head: its pooler (BERT, RoBERTa) or classifier reads the first token, as in the paper."""
+
+
+def _mean_pooling(model: PreTrainedModel) -> None:
+    """The classifier reads the mask-weighted mean of the last hidden states instead of the first token.
+
+    Sentence encoders such as all-MiniLM-L6-v2 were trained to produce exactly this mean (sentence-transformers'
+    mean pooling); their [CLS] state and pooler were never trained as a sentence summary. The encoder's pooler
+    becomes a pass-through (it holds no parameters then) and a forward hook on the encoder, which sees the
+    attention mask, replaces `pooler_output` with the masked mean. Module paths stay those of the stock model,
+    so every method (peft's or ours) adapts it unchanged."""
+    encoder = model.base_model
+    if getattr(encoder, "pooler", None) is None:
+        raise ConfigError(f"model.pooling=mean needs an encoder with a pooler; {type(model).__name__} has none")
+    encoder.pooler = torch.nn.Identity()
+
+    def masked_mean(module, args, kwargs, output):
+        hidden = output[0]
+        mask = kwargs.get("attention_mask")
+        weights = torch.ones(hidden.shape[:2], device=hidden.device) if mask is None else mask.to(hidden.dtype)
+        if weights.shape[1] < hidden.shape[1]:  # positions a prefix method added in front count as tokens
+            weights = torch.nn.functional.pad(weights, (hidden.shape[1] - weights.shape[1], 0), value=1.0)
+        weights = weights.unsqueeze(-1)
+        output["pooler_output"] = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return output
+
+    encoder.register_forward_hook(masked_mean, with_kwargs=True)
+
+
+POOLINGS = {"cls": _first_token_pooling, "mean": _mean_pooling}  # keys: repro.config.POOLING_CHOICES
 
 
 def get_module(root: torch.nn.Module, dotted: str) -> torch.nn.Module:

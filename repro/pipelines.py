@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 
@@ -17,6 +18,7 @@ from repro.checkpoint import Checkpointer
 from repro.data import load_task_data
 from repro.distributed import World
 from repro.methods import Adapted, apply_method, load_kwargs
+from repro.metrics import trivial_baseline
 from repro.models import load_model, load_tokenizer
 from repro.params import ParamCounts, count_parameters
 from repro.trainer import TrainResult, train_and_evaluate
@@ -68,7 +70,15 @@ def run_classification(cfg: DictConfig, ctx: RunContext) -> PipelineOutcome:
         token_type_ids=cfg.model.get("token_type_ids"), seed=cfg.seed, device=ctx.device, on_epoch=ctx.on_epoch,
         checkpointer=ctx.checkpointer, world=ctx.world, hooks=adapted.hooks)
     return PipelineOutcome(adapted, counts, outcome, len(data.train), {s: len(r) for s, r in data.eval.items()},
-                           method_report(adapted))
+                           {**method_report(adapted), "trivial_baseline": classification_baseline(cfg.task, data)})
+
+
+def classification_baseline(task: DictConfig, data) -> dict[str, float]:
+    """A constant predictor's metrics on the eval splits, named like the run's metrics (`repro.metrics.trivial_baseline`)."""
+    refs = {split: np.asarray([r["label"] for r in rows]) for split, rows in data.eval.items()}
+    out = {f"{split}/{k}": v for split, ref in refs.items() for k, v in trivial_baseline(task.metrics, ref).items()}
+    out.update(trivial_baseline(task.metrics, np.concatenate(list(refs.values()))))
+    return out
 
 
 def run_generation(cfg: DictConfig, ctx: RunContext) -> PipelineOutcome:

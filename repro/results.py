@@ -18,6 +18,7 @@ import pandas as pd
 
 RESULT_FILE = "result.json"
 WEIGHTS_DIR = "adapter"
+LOCK_FILE = ".lock"  # held (flock) by the process training or re-scoring a run
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

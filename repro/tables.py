@@ -8,6 +8,10 @@ Runs map to the paper by what they computed, not by model: a Table 2 experiment 
 size), so at cpu scale the embedded MiniLM stands in for RoBERTa and every table header names the model and scale
 that produced the numbers. Sweep runs carry `sweep_name`; the paper's sweeps are on GPT-3 (WikiSQL, MultiNLI), so
 their MultiNLI row is shown as the reference for any GLUE task. Incomplete runs are ignored and counted.
+Every table carries a trivial-baseline row: a constant predictor's score on the same evaluation labels (stored by
+each classification run as `trivial_baseline`; shown as missing, with a note, for runs made before it was), or for
+generation tables the input copied as the output. Claims get holds / fails / inconclusive by the rule of
+conf/paper/verdict_rule.yaml (repro/verdicts.py), printed under the table with its numbers.
 Generation runs give Tables 3, 13, 14, a SAMSum table and Table 18 (the GPT-2 rank sweep): repro/generation/tables.py.
 `lora_variants.*` compares LoRA with rsLoRA, DoRA, AdaLoRA and QLoRA (sweeps/lora_variants.yaml).
 """
@@ -23,9 +27,12 @@ import pandas as pd
 
 from repro.errors import ReproError, exit_on_user_error
 from repro.paper import paper_data
-from repro.results import is_complete, load
+from repro.results import is_complete, load, read_result
+from repro.verdicts import Cell, Rule, compare, load_rule, tolerance_from_gap
 
 MISSING = "—"
+NOT_AVAILABLE = "n/a"  # a baseline that cannot be computed from what the runs saved
+BASELINE_LABEL = "trivial baseline"
 SCALE_PERCENT = 100  # results store fractions; the paper prints 0-100
 # the paper's sweep dataset shown as reference for our GLUE task (Tables 5 and 6 are GPT-3 on WikiSQL/MultiNLI)
 SWEEP_REFERENCE_DATASET = "MultiNLI"
@@ -48,13 +55,23 @@ def runs_frame(root: Path) -> tuple[pd.DataFrame, int]:
     frame = load(root)
     if frame.empty:
         return frame, ignored
+    # what load() leaves out: the trivial baseline, the run folder and the saved outputs (generation)
+    records = {r.get("run_id"): (d, r) for d in folders if (r := read_result(d)) and r.get("status") == "complete"}
+    extra = [records.get(run_id, (None, {})) for run_id in frame["run_id"]]
     cfg = frame["config"]
+    frame = frame.assign(
+        run_dir=[str(d) if d is not None else None for d, _ in extra],
+        best_outputs=[r.get("best_outputs") for _, r in extra],
+        train_examples=[r.get("train_examples") for _, r in extra],
+        baseline=[classification_baseline(r, main) for (_, r), main in zip(extra, frame["main_metric"])],
+    )
     frame = frame.assign(
         scale=cfg.map(lambda c: _get(c, "scale_name")),
         paper_row=cfg.map(lambda c: _get(c, "paper_row")),
         variant=cfg.map(lambda c: _get(c, "paper_variant.name") or ""),
         sweep=cfg.map(lambda c: _get(c, "sweep_name")),
         paper_task=cfg.map(lambda c: _get(c, "task.paper_key")),
+        kind=cfg.map(lambda c: _get(c, "task.kind") or "classification"),
         r=cfg.map(lambda c: _get(c, "method.r")),
         targets=cfg.map(lambda c: ",".join(_get(c, "method.targets") or [])),
         # classification metrics are stored as fractions; generation metrics already on the paper's scales
@@ -64,11 +81,56 @@ def runs_frame(root: Path) -> tuple[pd.DataFrame, int]:
     return frame, ignored
 
 
+def classification_baseline(record: dict, main_metric: str | None) -> float:
+    """The run's trivial baseline on its main metric, x 100 (NaN when the run did not store one: runs made before
+    `trivial_baseline` was recorded, and generation runs, whose baseline is computed from their outputs)."""
+    value = (record.get("trivial_baseline") or {}).get(main_metric)
+    return math.nan if value is None else float(value) * SCALE_PERCENT
+
+
 def aggregate(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Median, standard deviation (over seeds, ddof 1; undefined for one seed) and seed count per group."""
+    """Median, standard deviation (over seeds, ddof 1; undefined for one seed) and seed count per group, and the
+    median trivial baseline of the group's runs (NaN when none stored it)."""
+    frame = frame if "baseline" in frame else frame.assign(baseline=math.nan)
     grouped = frame.groupby(keys, dropna=False)
     return grouped.agg(median=("value", "median"), std=("value", "std"), n=("seed", "nunique"),
-                       trainable=("params.trainable", "median")).reset_index()
+                       trainable=("params.trainable", "median"), baseline=("baseline", "median")).reset_index()
+
+
+def cells(runs: pd.DataFrame, keys: list[str], task: str = "task") -> dict[tuple, dict[str, Cell]]:
+    """Per-seed values for the verdicts: (values of `keys`) -> task -> Cell (each run's main metric x 100 and the
+    median of the runs' trivial baselines)."""
+    out: dict[tuple, dict[str, Cell]] = {}
+    if runs.empty:
+        return out
+    runs = runs if "baseline" in runs else runs.assign(baseline=math.nan)
+    for key, part in runs.groupby(keys + [task], sort=False, dropna=False):
+        values, baselines = part["value"].dropna(), part["baseline"].dropna()
+        if len(values):
+            out.setdefault(tuple(key[:-1]), {})[key[-1]] = Cell(tuple(values),
+                                                                  baselines.median() if len(baselines) else None)
+    return out
+
+
+def fmt_baseline(value: float | None, digits: int = 1) -> str:
+    return MISSING if value is None or pd.isna(value) else f"{value:.{digits}f}"
+
+
+CONSTANT_BASELINE = ("a constant predictor's score on the same evaluation labels as the runs (the majority class: "
+                     "its accuracy and F1, MCC 0; correlation 0 for STS-B), stored by each run as `trivial_baseline`")
+COPY_BASELINE = "for generation tasks the input copied as the output, scored from the outputs the run saved"
+NOT_STORED = "their runs were made before result.json stored `trivial_baseline`"
+
+
+def baseline_notes(baselines: pd.Series, has_runs: pd.Series, what: str = CONSTANT_BASELINE,
+                   why_missing: str = NOT_STORED, claims: bool = True) -> list[str]:
+    """What the trivial-baseline row is, and which tasks miss it (and why)."""
+    lines = [f"Trivial baseline row: {what} (median over runs)."]
+    missing = [str(t) for t in baselines.index if has_runs.get(t, False) and pd.isna(baselines[t])]
+    if missing:
+        lines.append(f"Trivial baseline missing ({MISSING}) for {', '.join(missing)}: {why_missing}"
+                     + ("; claims on those tasks are inconclusive." if claims else "."))
+    return lines
 
 
 def fmt_cell(median: float | None, std: float | None, n: int | None, paper: float | None, digits: int = 1) -> str:
@@ -104,11 +166,11 @@ def table2_long(frame: pd.DataFrame) -> pd.DataFrame:
                                  "n_seeds": int(cell["n"]) if cell is not None else 0,
                                  "trainable": cell["trainable"] if cell is not None else math.nan,
                                  "paper": row["results"][task]["value"], "paper_pm": row["results"][task]["pm"],
-                                 "paper_params": row["params"]["printed"]})
+                                 "paper_params": row["params"]["printed"],
+                                 "baseline": cell["baseline"] if cell is not None else math.nan})
     long = pd.DataFrame(rows, columns=["scale", "model", "paper_row", "variant", "task", "median", "std", "n_seeds",
-                                       "trainable", "paper", "paper_pm", "paper_params"])
-    if not long.empty:
-        long["diff"] = long["median"] - long["paper"]
+                                       "trainable", "paper", "paper_pm", "paper_params", "baseline"])
+    long.insert(len(long.columns) - 1, "diff", long["median"] - long["paper"])  # the CSV's columns: ..., diff, baseline
     return long
 
 
@@ -129,73 +191,90 @@ def table2_wide(long: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
             record["Avg."] = fmt_cell(cells["median"].mean() if complete else None, None, None,
                                       paper["rows"][row_id]["avg"])
             rows.append(record)
-        out[(scale, model)] = pd.DataFrame(rows)
+        baselines = part.groupby("task", sort=False)["baseline"].median()
+        baseline = {"row": BASELINE_LABEL, "params (paper)": "", "params (ours)": "",
+                    **{task: fmt_baseline(value) for task, value in baselines.items()},
+                    "Avg.": fmt_baseline(baselines.mean() if baselines.notna().all() else None)}
+        out[(scale, model)] = pd.DataFrame([baseline, *rows])
     return out
+
+
+def table2_notes(long: pd.DataFrame) -> list[str]:
+    has_runs = long.groupby("task", sort=False)["n_seeds"].max() > 0
+    return baseline_notes(long.groupby("task", sort=False)["baseline"].median(), has_runs)
 
 
 # --- claims ---------------------------------------------------------------------------------------------------
 
-def _averages(part: pd.DataFrame) -> dict[str, tuple[pd.Series, float]]:
-    """Per (row, variant) label: per-task medians and median trainable parameters."""
+Labelled = dict[str, tuple[dict[str, Cell], float]]  # row label -> (task -> per-seed cell, median trainable params)
+
+
+def table2_cells(runs: pd.DataFrame) -> Labelled:
+    """Per Table 2 row label (paper row [variant]) in the paper's order: its cells per task and trainable count."""
+    paper = paper_data("table2_glue")
+    order = {row_id: i for i, row_id in enumerate(paper["rows"])}
+    runs = runs[runs["paper_row"].isin(order)] if not runs.empty else runs
+    by_row = cells(runs, ["paper_row", "variant"], task="paper_task")
     out = {}
-    for (row_id, variant), cells in part.groupby(["paper_row", "variant"], sort=False):
-        cells = cells.dropna(subset=["median"])
-        if len(cells):
-            out[row_id + (f" [{variant}]" if variant else "")] = (cells.set_index("task")["median"],
-                                                                   cells["trainable"].median())
+    for (row_id, variant) in sorted(by_row, key=lambda k: (order[k[0]], k[1])):
+        hit = runs[(runs["paper_row"] == row_id) & (runs["variant"] == variant)]
+        tasks = by_row[(row_id, variant)]
+        out[row_id + (f" [{variant}]" if variant else "")] = (
+            {t: tasks[t] for t in paper["tasks"] if t in tasks}, hit["params.trainable"].median())  # paper's order
     return out
 
 
-def _pairs(averages: dict, first: Callable[[str], bool], second: Callable[[str], bool]):
-    for a, (ma, pa) in averages.items():
-        for b, (mb, pb) in averages.items():
+def _pairs(labelled: Labelled, first: Callable[[str], bool], second: Callable[[str], bool]):
+    """(a, b, a's cells, b's cells on their common tasks, a's and b's trainable parameters), same model only."""
+    for a, (ca, pa) in labelled.items():
+        for b, (cb, pb) in labelled.items():
             if a != b and first(a) and second(b) and a.split(".")[0] == b.split(".")[0]:
-                common = ma.index.intersection(mb.index)
-                if len(common):
-                    yield a, b, ma[common].mean(), mb[common].mean(), pa, pb, len(common)
+                common = [t for t in ca if t in cb]
+                if common:
+                    yield a, b, {t: ca[t] for t in common}, {t: cb[t] for t in common}, pa, pb
 
 
-def claim_lora_matches_ft(averages: dict, crit: dict) -> list[str]:
-    return [f"{'holds' if la >= fa - crit['max_gap_points'] else 'does not hold'}: {a} {la:.1f} vs {b} {fa:.1f} "
-            f"on {n} task(s) (criterion: at most {crit['max_gap_points']} points below)"
-            for a, b, la, fa, _, _, n in _pairs(averages, lambda s: ".lora" in s, lambda s: s.endswith(".ft"))]
+def claim_lora_matches_ft(labelled: Labelled, crit: dict, rule: Rule) -> list[str]:
+    return [str(compare(a, ca, b, cb, tolerance_from_gap(crit["max_gap_points"]), rule))
+            for a, b, ca, cb, _, _ in _pairs(labelled, lambda s: ".lora" in s, lambda s: s.endswith(".ft"))]
 
 
-def claim_lora_fewer_params(averages: dict, crit: dict) -> list[str]:
+def claim_lora_fewer_params(labelled: Labelled, crit: dict, rule: Rule) -> list[str]:
+    """Deterministic (parameter counts have no spread over seeds): a plain comparison."""
     out = []
-    for a, b, _, _, pa, pb, _ in _pairs(averages, lambda s: ".lora" in s, lambda s: s.endswith(".ft")):
+    for a, b, _, _, pa, pb in _pairs(labelled, lambda s: ".lora" in s, lambda s: s.endswith(".ft")):
         pct = 100 * pa / pb
-        out.append(f"{'holds' if pct <= crit['max_percent'] else 'does not hold'}: {a} trains {pct:.2f}% of {b}'s "
-                   f"parameters (criterion: at most {crit['max_percent']}%)")
+        out.append(f"{'holds' if pct <= crit['max_percent'] else 'fails'}: {a} trains {pct:.2f}% of {b}'s "
+                   f"parameters (criterion: at most {crit['max_percent']}%; deterministic, no interval)")
     return out
 
 
-def claim_lora_beats_adapters(averages: dict, crit: dict) -> list[str]:
+def claim_lora_beats_adapters(labelled: Labelled, crit: dict, rule: Rule) -> list[str]:
     out = []
-    for a, b, la, fa, pa, pb, n in _pairs(averages, lambda s: ".lora" in s, lambda s: ".adapter_" in s):
+    for a, b, ca, cb, pa, pb in _pairs(labelled, lambda s: ".lora" in s, lambda s: ".adapter_" in s):
         if ("houlsby" in a) == ("houlsby" in b) and pb >= crit["min_param_ratio"] * pa:
-            ok = la >= fa - crit["max_gap_points"]
-            out.append(f"{'holds' if ok else 'does not hold'}: {a} {la:.1f} vs {b} {fa:.1f} on {n} task(s), "
-                       f"adapter with {pb / pa:.1f}x LoRA's parameters")
+            verdict = compare(a, ca, b, cb, tolerance_from_gap(crit["max_gap_points"]), rule)
+            out.append(f"{verdict}; adapter with {pb / pa:.1f}x LoRA's parameters")
     return out
 
 
-CLAIMS: dict[str, Callable[[dict, dict], list[str]]] = {
+CLAIMS: dict[str, Callable[[Labelled, dict, Rule], list[str]]] = {
     "lora_matches_ft": claim_lora_matches_ft,
     "lora_fewer_params": claim_lora_fewer_params,
     "lora_beats_adapters": claim_lora_beats_adapters,
 }
 
 
-def claims_summary(part: pd.DataFrame) -> list[str]:
+def claims_summary(labelled: Labelled, rule: Rule | None = None) -> list[str]:
+    """The claims summary under Table 2: each claim's verdicts, then the rule that gave them."""
     criteria = paper_data("table2_claims")
-    averages = _averages(part)
-    lines = []
+    rule = rule or load_rule()
+    lines = ["Claims at this scale:"]
     for name, fn in CLAIMS.items():
-        results = fn(averages, criteria[name]) or ["not testable: the rows it compares are missing"]
+        results = fn(labelled, criteria[name], rule) or ["not testable: the rows it compares are missing"]
         lines.append(f"- {criteria[name]['text']}:")
         lines.extend(f"  - {r}" for r in results)
-    return lines
+    return [*lines, "", rule.text()]
 
 
 # --- sweeps ---------------------------------------------------------------------------------------------------
@@ -213,17 +292,38 @@ def _sweep_reference(name: str) -> Callable[[str, int | None], float | None]:
     return lambda targets, r: values.get((targets, r))
 
 
-def sweep_long(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+SWEEP_COLUMNS = ["scale", "model", "task", "method", "targets", "r", "median", "std", "n", "paper", "diff", "baseline"]
+
+
+def with_generation_baselines(runs: pd.DataFrame) -> pd.DataFrame:
+    """`baseline` of generation runs (a sweep or the variants may run on E2E...): the input copied as the output,
+    scored on the run's main metric from its saved outputs (repro.generation.tables.copy_input_baseline)."""
+    if runs.empty or "kind" not in runs or not (runs["kind"] == "generation").any():
+        return runs
+    from repro.generation.tables import run_copy_baseline  # builds on this module
+
+    generation = runs["kind"] == "generation"
+    scores = [run_copy_baseline(row) or {} for _, row in runs[generation].iterrows()]
+    runs = runs.copy()
+    runs.loc[generation, "baseline"] = [s.get(m, math.nan) for s, m in zip(scores, runs.loc[generation, "main_metric"])]
+    return runs
+
+
+def sweep_runs(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     runs = frame[frame["sweep"] == name] if not frame.empty else frame
+    return with_generation_baselines(runs)
+
+
+def sweep_long(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    runs = sweep_runs(frame, name)
     if runs.empty:
-        return pd.DataFrame(columns=["scale", "model", "task", "method", "targets", "r", "median", "std", "n", "paper",
-                                     "diff"])
+        return pd.DataFrame(columns=SWEEP_COLUMNS)
     # by method too: the rank sweep also compares scaling rules (method=lora,rslora)
     agg = aggregate(runs, ["scale", "model", "task", "method", "targets", "r"])
     reference = _sweep_reference(name)
     agg["paper"] = [reference(t, int(r)) for t, r in zip(agg["targets"], agg["r"])]
     agg["diff"] = agg["median"] - agg["paper"].astype(float)
-    return agg.drop(columns="trainable")
+    return agg[SWEEP_COLUMNS]
 
 
 SWEEP_LAYOUT = {  # sweep -> (row keys, column key) of its paper layout
@@ -233,6 +333,8 @@ SWEEP_LAYOUT = {  # sweep -> (row keys, column key) of its paper layout
 
 
 def sweep_wide(long: pd.DataFrame, name: str) -> dict[tuple[str, str], pd.DataFrame]:
+    """Per (scale, model): the paper's layout, and per task a trivial-baseline row (the task's baseline in every
+    column that has runs) above the task's rows."""
     index, column = SWEEP_LAYOUT[name]
     out = {}
     for (scale, model), part in long.groupby(["scale", "model"], sort=False):
@@ -240,9 +342,72 @@ def sweep_wide(long: pd.DataFrame, name: str) -> dict[tuple[str, str], pd.DataFr
                                  zip(part["median"], part["std"], part["n"], part["paper"])])
         if name == "targets":
             part = part.assign(targets=[f"{t} (r={r})" for t, r in zip(part["targets"], part["r"])])
-        out[(scale, model)] = part.pivot_table(index=index, columns=column, values="cell", aggfunc="first",
-                                               fill_value=MISSING).reset_index()
+        table = part.pivot_table(index=index, columns=column, values="cell", aggfunc="first",
+                                 fill_value=MISSING).reset_index()
+        baselines = []
+        for task, cells_ in part.groupby("task", sort=False):
+            value = fmt_baseline(cells_["baseline"].median())
+            has = set(cells_[column])
+            baselines.append({"task": task, **{k: "" for k in index[1:]}, "method": BASELINE_LABEL,
+                              **{c: value if c in has else MISSING for c in table.columns[len(index):]}})
+        table = pd.concat([pd.DataFrame(baselines, columns=table.columns), table], ignore_index=True)
+        table["_order"] = [0] * len(baselines) + [1] * (len(table) - len(baselines))
+        out[(scale, model)] = table.sort_values(["task", "_order"], kind="stable").drop(columns="_order") \
+            .reset_index(drop=True)
     return out
+
+
+def sweep_notes(long: pd.DataFrame) -> list[str]:
+    return baseline_notes(long.groupby("task", sort=False)["baseline"].median(),
+                          long.groupby("task", sort=False)["n"].max() > 0)
+
+
+def rank_claims(by_key: dict[tuple, dict[str, Cell]], crit: dict, rule: Rule) -> list[str]:
+    """Table 6: each small rank against the reference rank, same method and weights, pooled over tasks."""
+    ref, out = int(crit["reference_rank"]), []
+    tolerance = tolerance_from_gap(crit["max_gap_points"])
+    for method, targets in dict.fromkeys((m, t) for m, t, _ in by_key):
+        reference = by_key.get((method, targets, ref))
+        for r in crit["small_ranks"]:
+            small = by_key.get((method, targets, int(r)))
+            if reference is not None and small is not None:
+                verdict = compare(f"r={r}", small, f"r={ref}", reference, tolerance, rule)
+                out.append(f"{method} {{{targets}}}: {verdict}")
+    return out or [f"not testable: no runs at r={ref} and at r in {crit['small_ranks']} on the same weights"]
+
+
+def targets_claims(by_key: dict[tuple, dict[str, Cell]], crit: dict, rule: Rule) -> list[str]:
+    """Table 5: several weight types against one, same method, equal budget, pooled over tasks."""
+    out = []
+    tolerance = tolerance_from_gap(crit["max_gap_points"])
+    for method in dict.fromkeys(m for m, _ in by_key):
+        for pair in crit["compare"]:
+            better, than = ",".join(pair["better"]), ",".join(pair["than"])
+            a, b = by_key.get((method, better)), by_key.get((method, than))
+            if a is not None and b is not None:
+                out.append(f"{method}: {compare(f'{{{better}}}', a, f'{{{than}}}', b, tolerance, rule)}")
+    pairs = "; ".join(f"{{{','.join(p['better'])}}} vs {{{','.join(p['than'])}}}" for p in crit["compare"])
+    return out or [f"not testable: none of the compared weight sets has runs ({pairs})"]
+
+
+SWEEP_CLAIMS = {  # sweep -> (the keys its cells are grouped by, the claim's judge)
+    "rank": (["method", "targets", "r"], rank_claims),
+    "targets": (["method", "targets"], targets_claims),
+}
+
+
+def sweep_claims(runs: pd.DataFrame, name: str, rule: Rule | None = None) -> list[str]:
+    """The claim of a sweep table (conf/paper/verdict_rule.yaml `sweep_claims`), judged by the verdict rule on the
+    runs of one (scale, model)."""
+    crit = paper_data("verdict_rule")["sweep_claims"][name]
+    rule = rule or load_rule()
+    keys, judge = SWEEP_CLAIMS[name]
+    if not runs.empty and "r" in keys:
+        runs = runs[runs["r"].notna()]
+        runs = runs.assign(r=runs["r"].astype(int))
+    tolerance = tolerance_from_gap(crit["max_gap_points"])
+    return ["Claims at this scale:", f"- {crit['text']} (tolerance {tolerance:+.1f}: the difference must be above it):",
+            *(f"  - {line}" for line in judge(cells(runs, keys), crit, rule)), "", rule.text()]
 
 
 def plot_sweep(long: pd.DataFrame, name: str, path: Path) -> None:
@@ -272,6 +437,68 @@ def plot_sweep(long: pd.DataFrame, name: str, path: Path) -> None:
     plt.close(fig)
 
 
+# --- learning curves (sweeps/learning_curve.yaml) -------------------------------------------------------------
+
+CURVE_SWEEP = "learning_curve"
+CURVE_COLUMNS = ["scale", "model", "task", "method", "train_examples", "median", "std", "n", "baseline"]
+
+
+def curve_long(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per (scale, model, task, method, number of training examples): the main metric over seeds and the baseline."""
+    runs = sweep_runs(frame, CURVE_SWEEP)
+    if runs.empty:
+        return pd.DataFrame(columns=CURVE_COLUMNS)
+    agg = aggregate(runs, ["scale", "model", "task", "method", "train_examples"])
+    return agg[CURVE_COLUMNS].sort_values(["scale", "model", "task", "method", "train_examples"]).reset_index(drop=True)
+
+
+def curve_wide(long: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
+    """Per (scale, model): rows (task, method), columns the training-set sizes; each task's baseline row first."""
+    out = {}
+    for (scale, model), part in long.groupby(["scale", "model"], sort=False):
+        part = part.assign(cell=[fmt_cell(m, s, n, None).removesuffix(f" / {MISSING}")
+                                 for m, s, n in zip(part["median"], part["std"], part["n"])])
+        table = part.pivot_table(index=["task", "method"], columns="train_examples", values="cell", aggfunc="first",
+                                 fill_value=MISSING)
+        baselines = part.groupby("task")["baseline"].median()
+        for task in baselines.index:
+            table.loc[(task, f" {BASELINE_LABEL}"), :] = fmt_baseline(baselines[task])  # sorts first in its task
+        table = table.sort_index()
+        table.index = table.index.set_levels([lvl.str.strip() for lvl in table.index.levels])
+        table.columns = [f"{int(c)} examples" for c in table.columns]
+        out[(scale, model)] = table.reset_index()
+    return out
+
+
+def plot_curves(long: pd.DataFrame, out: Path) -> list[Path]:
+    """One figure per task: main metric (median, error bar = std over seeds) against training examples (log scale),
+    one line per method, the trivial baseline dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for (scale, model, task), part in long.groupby(["scale", "model", "task"]):
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for method, line in part.groupby("method"):
+            ax.errorbar(line["train_examples"], line["median"], yerr=line["std"].fillna(0), marker="o", capsize=3,
+                        label=f"{method} (median of {int(line['n'].max())} seeds)")
+        if part["baseline"].notna().any():
+            ax.axhline(part["baseline"].median(), color="grey", linestyle="--", label=BASELINE_LABEL)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("training examples")
+        ax.set_ylabel("main metric x 100")
+        ax.set_title(f"{task}: {model}, scale {scale}")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out / f"{CURVE_SWEEP}_{task}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
 # --- LoRA variants (sweeps/lora_variants.yaml) --------------------------------------------------------------
 
 VARIANTS_SWEEP = "lora_variants"
@@ -279,9 +506,10 @@ VARIANTS_SWEEP = "lora_variants"
 
 def variants_long(frame: pd.DataFrame) -> pd.DataFrame:
     """Per (scale, model, task, method): main metric median/std over seeds, trainable parameters, peak memory and
-    time per optimizer step (medians over seeds)."""
-    columns = ["scale", "model", "task", "method", "median", "std", "n", "trainable", "peak_memory_gib", "step_ms"]
-    runs = frame[frame["sweep"] == VARIANTS_SWEEP] if not frame.empty else frame
+    time per optimizer step (medians over seeds), and the trivial baseline on the main metric."""
+    columns = ["scale", "model", "task", "method", "median", "std", "n", "trainable", "peak_memory_gib", "step_ms",
+               "baseline"]
+    runs = sweep_runs(frame, VARIANTS_SWEEP)
     if runs.empty:
         return pd.DataFrame(columns=columns)
     runs = runs.assign(peak_memory_gib=runs["peak_memory_bytes"] / 2**30,
@@ -289,7 +517,7 @@ def variants_long(frame: pd.DataFrame) -> pd.DataFrame:
     grouped = runs.groupby(["scale", "model", "task", "method"], sort=False)
     long = grouped.agg(median=("value", "median"), std=("value", "std"), n=("seed", "nunique"),
                        trainable=("params.trainable", "median"), peak_memory_gib=("peak_memory_gib", "median"),
-                       step_ms=("step_ms", "median")).reset_index()[columns]
+                       step_ms=("step_ms", "median"), baseline=("baseline", "median")).reset_index()[columns]
     from repro.methods import LORA_FAMILY  # here, not at the top: it imports torch and peft (seconds)
 
     order = {name: i for i, name in enumerate(LORA_FAMILY)}  # lora first, then its successors
@@ -298,15 +526,28 @@ def variants_long(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def variants_wide(long: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
+    """Per (scale, model): one row per (task, method), each task's trivial-baseline row first. No claim: the paper
+    predates these methods."""
     out = {}
     for (scale, model), part in long.groupby(["scale", "model"], sort=False):
-        out[(scale, model)] = pd.DataFrame({
-            "task": part["task"], "method": part["method"],
-            "main metric": [fmt_cell(m, s, n, None).removesuffix(f" / {MISSING}")
-                            for m, s, n in zip(part["median"], part["std"], part["n"])],
-            "trainable": [f"{t / 1e6:.3f}M" for t in part["trainable"]],
-            "peak memory (GiB)": part["peak_memory_gib"].round(2), "ms / step": part["step_ms"].round(0)})
+        rows = []
+        for task, cells_ in part.groupby("task", sort=False):
+            rows.append({"task": task, "method": BASELINE_LABEL,
+                         "main metric": fmt_baseline(cells_["baseline"].median()),
+                         "trainable": "", "peak memory (GiB)": "", "ms / step": ""})
+            rows += [{"task": task, "method": c.method,
+                      "main metric": fmt_cell(c.median, c.std, c.n, None).removesuffix(f" / {MISSING}"),
+                      "trainable": f"{c.trainable / 1e6:.3f}M", "peak memory (GiB)": f"{c.peak_memory_gib:.2f}",
+                      "ms / step": f"{c.step_ms:.0f}"} for c in cells_.itertuples()]
+        out[(scale, model)] = pd.DataFrame(rows)
     return out
+
+
+def variants_notes(long: pd.DataFrame) -> list[str]:
+    notes = baseline_notes(long.groupby("task", sort=False)["baseline"].median(),
+                           long.groupby("task", sort=False)["n"].max() > 0, f"{CONSTANT_BASELINE}; {COPY_BASELINE}",
+                           f"{NOT_STORED} (classification) or saved no outputs (generation)", claims=False)
+    return [*notes, "No claim is judged here: the paper predates these methods (baseline row only)."]
 
 
 # --- writing --------------------------------------------------------------------------------------------------
@@ -323,8 +564,9 @@ def run_budgets(frame: pd.DataFrame) -> dict[tuple[str, str], str]:
     """(scale, model) -> the training budgets of its runs, so a table says how much data and training it saw."""
     def describe(c: dict) -> str:
         train, dev = _get(c, "data.max_train_samples"), _get(c, "data.max_eval_samples")
-        return (f"{train or 'all'} train / {dev or 'all'} eval examples, {_get(c, 'train.epochs')} epochs, "
-                f"batch {_get(c, 'train.batch_size')}")
+        return (f"{_get(c, 'task.name')}: {train or 'all'} train / {dev or 'all'} eval examples, "
+                f"{_get(c, 'train.epochs')} epochs, batch {_get(c, 'train.batch_size')}, "
+                f"length {_get(c, 'data.max_seq_len')}")
 
     if frame.empty:
         return {}
@@ -332,16 +574,21 @@ def run_budgets(frame: pd.DataFrame) -> dict[tuple[str, str], str]:
     return {key: " (" + "; ".join(sorted(set(values))) + ")" for key, values in budgets}
 
 
+Notes = Callable[[str, str, pd.DataFrame], list[str]]  # (scale, model, that section's long rows) -> lines
+
+
 def write_tables(wide: dict, long: pd.DataFrame, out: Path, name: str, title: str, note: str,
-                 extra: Callable[[pd.DataFrame], list[str]] | None = None,
+                 notes: Notes | None = None,
                  budgets: dict[tuple[str, str], str] | None = None, cell: str = MEDIAN_CELL) -> list[Path]:
+    """`name`.md (per scale and model: header, table, then `notes`: baseline notes, claims and the verdict rule),
+    `name`.csv (the long form) and `name`.tex."""
     md, tex = [], []
     for (scale, model), table in wide.items():
         budget = (budgets or {}).get((scale, model), "")
         md += [f"## {_header(title, scale, model, note, budget, cell)}", "", table.to_markdown(index=False), ""]
-        if extra is not None:
+        if notes is not None:
             part = long[(long["scale"] == scale) & (long["model"] == model)]
-            md += ["Claims at this scale:", *extra(part), ""]
+            md += [*notes(scale, model, part), ""]
         tex += [f"% {title}: model {model}, scale {scale}",
                 table.to_latex(index=False, caption=f"{title} ({model}, {scale})").replace("±", r"$\pm$")]
     if not wide:
@@ -353,6 +600,10 @@ def write_tables(wide: dict, long: pd.DataFrame, out: Path, name: str, title: st
     return paths
 
 
+def _section(frame: pd.DataFrame, scale: str, model: str) -> pd.DataFrame:
+    return frame[(frame["scale"] == scale) & (frame["model"] == model)] if not frame.empty else frame
+
+
 def build(runs: Path, out: Path, scale: str | None = None) -> dict[str, list[Path]]:
     if not runs.is_dir():
         raise ReproError(f"no runs folder {runs}")
@@ -362,43 +613,60 @@ def build(runs: Path, out: Path, scale: str | None = None) -> dict[str, list[Pat
         frame = frame[frame["scale"] == scale]
     out.mkdir(parents=True, exist_ok=True)
     written = {}
+    rule = load_rule()
     glue = frame[frame["paper_task"].isin(paper_data("table2_glue")["tasks"])] if len(frame) else frame
+    glue_rows = glue[glue["paper_row"].notna()] if len(glue) else glue
     long = table2_long(glue)
-    written["table2"] = write_tables(table2_wide(long), long, out, "table2", "Table 2 (GLUE)",
-                                     "Rows map by the experiment's `paper_row` (method and size).",
-                                     extra=claims_summary,
-                                     budgets=run_budgets(glue[glue["paper_row"].notna()] if len(glue) else glue))
+    written["table2"] = write_tables(
+        table2_wide(long), long, out, "table2", "Table 2 (GLUE)",
+        "Rows map by the experiment's `paper_row` (method and size).",
+        notes=lambda s, m, part: [*table2_notes(part), "",
+                                  *claims_summary(table2_cells(_section(glue_rows, s, m)), rule)],
+        budgets=run_budgets(glue_rows))
     # imported here: repro.generation.tables builds on this module's cell format
     from repro.generation.tables import (GENERATION_CELL, GENERATION_TABLES, RANK_SWEEP, generation_long,
-                                         generation_wide, rank_sweep_long)
+                                         generation_notes, generation_wide, rank_sweep_long)
 
     for spec in GENERATION_TABLES:
         long = generation_long(frame, spec)
         written[spec.name] = write_tables(
             generation_wide(long), long, out, spec.name, spec.title,
             "Rows map by the experiment's `paper_row`; rows without one are labelled by method.",
+            notes=lambda s, m, part: generation_notes(part),
             budgets=run_budgets(frame[frame["task"] == spec.task] if len(frame) else frame),
             cell=GENERATION_CELL)
     long = rank_sweep_long(frame)
     written["table18"] = write_tables(generation_wide(long), long, out, "table18", "Table 18 (GPT-2 LoRA rank, E2E)",
                                       "Paper: GPT-2 medium, 26,000 steps; METEOR and ROUGE_L x100 here.",
+                                      notes=lambda s, m, part: generation_notes(part),
                                       budgets=run_budgets(frame[frame["sweep"] == RANK_SWEEP] if len(frame) else frame),
                                       cell=GENERATION_CELL)
     for name, title in (("rank", "Table 6 (rank r)"), ("targets", "Table 5 (weight types, equal budget)")):
         long = sweep_long(frame, name)
+        runs_ = sweep_runs(frame, name)
         written[name] = write_tables(sweep_wide(long, name), long, out, name, title,
                                      f"Paper: GPT-3 175B on {SWEEP_REFERENCE_DATASET} (the reference, not the same "
                                      "task or model).",
+                                     notes=lambda s, m, part, name=name, runs_=runs_: [
+                                         *sweep_notes(part), "", *sweep_claims(_section(runs_, s, m), name, rule)],
                                      budgets=run_budgets(frame[frame["sweep"] == name] if len(frame) else frame))
         if not long.empty:
             plot_sweep(long, name, out / f"{name}.png")
             written[name].append(out / f"{name}.png")
+    long = curve_long(frame)
+    written[CURVE_SWEEP] = write_tables(
+        curve_wide(long), long, out, CURVE_SWEEP, "Learning curves (main metric vs training examples)",
+        "Each task's cpu recipe otherwise; whether a number below its target is still rising with more data.",
+        notes=lambda s, m, part: sweep_notes(part),
+        budgets=run_budgets(frame[frame["sweep"] == CURVE_SWEEP] if len(frame) else frame), cell="median±std [seeds]")
+    written[CURVE_SWEEP] += plot_curves(long, out)
     long = variants_long(frame)
     written[VARIANTS_SWEEP] = write_tables(
         variants_wide(long), long, out, VARIANTS_SWEEP, "LoRA and its successors (equal rank budget)",
         "Main metric: the task's (GLUE x100, generation on its printed scale); memory: the run's peak (CPU: resident "
         "set; CUDA: torch's max allocated); ms / step: training time per optimizer step. No paper values: the paper "
-        "predates these methods.", budgets=run_budgets(frame[frame["sweep"] == VARIANTS_SWEEP] if len(frame) else frame),
+        "predates these methods.", notes=lambda s, m, part: variants_notes(part),
+        budgets=run_budgets(frame[frame["sweep"] == VARIANTS_SWEEP] if len(frame) else frame),
         cell="median±std [seeds]")
     for paths in written.values():
         print("wrote " + ", ".join(str(p) for p in paths))

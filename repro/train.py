@@ -7,6 +7,7 @@ One run: config -> task data -> model -> method -> train/evaluate -> result reco
 from __future__ import annotations
 
 import fcntl
+import json
 import random
 import shutil
 import sys
@@ -33,7 +34,7 @@ from repro.distributed import device_for, init_world
 from repro.loggers import NoLogger, make_logger
 from repro.methods import check_backend
 from repro.pipelines import PIPELINES, RunContext
-from repro.results import RESULT_FILE, WEIGHTS_DIR, is_complete, read_result, write_json_atomic
+from repro.results import LOCK_FILE, RESULT_FILE, WEIGHTS_DIR, is_complete, read_result, write_json_atomic
 
 
 class RunInProgress(Exception):
@@ -74,11 +75,31 @@ def resolve_init_from(cfg: DictConfig) -> Path | None:
     return dep_dir / WEIGHTS_DIR
 
 
+PREDICTIONS_DIR = "predictions"
+
+
+def save_predictions(run_dir: Path, predictions: dict[str, dict[str, list]]) -> dict[str, Any]:
+    """Dev predictions of every epoch as `predictions/<split>.epoch<k>.jsonl` (one `{"prediction", "label"}` line
+    per example, in the split's order), so that `repro.score` can recompute metrics without re-training."""
+    if not predictions:
+        return {}
+    folder = run_dir / PREDICTIONS_DIR
+    folder.mkdir(exist_ok=True)
+    files = {}
+    for key, values in predictions.items():
+        split, epoch = key.split("/")
+        path = folder / f"{split}.{epoch}.jsonl"
+        lines = [json.dumps({"prediction": p, "label": y}) for p, y in zip(values["prediction"], values["label"])]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        files[key] = str(path.relative_to(run_dir))
+    return {"predictions": files}
+
+
 @contextmanager
 def run_lock(run_dir: Path):
     """Exclusive lock on a run directory, so two workers never train (and write) the same run at once."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "w") as handle:
+    with open(run_dir / LOCK_FILE, "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -168,6 +189,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "git_commit": provenance.git_commit(),
             "hardware": {**provenance.hardware(device), "processes": world.size},
             **outcome.extra,
+            **save_predictions(run_dir, train.predictions),
         }
         write_json_atomic(run_dir / RESULT_FILE, record)
         checkpointer.remove()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -17,7 +18,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
+from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
@@ -39,6 +41,8 @@ class TrainResult:
     train_samples: int = 0
     train_tokens: int = 0
     optimizer_steps: int = 0
+    # per "<split>/epoch<k>": the dev predictions and references, in the split's order (saved for re-scoring)
+    predictions: dict[str, dict[str, list]] = field(default_factory=dict)
 
 
 def tokenize(rows: list[dict], tokenizer: PreTrainedTokenizerBase, max_length: int,
@@ -48,6 +52,38 @@ def tokenize(rows: list[dict], tokenizer: PreTrainedTokenizerBase, max_length: i
     enc = tokenizer([r["text_a"] for r in rows], text_b, truncation=True, max_length=max_length,
                     return_token_type_ids=token_type_ids)
     return [{**{k: enc[k][i] for k in enc.keys()}, "labels": r["label"]} for i, r in enumerate(rows)]
+
+
+class LengthGroupedSampler(Sampler[int]):
+    """Training order with little padding (in the spirit of HF Trainer's `group_by_length`): a random permutation
+    cut into mega-batches of `group` batches, each sorted by length and cut into batches, the batches then
+    shuffled. Every draw comes from `generator`, so the order is fixed by the seed and restored exactly on resume
+    (the epoch's generator state is checkpointed)."""
+
+    def __init__(self, lengths: list[int], batch_size: int, generator: torch.Generator, group: int = 50):
+        self.lengths, self.batch_size, self.generator, self.group = lengths, batch_size, generator, group
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        perm = torch.randperm(len(self.lengths), generator=self.generator).tolist()
+        size = self.batch_size * self.group
+        batches = []
+        for start in range(0, len(perm), size):
+            mega = sorted(perm[start:start + size], key=lambda i: -self.lengths[i])
+            batches += [mega[i:i + self.batch_size] for i in range(0, len(mega), self.batch_size)]
+        order = torch.randperm(len(batches), generator=self.generator).tolist()
+        order.sort(key=lambda b: len(batches[b]) < self.batch_size)  # a short batch last keeps batches aligned
+        return iter([i for b in order for i in batches[b]])
+
+
+def padded_fraction(features: list[dict], order: list[int], batch_size: int) -> float:
+    """Share of padding tokens when `features` are batched in `order` (each batch padded to its longest)."""
+    lengths = [len(features[i]["input_ids"]) for i in order]
+    batches = [lengths[i:i + batch_size] for i in range(0, len(lengths), batch_size)]
+    padded = sum(max(b) * len(b) for b in batches)
+    return 1.0 - sum(lengths) / padded if padded else 0.0
 
 
 def make_loader(features: list[dict], tokenizer: PreTrainedTokenizerBase, batch_size: int, shuffle: bool,
@@ -71,10 +107,19 @@ def optimizer_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def eval_loader(features: list[dict], tokenizer: PreTrainedTokenizerBase, batch_size: int) -> DataLoader:
+    """Batches of similar length (sorted, longest first), so little compute goes to padding; `evaluate` puts the
+    predictions back in the split's order."""
+    order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
+    loader = make_loader(features, tokenizer, batch_size, shuffle=False, sampler=order)
+    loader.order = order  # type: ignore[attr-defined]
+    return loader
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, regression: bool,
              desc: str = "eval") -> tuple[np.ndarray, np.ndarray, float]:
-    """Predictions, references and mean loss over a split."""
+    """Predictions, references and mean loss over a split, in the split's order."""
     model.eval()
     preds, refs, losses = [], [], []
     for batch in tqdm(loader, desc=desc, leave=False, disable=None):
@@ -85,23 +130,46 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, regress
         preds.append((logits.squeeze(-1) if regression else logits.argmax(-1)).cpu().numpy())
         refs.append(batch["labels"].cpu().numpy())
     pred, ref = np.concatenate(preds), np.concatenate(refs)
+    order = getattr(loader, "order", None)
+    if order is not None:  # undo the length sort
+        restore = np.argsort(np.asarray(order))
+        pred, ref = pred[restore], ref[restore]
     return pred, ref, float(sum(losses) / max(len(ref), 1))
 
 
-def eval_metrics(model: nn.Module, loaders: dict[str, DataLoader], task: DictConfig,
-                 device: torch.device) -> dict[str, float]:
-    """Metrics per eval split (`<split>/<metric>`); with several splits (MNLI) also over all of them pooled.
-    The unprefixed names are the task's headline numbers."""
-    regression = task.num_labels == 1
-    metrics, pooled_pred, pooled_ref = {}, [], []
-    for split, loader in loaders.items():
-        pred, ref, loss = evaluate(model, loader, device, regression, desc=split)
-        metrics[f"{split}/loss"] = loss
-        metrics.update({f"{split}/{k}": v for k, v in compute_metrics(task.metrics, pred, ref).items()})
-        pooled_pred.append(pred)
-        pooled_ref.append(ref)
-    metrics.update(compute_metrics(task.metrics, np.concatenate(pooled_pred), np.concatenate(pooled_ref)))
+def split_metrics(names: list[str], predictions: dict[str, np.ndarray],
+                  references: dict[str, np.ndarray]) -> dict[str, float]:
+    """Metrics per eval split (`<split>/<metric>`) and over all splits pooled (MNLI has two); the unprefixed names
+    are the task's headline numbers. Also what `repro.score` recomputes from saved predictions."""
+    metrics = {}
+    for split in predictions:
+        metrics.update({f"{split}/{k}": v for k, v in compute_metrics(names, predictions[split],
+                                                                      references[split]).items()})
+    metrics.update(compute_metrics(names, np.concatenate(list(predictions.values())),
+                                   np.concatenate(list(references.values()))))
     return metrics
+
+
+def eval_metrics(model: nn.Module, loaders: dict[str, DataLoader], task: DictConfig,
+                 device: torch.device) -> tuple[dict[str, float], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Metrics (`split_metrics` plus `<split>/loss`), predictions and references per eval split."""
+    regression = task.num_labels == 1
+    losses, preds, refs = {}, {}, {}
+    for split, loader in loaders.items():
+        preds[split], refs[split], losses[split] = evaluate(model, loader, device, regression, desc=split)
+    metrics = {f"{split}/loss": loss for split, loss in losses.items()}
+    metrics.update(split_metrics(list(task.metrics), preds, refs))
+    return metrics, preds, refs
+
+
+def is_better(value: float, best: float | None) -> bool:
+    """Whether an epoch's main metric beats the best so far; NaN (undefined metric) ranks below every number, so it
+    never becomes or stays the best epoch while a defined one exists."""
+    if best is None:
+        return True
+    if math.isnan(best):
+        return not math.isnan(value)
+    return not math.isnan(value) and value > best
 
 
 def optimizer_step(trainable: list[torch.Tensor], max_grad_norm: float | None, optimizer: torch.optim.Optimizer,
@@ -126,13 +194,13 @@ def train_and_evaluate(model: nn.Module, tokenizer: PreTrainedTokenizerBase, dat
     train_features = tokenize(data.train, tokenizer, max_length, token_type_ids)
     sampler = None
     if world.distributed:
-        from torch.utils.data.distributed import DistributedSampler
-
         sampler = DistributedSampler(train_features, num_replicas=world.size, rank=world.rank, shuffle=True, seed=seed)
+    elif train.get("group_by_length", False):
+        sampler = LengthGroupedSampler([len(f["input_ids"]) for f in train_features], train.batch_size, generator)
     train_loader = make_loader(train_features, tokenizer, train.batch_size, shuffle=True, generator=generator,
                                sampler=sampler)
-    eval_loaders = {split: make_loader(tokenize(rows, tokenizer, max_length, token_type_ids), tokenizer,
-                                       train.eval_batch_size, shuffle=False)
+    eval_loaders = {split: eval_loader(tokenize(rows, tokenizer, max_length, token_type_ids), tokenizer,
+                                       train.eval_batch_size)
                     for split, rows in data.eval.items()}
     model = to_device(model, device)
     net = model
@@ -166,7 +234,7 @@ def train_and_evaluate(model: nn.Module, tokenizer: PreTrainedTokenizerBase, dat
         checkpointer = None  # rank 0 writes; every rank resumes from its file
     for epoch in range(first_epoch, train.epochs + 1):
         model.train()
-        if sampler is not None:
+        if isinstance(sampler, DistributedSampler):
             sampler.set_epoch(epoch)
         epoch_generator = generator.get_state()  # the data order of this epoch, for resuming inside it
         start = time.perf_counter()
@@ -195,11 +263,17 @@ def train_and_evaluate(model: nn.Module, tokenizer: PreTrainedTokenizerBase, dat
         result.train_time_s += time.perf_counter() - start
         skip_batches = 0
 
-        metrics = eval_metrics(model, eval_loaders, task, device)
+        metrics, preds, refs = eval_metrics(model, eval_loaders, task, device)
+        for split in preds:
+            result.predictions[f"{split}/epoch{epoch}"] = {"prediction": preds[split].tolist(),
+                                                           "label": refs[split].tolist()}
         record = {"epoch": epoch, "train_loss": loss_sum / max(n_batches, 1), "metrics": metrics}
         loss_sum, n_batches = 0.0, 0
         result.epochs.append(record)
-        if result.best_epoch < 0 or metrics[main] > result.best_metrics[main]:
+        if math.isnan(metrics[main]):
+            warnings.warn(f"epoch {epoch}: {main} is NaN (e.g. a correlation of constant predictions); it counts "
+                          "as the worst epoch", RuntimeWarning, stacklevel=1)
+        if is_better(metrics[main], result.best_metrics.get(main) if result.best_epoch > 0 else None):
             result.best_epoch, result.best_metrics = epoch, metrics
             result.best_state = trainable_state(model)
         if on_epoch:

@@ -1,5 +1,6 @@
 """Table generation on synthetic result records: medians, standard deviations and seed counts per cell, missing
-cells, the paper's values and differences, the claims summary, incomplete runs ignored and counted."""
+cells, the paper's values and differences, the trivial-baseline row, the claims summary with its verdicts and rule,
+incomplete runs ignored and counted. The verdict cases themselves: tests/test_verdicts.py."""
 
 from __future__ import annotations
 
@@ -13,15 +14,17 @@ from repro.tables import build, main
 
 
 def _record(root, name, *, row, task, paper_task, seed, value, trainable, variant=None, status="complete",
-            metric="accuracy", sweep=None, r=8, targets=("q", "v"), model="minilm-l6"):
+            metric="accuracy", sweep=None, r=8, targets=("q", "v"), model="minilm-l6", baseline=None):
     config = {"scale_name": "cpu", "paper_row": row, "task": {"name": task, "paper_key": paper_task},
               "method": {"r": r, "targets": list(targets)}, "sweep_name": sweep}
     if variant:
         config["paper_variant"] = {"name": variant}
-    write_json_atomic(root / name / RESULT_FILE, {
-        "run_id": name, "status": status, "task": task, "model": model, "method": "lora", "seed": seed,
-        "params": {"trainable": trainable, "head": 10, "total": 1000}, "main_metric": metric,
-        "best_metrics": {metric: value}, "config": config})
+    record = {"run_id": name, "status": status, "task": task, "model": model, "method": "lora", "seed": seed,
+              "params": {"trainable": trainable, "head": 10, "total": 1000}, "main_metric": metric,
+              "best_metrics": {metric: value}, "config": config}
+    if baseline is not None:  # runs made before `trivial_baseline` was stored have none
+        record["trivial_baseline"] = {metric: baseline, f"validation/{metric}": baseline}
+    write_json_atomic(root / name / RESULT_FILE, record)
 
 
 @pytest.fixture
@@ -29,10 +32,10 @@ def runs(tmp_path):
     root = tmp_path / "runs"
     for seed, v in enumerate([0.80, 0.84, 0.82]):
         _record(root, f"lora_rte_{seed}", row="roberta_base.lora", task="rte", paper_task="RTE", seed=seed, value=v,
-                trainable=300)
+                trainable=300, baseline=0.527)
     for seed, v in enumerate([0.81, 0.83]):
         _record(root, f"ft_rte_{seed}", row="roberta_base.ft", task="rte", paper_task="RTE", seed=seed, value=v,
-                trainable=100_000)
+                trainable=100_000, baseline=0.527)
     _record(root, "lora_official", row="roberta_base.lora", task="rte", paper_task="RTE", seed=0, value=0.5,
             trainable=300, variant="official_scripts")
     _record(root, "broken", row="roberta_base.lora", task="rte", paper_task="RTE", seed=9, value=0.0,
@@ -52,6 +55,9 @@ def test_table2_cells_medians_std_and_missing(runs, tmp_path, capsys):
     assert lora["median"] == pytest.approx(82.0) and lora["n_seeds"] == 3
     assert lora["std"] == pytest.approx(statistics.stdev([80, 84, 82]))
     assert lora["paper"] == 86.6 and lora["diff"] == pytest.approx(82.0 - 86.6)
+    assert lora["baseline"] == pytest.approx(52.7)  # the trivial baseline, x100 like the cells
+    assert list(long.columns[:13]) == ["scale", "model", "paper_row", "variant", "task", "median", "std", "n_seeds",
+                                       "trainable", "paper", "paper_pm", "paper_params", "diff"]  # columns kept
     official = long[(long.paper_row == "roberta_base.lora") & (long.variant == "official_scripts")]
     assert official[official.task == "RTE"]["median"].iloc[0] == pytest.approx(50.0)  # a row of its own
     mnli = long[(long.paper_row == "roberta_base.lora") & (long.task == "MNLI")].iloc[0]
@@ -61,8 +67,13 @@ def test_table2_cells_medians_std_and_missing(runs, tmp_path, capsys):
     md = (tmp_path / "tables" / "table2.md").read_text()
     assert "model `minilm-l6` at scale `cpu`" in md
     assert "82.0±2.0 [3] / 86.6 (-4.6)" in md and "— / 87.5" in md
-    assert "holds: roberta_base.lora 82.0 vs roberta_base.ft 82.0" in md
-    assert "trains 0.30% of roberta_base.ft" in md
+    baseline_row = next(line for line in md.splitlines() if line.startswith("| trivial baseline"))
+    assert "| 52.7 " in baseline_row and "| —  " in baseline_row  # RTE has one; MNLI has no run
+    # equal means, but 2-3 seeds: the interval is wide, so the claim can be neither confirmed nor refuted
+    assert ("inconclusive: roberta_base.lora - roberta_base.ft = +0.0 points on 1 counted task(s) (RTE), 90% "
+            "interval [-3.7, +3.7] straddles the tolerance -1.0") in md
+    assert "holds: roberta_base.lora trains 0.30% of roberta_base.ft" in md  # parameter counts: plain comparison
+    assert "Verdict rule (conf/paper/verdict_rule.yaml)" in md and "90% Welch t-interval" in md
     assert (tmp_path / "tables" / "table2.tex").read_text().count("tabular") >= 2
 
 
@@ -73,8 +84,43 @@ def test_sweep_table_and_plot(runs, tmp_path):
     md = (tmp_path / "tables" / "rank.md").read_text()
     assert "60.0 [1] / 90.7 (-30.7)" in md
     assert (tmp_path / "tables" / "rank.png") in written["rank"]
-    assert "| rte    | lora     | q         |" in md  # rows by task, method (lora, rslora, ...) and targets
+    assert "| rte    | lora             | q         |" in md  # rows by task, method (lora, rslora, ...) and targets
+    # the sweep runs stored no baseline (made before it was): the row says so, and the claim cannot be judged
+    assert "| rte    | trivial baseline |           | —" in md and "Trivial baseline missing (—) for rte" in md
+    assert "- a very small rank suffices" in md and "not testable: no runs at r=64" in md
     assert "no complete runs" in (tmp_path / "tables" / "targets.md").read_text()
+
+
+def test_old_runs_without_baseline_show_it_missing_and_cannot_hold(tmp_path):
+    root = tmp_path / "runs"
+    for seed, (lora, ft) in enumerate([(0.90, 0.80), (0.91, 0.81), (0.92, 0.82)]):
+        _record(root, f"lora_{seed}", row="roberta_base.lora", task="sst2", paper_task="SST-2", seed=seed,
+                value=lora, trainable=300)
+        _record(root, f"ft_{seed}", row="roberta_base.ft", task="sst2", paper_task="SST-2", seed=seed, value=ft,
+                trainable=100_000)
+    build(root, tmp_path / "tables")
+    md = (tmp_path / "tables" / "table2.md").read_text()
+    assert "Trivial baseline missing (—) for SST-2: their runs were made before result.json stored" in md
+    assert ("inconclusive: roberta_base.lora vs roberta_base.ft: no task counts: SST-2: no trivial baseline stored "
+            "for roberta_base.lora, roberta_base.ft (runs made before result.json recorded it)") in md
+    long = pd.read_csv(tmp_path / "tables" / "table2.csv")
+    assert long["baseline"].isna().all()
+
+
+def test_empty_runs_folder(tmp_path):
+    (tmp_path / "runs").mkdir()
+    main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "t")])
+    for name in ("table2", "rank", "targets", "lora_variants", "table3"):
+        assert "no complete runs" in (tmp_path / "t" / f"{name}.md").read_text()
+
+
+def test_import_needs_neither_torch_nor_scipy():
+    import subprocess
+    import sys
+
+    code = "import sys, repro.tables; print(sorted(m for m in ('torch', 'peft', 'scipy') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "[]"
 
 
 def test_scale_filter_and_cli(runs, tmp_path, capsys):
@@ -83,3 +129,30 @@ def test_scale_filter_and_cli(runs, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--runs", str(tmp_path / "nope")])
     assert exc.value.code == 2
+
+
+def test_learning_curve_table_and_figure(tmp_path):
+    """sweeps/learning_curve.yaml runs: one row per (task, method), a column per training-set size, the baseline row
+    first, and one figure per task."""
+    import json
+
+    root = tmp_path / "runs"
+    for method, values in (("lora", {500: [0.60, 0.62, 0.64], 2000: [0.70, 0.72, 0.71]}),
+                           ("full_ft", {500: [0.61, 0.63, 0.65], 2000: [0.75, 0.74, 0.76]})):
+        for n, seeds in values.items():
+            for seed, v in enumerate(seeds):
+                name = f"{method}_{n}_{seed}"
+                _record(root, name, row=None, task="mrpc", paper_task="MRPC", seed=seed, value=v, trainable=5,
+                        sweep="learning_curve", baseline=0.684)
+                record = json.loads((root / name / RESULT_FILE).read_text())
+                write_json_atomic(root / name / RESULT_FILE, {**record, "method": method, "train_examples": n})
+    build(root, tmp_path / "tables")
+    md = (tmp_path / "tables" / "learning_curve.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("|")]
+    assert "500 examples" in table[0] and "2000 examples" in table[0]
+    assert "trivial baseline" in table[2] and "68.4" in table[2]  # the task's baseline row comes first
+    lora = next(line for line in table if "| lora" in line)
+    assert "62.0±2.0 [3]" in lora and "71.0±1.0 [3]" in lora
+    long = pd.read_csv(tmp_path / "tables" / "learning_curve.csv")
+    assert len(long) == 4 and set(long["train_examples"]) == {500, 2000}
+    assert (tmp_path / "tables" / "learning_curve_mrpc.png").stat().st_size > 1000

@@ -27,7 +27,7 @@ from repro.data.generation import GenerationData, Grouped, Pair, load_generation
 from repro.generation.causal import CausalFormat
 from repro.generation.decoding import beam_search
 from repro.generation.methods import apply_decoder_method
-from repro.generation.metrics import score
+from repro.generation.metrics import score_outputs
 from repro.generation.models import end_token_id, is_seq2seq, load_lm, load_lm_tokenizer
 from repro.generation.seq2seq import Seq2SeqFormat, decoder_start_id
 from repro.methods import LORA_FAMILY, load_kwargs
@@ -35,7 +35,7 @@ from repro.models import to_device
 from repro.params import count_parameters
 from repro.checkpoint import restore_training_state, trainable_state, training_state
 from repro.pipelines import PipelineOutcome, RunContext, method_report
-from repro.trainer import TrainResult, optimizer_groups, optimizer_step
+from repro.trainer import TrainResult, is_better, optimizer_groups, optimizer_step
 
 TextFormat = CausalFormat | Seq2SeqFormat
 
@@ -65,13 +65,11 @@ def decode_and_score(model: nn.Module, fmt: TextFormat, split: str, rows: list[G
                      seen: set[str], device: torch.device, out_file: Path) -> dict[str, float]:
     prompts = [fmt.prompt(g.source) for g in rows]
     hyps = beam_search(model, fmt.tokenizer, prompts, task.decode, fmt.end_id, device, desc=f"decode {split}")
+    lines = [{"source": g.source, "hypothesis": h, "references": g.references, **g.meta} for g, h in zip(rows, hyps)]
     out_file.parent.mkdir(parents=True, exist_ok=True)
     with open(out_file, "w", encoding="utf-8") as f:
-        for g, h in zip(rows, hyps):
-            f.write(json.dumps({"source": g.source, "hypothesis": h, "references": g.references, **g.meta},
-                               ensure_ascii=False) + "\n")
-    categories = [g.meta.get("category") for g in rows] if any("category" in g.meta for g in rows) else None
-    return score(task.metric_set, hyps, [g.references for g in rows], categories, seen)
+        f.writelines(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
+    return score_outputs(task.metric_set, lines, seen)
 
 
 def method_config(cfg: DictConfig) -> DictConfig:
@@ -177,12 +175,14 @@ def run_generation(cfg: DictConfig, ctx: RunContext) -> PipelineOutcome:
         loss_sum = 0.0
         result.epochs.append(record)
         main = task.main_metric
-        if main in metrics and (result.best_epoch < 0 or metrics[main] > result.best_metrics[main]):
+        if main in metrics and is_better(metrics[main], result.best_metrics.get(main) if result.best_epoch > 0 else None):
             result.best_epoch, result.best_metrics = epoch, metrics
             result.best_state = trainable_state(model)
         ctx.on_epoch(record)
         if checkpointer and epoch < train_cfg.epochs:
             checkpointer.save(snapshot(epoch + 1, 0, 0.0, generator.get_state()))
     extra: dict[str, Any] = {**method_report(adapted), "outputs": outputs,
+                             # WebNLG's seen categories, so that `repro.score` can split seen/unseen again
+                             "seen_categories": sorted(data.train_categories) if data.train_categories else None,
                              "best_outputs": {s: outputs.get(f"{s}/epoch{result.best_epoch}") for s in data.eval}}
     return PipelineOutcome(adapted, counts, result, len(data.train), {s: len(r) for s, r in data.eval.items()}, extra)

@@ -7,22 +7,34 @@ best epoch), metrics keep their printed scales (BLEU x100, NIST raw, MET/TER fra
 one column per metric and category split (U unseen, S seen, A all). Runs without a `paper_row` (a method run
 directly, or a LoRA variant) are extra rows labelled by method, with no paper value. SAMSum: the paper has
 GPT-3 numbers only, so that table has no paper column values.
+
+Trivial baseline: each table has a row "trivial baseline (copy the input)": every test input (its linearised
+meaning representation, triples or dialogue) copied as the output and scored like a hypothesis against its
+references with the task's scorer. It is computed from what a run saved, `outputs/<split>.epoch<k>.jsonl` (one line
+per input: `source`, `hypothesis`, `references`; the first split of `best_outputs` is the headline one), so it
+needs no model; runs without saved outputs leave it missing. WebNLG's seen/unseen columns are n/a: which categories
+are seen is not saved with the outputs; so are a validation loss and, without Java, METEOR.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
 from repro.paper import paper_data
-from repro.tables import MISSING, fmt_cell
+from repro.tables import MISSING, NOT_AVAILABLE, fmt_cell
 
 GENERATION_CELL = "mean±std [seeds] / paper (difference), the paper's printed scales"
-# the long (CSV) form of every table here: one row per (scale, model, row, column)
+BASELINE_ROW = "trivial baseline (copy the input)"
+# the long (CSV) form of every table here: one row per (scale, model, row, column); `baseline`: the copy-the-input
+# score of that cell's runs' test inputs (median over runs), `baseline_runs`: how many runs it could be computed from
 LONG_COLUMNS = ["scale", "model", "row", "column", "mean", "std", "n_seeds", "trainable", "paper", "paper_params",
-                "diff"]
+                "diff", "baseline", "baseline_runs"]
 
 
 @dataclass(frozen=True)
@@ -58,9 +70,62 @@ def paper_value(row: dict, metric: str, split: str) -> float | None:
 
 def fmt(mean: float, std: float, n: int, paper: float | None) -> str:
     """`repro.tables.fmt_cell` with two decimals for values printed below 10 (NIST, CIDEr, MET, TER)."""
-    ref = paper if paper is not None else mean
-    digits = 2 if ref is not None and not math.isnan(ref) and abs(ref) < 10 else 1
-    return fmt_cell(mean, std, n, paper, digits)
+    return fmt_cell(mean, std, n, paper, _digits(paper if paper is not None else mean))
+
+
+def _digits(ref: float | None) -> int:
+    return 2 if ref is not None and not math.isnan(ref) and abs(ref) < 10 else 1
+
+
+# --- the trivial baseline: copy the input ----------------------------------------------------------------------
+
+_COPY_SCORES: dict[tuple[str, str], dict[str, float]] = {}  # (metric set, digest of inputs and references) -> scores
+
+
+def copy_input_baseline(run_dir: str | Path | None, best_outputs: dict | None, metric_set: str
+                        ) -> dict[str, float] | None:
+    """Scores of the input copied as the output on the run's headline eval split (the first of `best_outputs`, whose
+    metrics are the unprefixed ones), from the outputs file the run saved; each line holds the input (`source`) and
+    its `references`. None when the run saved no readable outputs. Keys as the run's metrics (`BLEU`, `NIST`, ...),
+    on the same printed scales; no `_S`/`_U` keys (the seen categories are not saved). Scored once per distinct
+    set of inputs and references."""
+    if run_dir is None or not isinstance(best_outputs, dict) or not best_outputs:
+        return None
+    relative = next(iter(best_outputs.values()))
+    if not relative:
+        return None
+    try:
+        lines = [json.loads(line) for line in (Path(run_dir) / relative).read_text(encoding="utf-8").splitlines()
+                 if line.strip()]
+    except (OSError, ValueError):
+        return None
+    if not lines or any(not isinstance(line.get("source"), str) or not line.get("references") for line in lines):
+        return None
+    sources, references = [line["source"] for line in lines], [list(line["references"]) for line in lines]
+    key = (metric_set, hashlib.sha256(json.dumps([sources, references]).encode()).hexdigest())
+    if key not in _COPY_SCORES:
+        from repro.generation.metrics import score  # sacrebleu, pycocoevalcap: only when there is something to score
+
+        _COPY_SCORES[key] = score(metric_set, sources, references)
+    return _COPY_SCORES[key]
+
+
+def run_copy_baseline(row: pd.Series) -> dict[str, float] | None:
+    """`copy_input_baseline` of one row of `repro.tables.runs_frame`."""
+    config = row.get("config") or {}
+    task = config.get("task") or {}
+    metric_set = task.get("metric_set") or task.get("name") or row.get("task")
+    return copy_input_baseline(row.get("run_dir"), row.get("best_outputs"), metric_set)
+
+
+def _baselines(hits: pd.DataFrame) -> list[dict[str, float]]:
+    """The copy-the-input scores of the runs in `hits` that saved outputs."""
+    return [b for _, row in hits.iterrows() if (b := run_copy_baseline(row)) is not None]
+
+
+def _baseline_cell(scores: list[dict[str, float]], key: str) -> tuple[float, int]:
+    values = [s[key] for s in scores if key in s]
+    return (float(pd.Series(values).median()) if values else math.nan), len(scores)
 
 
 def generation_long(frame: pd.DataFrame, spec: GenerationTable) -> pd.DataFrame:
@@ -77,19 +142,26 @@ def generation_long(frame: pd.DataFrame, spec: GenerationTable) -> pd.DataFrame:
         labels = list(paper_rows) + sorted(set(part["row"]) - set(paper_rows))
         for label in labels:
             hits = part[part["row"] == label]
+            scores = _baselines(hits)
             for metric in spec.metrics:
                 for split in spec.splits:
                     key = f"best.{column_name(metric, split)}"
                     values = hits[key].dropna() if key in hits else pd.Series(dtype=float)
                     paper = paper_value(paper_rows.get(label, {}), metric, split)
+                    baseline, baseline_runs = _baseline_cell(scores, column_name(metric, split))
                     out.append({"scale": scale, "model": model, "row": label, "column": column_name(metric, split),
                                 "mean": values.mean() if len(values) else math.nan,
                                 "std": values.std() if len(values) > 1 else math.nan,
                                 "n_seeds": int(hits.loc[values.index, "seed"].nunique()) if len(values) else 0,
                                 "trainable": hits["params.trainable"].median() if len(hits) else math.nan,
-                                "paper": paper, "paper_params": paper_rows.get(label, {}).get("params_M")})
-    long = pd.DataFrame(out, columns=LONG_COLUMNS[:-1])
-    long["diff"] = long["mean"] - pd.to_numeric(long["paper"], errors="coerce")
+                                "paper": paper, "paper_params": paper_rows.get(label, {}).get("params_M"),
+                                "baseline": baseline, "baseline_runs": baseline_runs})
+    return _with_diff(out)
+
+
+def _with_diff(rows: list[dict]) -> pd.DataFrame:
+    long = pd.DataFrame(rows, columns=[c for c in LONG_COLUMNS if c != "diff"])
+    long.insert(LONG_COLUMNS.index("diff"), "diff", long["mean"] - pd.to_numeric(long["paper"], errors="coerce"))
     return long
 
 
@@ -108,8 +180,51 @@ def generation_wide(long: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
                 paper = None if cell.paper is None or pd.isna(cell.paper) else float(cell.paper)
                 record[cell.column] = fmt(cell.mean, cell.std, cell.n_seeds, paper)
             rows.append(record)
-        out[(scale, model)] = pd.DataFrame(rows)
+        out[(scale, model)] = pd.DataFrame([baseline_row(part), *rows])
     return out
+
+
+def baseline_row(part: pd.DataFrame) -> dict[str, str]:
+    """The copy-the-input row of one (scale, model): per column the median over the cells' baselines; n/a where it
+    cannot be computed from the saved outputs, missing where no run saved outputs."""
+    record = {"row": BASELINE_ROW, "params (paper)": "", "params (ours)": ""}
+    for column, cells in part.groupby("column", sort=False):
+        value, runs = cells["baseline"].median(), cells["baseline_runs"].sum()
+        if pd.notna(value):
+            papers = pd.to_numeric(cells["paper"], errors="coerce").dropna()
+            record[column] = f"{value:.{_digits(float(papers.iloc[0]) if len(papers) else value)}f}"
+        else:
+            record[column] = NOT_AVAILABLE if runs else MISSING
+    return record
+
+
+def generation_notes(part: pd.DataFrame) -> list[str]:
+    """Under a generation table: what its baseline row is, and where it is n/a or missing."""
+    lines = [f"Row \"{BASELINE_ROW}\": every test input copied as the output and scored against its "
+             "references with the task's scorer, from the outputs file each run saved "
+             "(`outputs/<split>.epoch<k>.jsonl`: input, hypothesis, references); median over runs. No claim is "
+             "judged on this table."]
+    with_runs = part[part["n_seeds"] > 0]
+    if with_runs.empty:
+        return lines
+    without = list(dict.fromkeys(with_runs.loc[with_runs["baseline_runs"] == 0, "row"]))
+    if len(without) == with_runs["row"].nunique():
+        lines.append(f"Trivial baseline missing ({MISSING}): no run saved readable outputs.")
+        return lines
+    if without:
+        lines.append(f"Runs of {', '.join(without)} saved no readable outputs: the baseline row comes from the "
+                     "other rows' runs.")
+    na = [c for c, cells in part.groupby("column", sort=False)
+          if cells["baseline"].isna().all() and cells["baseline_runs"].sum() > 0]
+    if na:
+        why = {"seen/unseen split": "the training categories that define it are not saved with the outputs",
+               "validation loss": "copying has no loss",
+               "METEOR": "METEOR needs Java, not found", "other": "the task's scorer gave no value"}
+        kinds = dict.fromkeys("seen/unseen split" if c.endswith(("_U", "_S")) else "validation loss" if c == "val_loss"
+                              else "METEOR" if c in ("METEOR", "MET") else "other" for c in na)
+        lines.append(f"{NOT_AVAILABLE} for {', '.join(na)}: not computable from what runs saved ("
+                     + "; ".join(f"{k}: {why[k]}" for k in kinds) + ").")
+    return lines
 
 
 # --- Table 18: the GPT-2 rank sweep (sweeps/gpt2_rank.yaml) -------------------------------------------------------
@@ -131,15 +246,15 @@ def rank_sweep_long(frame: pd.DataFrame) -> pd.DataFrame:
     out = []
     for (scale, model, r), hits in runs.groupby(["scale", "model", "r"], sort=True):
         reference = paper["rows"].get(int(r), {})
+        scores = _baselines(hits)
         for column, key in (("val_loss", VALIDATION_LOSS), *((m, m) for m in metrics)):
             values = hits[f"best.{key}"].dropna() if f"best.{key}" in hits else pd.Series(dtype=float)
             ref = reference.get(column)
+            baseline, baseline_runs = _baseline_cell(scores, key)
             out.append({"scale": scale, "model": model, "row": f"r={int(r)}", "column": column,
                         "mean": values.mean() if len(values) else math.nan,
                         "std": values.std() if len(values) > 1 else math.nan, "n_seeds": len(values),
                         "trainable": hits["params.trainable"].median(),
                         "paper": None if ref is None else ref * (100 if column in percent else 1),
-                        "paper_params": None})
-    long = pd.DataFrame(out, columns=LONG_COLUMNS[:-1])
-    long["diff"] = long["mean"] - pd.to_numeric(long["paper"], errors="coerce")
-    return long
+                        "paper_params": None, "baseline": baseline, "baseline_runs": baseline_runs})
+    return _with_diff(out)
