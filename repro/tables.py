@@ -199,9 +199,38 @@ def table2_wide(long: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
     return out
 
 
-def table2_notes(long: pd.DataFrame) -> list[str]:
+def table2_notes(long: pd.DataFrame, curve_tasks: set[str] = frozenset()) -> list[str]:
     has_runs = long.groupby("task", sort=False)["n_seeds"].max() > 0
-    return baseline_notes(long.groupby("task", sort=False)["baseline"].median(), has_runs)
+    return [*baseline_notes(long.groupby("task", sort=False)["baseline"].median(), has_runs),
+            *target_notes(long, curve_tasks)]
+
+
+def target_notes(long: pd.DataFrame, curve_tasks: set[str] = frozenset()) -> list[str]:
+    """At the scale conf/paper/cpu_targets.yaml names: each target row's cell against its target (met, below, or too
+    few seeds to tell), and for a task below its target whether a learning curve exists (`make learning-curve`)."""
+    spec = paper_data("cpu_targets")
+    if long.empty or set(long["scale"]) != {spec["scale"]}:
+        return []
+    lines = [f"Targets at scale {spec['scale']} (conf/paper/cpu_targets.yaml: median over >= {spec['min_seeds']} "
+             f"seeds for {', '.join(spec['rows'])}):"]
+    for task, target in spec["targets"].items():
+        verdicts, below = [], False
+        for row in spec["rows"]:
+            hit = long[(long["paper_row"] == row) & (long["task"] == task) & (long["variant"].fillna("") == "")]
+            if hit.empty or not hit["n_seeds"].iloc[0]:
+                verdicts.append(f"{row} no run")
+                continue
+            median, n = hit["median"].iloc[0], int(hit["n_seeds"].iloc[0])
+            state = "met" if median >= target else "below"
+            below |= state == "below"
+            verdicts.append(f"{row} {median:.1f} [{n}] {state}" + ("" if n >= spec["min_seeds"] else
+                                                                      f" (needs {spec['min_seeds']} seeds)"))
+        curve = ""
+        if below:
+            curve = ("; learning curve: learning_curve.md" if task in curve_tasks else
+                     "; no learning curve yet (make learning-curve CURVE_TASK=glue/<task>)")
+        lines.append(f"- {task} >= {target:g}: {'; '.join(verdicts)}{curve}")
+    return lines
 
 
 # --- claims ---------------------------------------------------------------------------------------------------
@@ -452,6 +481,12 @@ def curve_long(frame: pd.DataFrame) -> pd.DataFrame:
     return agg[CURVE_COLUMNS].sort_values(["scale", "model", "task", "method", "train_examples"]).reset_index(drop=True)
 
 
+def curve_tasks(frame: pd.DataFrame) -> set[str]:
+    """The paper names (e.g. MRPC) of the tasks that have learning-curve runs."""
+    runs = sweep_runs(frame, CURVE_SWEEP)
+    return set(runs["paper_task"].dropna()) if not runs.empty else set()
+
+
 def curve_wide(long: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
     """Per (scale, model): rows (task, method), columns the training-set sizes; each task's baseline row first."""
     out = {}
@@ -620,7 +655,7 @@ def build(runs: Path, out: Path, scale: str | None = None) -> dict[str, list[Pat
     written["table2"] = write_tables(
         table2_wide(long), long, out, "table2", "Table 2 (GLUE)",
         "Rows map by the experiment's `paper_row` (method and size).",
-        notes=lambda s, m, part: [*table2_notes(part), "",
+        notes=lambda s, m, part: [*table2_notes(part, curve_tasks(_section(frame, s, m))), "",
                                   *claims_summary(table2_cells(_section(glue_rows, s, m)), rule)],
         budgets=run_budgets(glue_rows))
     # imported here: repro.generation.tables builds on this module's cell format

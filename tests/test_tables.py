@@ -156,3 +156,22 @@ def test_learning_curve_table_and_figure(tmp_path):
     long = pd.read_csv(tmp_path / "tables" / "learning_curve.csv")
     assert len(long) == 4 and set(long["train_examples"]) == {500, 2000}
     assert (tmp_path / "tables" / "learning_curve_mrpc.png").stat().st_size > 1000
+
+
+def test_cpu_targets_say_met_below_and_too_few_seeds(tmp_path):
+    """Under a cpu-scale Table 2: each target row's cell against conf/paper/cpu_targets.yaml, never silently."""
+    root = tmp_path / "runs"
+    for seed, (lora, ft) in enumerate([(0.84, 0.86), (0.83, 0.87), (0.845, 0.88)]):
+        _record(root, f"lora_sst2_{seed}", row="roberta_base.lora", task="sst2", paper_task="SST-2", seed=seed,
+                value=lora, trainable=300, baseline=0.509)
+        _record(root, f"ft_sst2_{seed}", row="roberta_base.ft", task="sst2", paper_task="SST-2", seed=seed,
+                value=ft, trainable=100_000, baseline=0.509)
+    _record(root, "lora_rte_0", row="roberta_base.lora", task="rte", paper_task="RTE", seed=0, value=0.60,
+            trainable=300, baseline=0.527)
+    build(root, tmp_path / "tables")
+    md = (tmp_path / "tables" / "table2.md").read_text()
+    sst2 = next(line for line in md.splitlines() if line.startswith("- SST-2 >= 85"))
+    assert "roberta_base.lora 84.0 [3] below" in sst2 and "roberta_base.ft 87.0 [3] met" in sst2
+    assert "no learning curve yet" in sst2
+    rte = next(line for line in md.splitlines() if line.startswith("- RTE >= 58"))
+    assert "roberta_base.lora 60.0 [1] met (needs 3 seeds)" in rte and "roberta_base.ft no run" in rte
