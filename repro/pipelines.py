@@ -74,7 +74,8 @@ def run_classification(cfg: DictConfig, ctx: RunContext) -> PipelineOutcome:
 
 
 def classification_baseline(task: DictConfig, data) -> dict[str, float]:
-    """A constant predictor's metrics on the eval splits, named like the run's metrics (`repro.metrics.trivial_baseline`)."""
+    """A constant predictor's metrics on the eval splits, named like the run's metrics
+    (`repro.metrics.trivial_baseline`)."""
     refs = {split: np.asarray([r["label"] for r in rows]) for split, rows in data.eval.items()}
     out = {f"{split}/{k}": v for split, ref in refs.items() for k, v in trivial_baseline(task.metrics, ref).items()}
     out.update(trivial_baseline(task.metrics, np.concatenate(list(refs.values()))))

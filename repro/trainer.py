@@ -273,7 +273,7 @@ def train_and_evaluate(model: nn.Module, tokenizer: PreTrainedTokenizerBase, dat
         if math.isnan(metrics[main]):
             warnings.warn(f"epoch {epoch}: {main} is NaN (e.g. a correlation of constant predictions); it counts "
                           "as the worst epoch", RuntimeWarning, stacklevel=1)
-        if is_better(metrics[main], result.best_metrics.get(main) if result.best_epoch > 0 else None):
+        if is_better(metrics[main], result.best_metrics.get(main)):
             result.best_epoch, result.best_metrics = epoch, metrics
             result.best_state = trainable_state(model)
         if on_epoch:

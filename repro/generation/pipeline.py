@@ -175,7 +175,7 @@ def run_generation(cfg: DictConfig, ctx: RunContext) -> PipelineOutcome:
         loss_sum = 0.0
         result.epochs.append(record)
         main = task.main_metric
-        if main in metrics and is_better(metrics[main], result.best_metrics.get(main) if result.best_epoch > 0 else None):
+        if main in metrics and is_better(metrics[main], result.best_metrics.get(main)):
             result.best_epoch, result.best_metrics = epoch, metrics
             result.best_state = trainable_state(model)
         ctx.on_epoch(record)
