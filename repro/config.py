@@ -62,7 +62,7 @@ def check_group_overrides(overrides: Iterable[str], conf_dir: Path = CONF_DIR) -
 
 
 # classification heads (repro.models.POOLINGS): the first token, as the paper's models, or the masked mean
-POOLING_CHOICES = ("cls", "mean")
+POOLING_CHOICES = ("cls", "mean", "mean_pooler")
 
 
 def validate(cfg: DictConfig) -> None:

@@ -66,18 +66,23 @@ def _first_token_pooling(model: PreTrainedModel) -> None:
     """The model's own head: its pooler (BERT, RoBERTa) or classifier reads the first token, as in the paper."""
 
 
-def _mean_pooling(model: PreTrainedModel) -> None:
+def _mean_pooling(model: PreTrainedModel, through_pooler: bool = False) -> None:
     """The classifier reads the mask-weighted mean of the last hidden states instead of the first token.
 
     Sentence encoders such as all-MiniLM-L6-v2 were trained to produce exactly this mean (sentence-transformers'
-    mean pooling); their [CLS] state and pooler were never trained as a sentence summary. The encoder's pooler
-    becomes a pass-through (it holds no parameters then) and a forward hook on the encoder, which sees the
-    attention mask, replaces `pooler_output` with the masked mean. Module paths stay those of the stock model,
-    so every method (peft's or ours) adapts it unchanged."""
+    mean pooling); their [CLS] state and pooler were never trained as a sentence summary. A forward hook on the
+    encoder, which sees the attention mask, replaces `pooler_output` with the masked mean. Module paths stay those
+    of the stock model, so every method (peft's or ours) adapts it unchanged.
+
+    `through_pooler` keeps the encoder's pooler layer (dense + tanh) on top of the mean: the head is then two layers,
+    as RoBERTa's classification head (dense + tanh + projection) is in the paper, and a method that trains only a
+    few weights in the encoder (LoRA, BitFit) still has a non-linear head to train. Without it the pooler becomes a
+    pass-through and the classifier reads the mean directly."""
     encoder = model.base_model
     if getattr(encoder, "pooler", None) is None:
         raise ConfigError(f"model.pooling=mean needs an encoder with a pooler; {type(model).__name__} has none")
-    encoder.pooler = torch.nn.Identity()
+    if not through_pooler:
+        encoder.pooler = torch.nn.Identity()
 
     def masked_mean(module, args, kwargs, output):
         hidden = output[0]
@@ -86,13 +91,20 @@ def _mean_pooling(model: PreTrainedModel) -> None:
         if weights.shape[1] < hidden.shape[1]:  # positions a prefix method added in front count as tokens
             weights = torch.nn.functional.pad(weights, (hidden.shape[1] - weights.shape[1], 0), value=1.0)
         weights = weights.unsqueeze(-1)
-        output["pooler_output"] = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        mean = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        # the pooler reads the first position: give it the mean there. `module.pooler`, looked up at call time, is
+        # the trainable copy once peft has wrapped the head (modules_to_save)
+        output["pooler_output"] = module.pooler(mean.unsqueeze(1)) if through_pooler else mean
         return output
 
     encoder.register_forward_hook(masked_mean, with_kwargs=True)
 
 
-POOLINGS = {"cls": _first_token_pooling, "mean": _mean_pooling}  # keys: repro.config.POOLING_CHOICES
+POOLINGS = {
+    "cls": _first_token_pooling,
+    "mean": _mean_pooling,
+    "mean_pooler": lambda model: _mean_pooling(model, through_pooler=True),
+}  # keys: repro.config.POOLING_CHOICES
 
 
 def get_module(root: torch.nn.Module, dotted: str) -> torch.nn.Module:

@@ -22,8 +22,8 @@ OFFLINE_GLUE = ["sst2", "cola", "mrpc", "rte", "stsb"]
 CPU_ROWS = ["full_ft", "lora", "bitfit", "adapter_d"]  # the Table 2 rows make reproduce-glue runs at cpu scale
 
 
-def mean_pooled(name: str = "tiny-bert"):
-    cfg = OmegaConf.merge(model_cfg(name), {"pooling": "mean"})
+def mean_pooled(name: str = "tiny-bert", pooling: str = "mean"):
+    cfg = OmegaConf.merge(model_cfg(name), {"pooling": pooling})
     return load_model(cfg, num_labels=2).eval(), cfg
 
 
@@ -40,6 +40,27 @@ def test_mean_pooling_feeds_the_classifier_the_masked_mean():
         expected = model.classifier((hidden * mask).sum(1) / mask.sum(1))
     torch.testing.assert_close(logits, expected)
     assert sum(p.numel() for p in model.bert.pooler.parameters()) == 0  # the pooler is a pass-through
+
+
+def test_mean_pooler_feeds_the_mean_through_the_pooler_layer():
+    """`mean_pooler`: the masked mean goes through the encoder's pooler layer (dense + tanh), which stays trainable
+    as part of the head under every method."""
+    torch.manual_seed(0)
+    model, cfg = mean_pooled(pooling="mean_pooler")
+    tok = load_tokenizer(cfg)
+    batch = tok(["a short one", "a noticeably longer sentence with several more words in it"], padding=True,
+                return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**batch).logits
+        hidden = model.bert(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        mean = (hidden * mask).sum(1) / mask.sum(1)
+        expected = model.classifier(torch.tanh(model.bert.pooler.dense(mean)))
+    torch.testing.assert_close(logits, expected)
+    adapted = apply_method(model, method_cfg("lora"), cfg)
+    adapted.model(**batch, labels=torch.tensor([0, 1])).loss.backward()
+    pooler_grads = [p.grad for n, p in adapted.model.named_parameters() if "pooler" in n and p.requires_grad]
+    assert len(pooler_grads) == 2 and all(g is not None and g.abs().sum() > 0 for g in pooler_grads)
 
 
 def test_mean_pooling_ignores_padding():
@@ -72,7 +93,7 @@ def test_unknown_pooling_is_refused(compose):
     from repro.config import validate
     from repro.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="model.pooling must be one of cls, mean"):
+    with pytest.raises(ConfigError, match="model.pooling must be one of cls, mean, mean_pooler"):
         validate(compose("model=tiny-bert", "+model.pooling=max"))
 
 
@@ -120,19 +141,24 @@ def test_cpu_recipe_covers_every_offline_task_and_row(compose):
         for method in CPU_ROWS:
             cfg = compose(f"task=glue/{task}", f"method={method}", "scale=cpu")
             assert cfg.train.learning_rate == recipe[task].learning_rate[method], (task, method)
-            assert cfg.train.epochs == recipe[task].epochs and cfg.train.batch_size == recipe[task].batch_size
+            epochs = recipe[task].epochs
+            assert cfg.train.epochs == epochs.get(method, epochs.default), (task, method)
+            assert cfg.train.batch_size == recipe[task].batch_size
             assert cfg.data.max_seq_len == recipe[task].max_seq_len
             assert cfg.data.max_train_samples == recipe[task].max_train_samples
             assert cfg.train.group_by_length is True
     # tasks without a recipe (hub-only MNLI) and methods without a rate take the defaults
     mnli = compose("task=glue/mnli", "method=adapter_h", "scale=cpu")
     assert mnli.train.learning_rate == mnli.method.learning_rate and mnli.data.max_train_samples == 4000
+    assert mnli.train.epochs == 3
+    # a method without its own epochs takes the task's default
+    assert compose("task=glue/mrpc", "method=adapter_h", "scale=cpu").train.epochs == recipe.mrpc.epochs.default
 
 
 def test_run_ids_depend_on_the_recipe_of_their_own_task_only(compose, tmp_path):
     """Editing RTE's recipe must not orphan the finished runs of the other tasks (the recipe table is not hashed;
     the values it puts into data/train are)."""
     cfg = compose("task=glue/sst2", "method=lora", "scale=cpu")
-    other = compose("task=glue/sst2", "method=lora", "scale=cpu", "cpu_recipe.rte.epochs=99")
-    own = compose("task=glue/sst2", "method=lora", "scale=cpu", "cpu_recipe.sst2.epochs=99")
+    other = compose("task=glue/sst2", "method=lora", "scale=cpu", "cpu_recipe.rte.epochs.default=99")
+    own = compose("task=glue/sst2", "method=lora", "scale=cpu", "cpu_recipe.sst2.epochs.lora=99")
     assert run_id(cfg) == run_id(other) != run_id(own)

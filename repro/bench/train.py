@@ -140,7 +140,7 @@ def measure_method(model_name: str, method_name: str, batch: int, seq: int, step
     memory_before = reset_peak_memory(device)
     seq_in = seq - adapted.reserved_tokens
     inputs = synthetic_batch(vocab, batch, seq_in, device)
-    optimizer = torch.optim.AdamW(optimizer_groups(model, 0.0), lr=method_cfg.learning_rate)
+    optimizer = adapted.hooks.make_optimizer(optimizer_groups(model, 0.0), method_cfg.learning_rate)
     bare_steps(model, inputs, optimizer, warmup, device)
     times = bare_steps(model, inputs, optimizer, steps, device)
     step_s = statistics.fmean(times)
@@ -170,7 +170,7 @@ def measure_harness(model_name: str, batch: int, seq: int, steps: int, warmup: i
     adapted, model_cfg, method_cfg, vocab = build(model_name, "lora", device)
     model, tokenizer = adapted.model, load_tokenizer(model_cfg)
     rows = harness_rows(tokenizer, batch * steps, seq)
-    optimizer = torch.optim.AdamW(optimizer_groups(model, 0.0), lr=method_cfg.learning_rate)
+    optimizer = adapted.hooks.make_optimizer(optimizer_groups(model, 0.0), method_cfg.learning_rate)
     inputs = synthetic_batch(vocab, batch, seq, device)
     bare_steps(model, inputs, optimizer, warmup, device)
     bare = bare_steps(model, inputs, optimizer, steps, device)
