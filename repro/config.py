@@ -21,7 +21,7 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 PUBLIC_GROUPS = ("task", "model", "method", "scale", "logger")
 # Keys that say where things go or how a run is observed, not what is computed: not part of the run id.
 NOT_IN_RUN_ID = ("output_root", "force", "logger", "hydra", "paper_hparams", "_hp", "cpu_recipe", "_cpu", "data.root",
-                 "train.device", "train.num_threads")
+                 "train.device", "train.num_threads", "train.log_every_steps")
 
 
 def _when_in(value: Any, members: Iterable[Any], result: Any) -> Any:
@@ -115,8 +115,13 @@ def identity_config(cfg: DictConfig) -> dict[str, Any]:
     return tree
 
 
-def run_id(cfg: DictConfig) -> str:
-    """`<task>_<model>_<method>_s<seed>_<hash>`: readable, and stable for the same resolved config."""
-    blob = json.dumps(identity_config(cfg), sort_keys=True, default=str)
+def run_id(cfg: DictConfig, processes: int = 1) -> str:
+    """`<task>_<model>_<method>_s<seed>_<hash>`: readable, and stable for the same resolved config. The number of
+    data-parallel processes is part of it (each takes `train.batch_size` per step: a different effective batch);
+    a single process adds nothing, so single-process ids are those of before."""
+    identity = identity_config(cfg)
+    if processes > 1:
+        identity["processes"] = processes
+    blob = json.dumps(identity, sort_keys=True, default=str)
     digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
     return f"{cfg.task.name}_{cfg.model.name}_{cfg.method.name}_s{cfg.seed}_{digest}"

@@ -36,6 +36,13 @@ def init_world(device: torch.device) -> World:
     return World(rank=dist.get_rank(), size=dist.get_world_size())
 
 
+def resolve_device(name: str) -> torch.device:
+    """`train.device`: cpu, cuda[:i], or auto (cuda when available)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def device_for(world: World, device: torch.device) -> torch.device:
     """One GPU per process (LOCAL_RANK) when training on CUDA."""
     if device.type == "cuda" and world.distributed:

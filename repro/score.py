@@ -3,11 +3,11 @@
 A run's metrics are recomputed with the scorers installed now, without re-training, and its `result.json` is
 updated atomically:
 - classification (GLUE): every epoch's dev predictions (`predictions/<split>.epoch<k>.jsonl`, listed under
-  `predictions`) are scored again with `repro.trainer.split_metrics`; each epoch keeps its `<split>/loss`; the best
-  epoch is chosen again with `repro.trainer.is_better` on `main_metric` (a NaN epoch is never the best); the trivial
-  baseline is recomputed from the labels (`repro.pipelines.classification_baseline`).
+  `predictions`) are scored again with `repro.kinds.classification.split_metrics`; each epoch keeps its `<split>/loss`; the best
+  epoch is chosen again with `repro.loop.is_better` on `main_metric` (a NaN epoch is never the best); the trivial
+  baseline is recomputed from the labels (`repro.kinds.classification.classification_baseline`).
 - generation: every decoded epoch's outputs (`outputs/<split>.epoch<k>.jsonl`, listed under `outputs`) are scored
-  again with `repro.generation.metrics.score`, as `repro.generation.pipeline.decode_and_score` does (the first eval
+  again with `repro.generation.metrics.score`, as `repro.kinds.generation.decode_and_score` does (the first eval
   split gives the headline numbers; `best_outputs` follows the new best epoch). A stored metric that the current
   scorers cannot recompute (METEOR without Java; WebNLG's seen/unseen split when the seen categories are unknown)
   keeps its old value, is named under `scored.kept`, and is warned about.
@@ -114,8 +114,7 @@ def rescore_classification(record: dict, run_dir: Path, notes: list[str]) -> dic
     from omegaconf import OmegaConf
     from scipy.stats import ConstantInputWarning
 
-    from repro.pipelines import classification_baseline
-    from repro.trainer import split_metrics
+    from repro.kinds.classification import classification_baseline, split_metrics
 
     task = record["config"]["task"]
     index = record.get("predictions")
@@ -233,7 +232,7 @@ def rescore_generation(record: dict, run_dir: Path, notes: list[str], kept: set[
 
 def select_best(epochs: list[dict], main: str) -> tuple[int, dict[str, float]]:
     """The trainers' rule: the first epoch whose main metric `is_better` than every earlier one."""
-    from repro.trainer import is_better
+    from repro.loop import is_better
 
     best_epoch, best_metrics = -1, {}
     for entry in epochs:

@@ -25,13 +25,14 @@ from typing import Callable
 
 import pandas as pd
 
+from repro.cells import MISSING, fmt_cell
 from repro.errors import ReproError, exit_on_user_error
+from repro.generation.tables import (GENERATION_CELL, GENERATION_TABLES, RANK_SWEEP, generation_long,
+                                     generation_notes, generation_wide, rank_sweep_long, run_copy_baseline)
 from repro.paper import paper_data
 from repro.results import is_complete, load, read_result
 from repro.verdicts import Cell, Rule, compare, load_rule, tolerance_from_gap
 
-MISSING = "—"
-NOT_AVAILABLE = "n/a"  # a baseline that cannot be computed from what the runs saved
 BASELINE_LABEL = "trivial baseline"
 SCALE_PERCENT = 100  # results store fractions; the paper prints 0-100
 # the paper's sweep dataset shown as reference for our GLUE task (Tables 5 and 6 are GPT-3 on WikiSQL/MultiNLI)
@@ -131,15 +132,6 @@ def baseline_notes(baselines: pd.Series, has_runs: pd.Series, what: str = CONSTA
         lines.append(f"Trivial baseline missing ({MISSING}) for {', '.join(missing)}: {why_missing}"
                      + ("; claims on those tasks are inconclusive." if claims else "."))
     return lines
-
-
-def fmt_cell(median: float | None, std: float | None, n: int | None, paper: float | None, digits: int = 1) -> str:
-    paper_s = MISSING if paper is None else f"{paper:.{digits}f}"
-    if median is None or (isinstance(median, float) and math.isnan(median)):
-        return f"{MISSING} / {paper_s}"
-    std_s = "" if std is None or math.isnan(std) else f"±{std:.{digits}f}"
-    diff = "" if paper is None else f" ({median - paper:+.{digits}f})"
-    return f"{median:.{digits}f}{std_s} [{n}] / {paper_s}{diff}"
 
 
 # --- Table 2 --------------------------------------------------------------------------------------------------
@@ -329,8 +321,6 @@ def with_generation_baselines(runs: pd.DataFrame) -> pd.DataFrame:
     scored on the run's main metric from its saved outputs (repro.generation.tables.copy_input_baseline)."""
     if runs.empty or "kind" not in runs or not (runs["kind"] == "generation").any():
         return runs
-    from repro.generation.tables import run_copy_baseline  # builds on this module
-
     generation = runs["kind"] == "generation"
     scores = [run_copy_baseline(row) or {} for _, row in runs[generation].iterrows()]
     runs = runs.copy()
@@ -658,10 +648,6 @@ def build(runs: Path, out: Path, scale: str | None = None) -> dict[str, list[Pat
         notes=lambda s, m, part: [*table2_notes(part, curve_tasks(_section(frame, s, m))), "",
                                   *claims_summary(table2_cells(_section(glue_rows, s, m)), rule)],
         budgets=run_budgets(glue_rows))
-    # imported here: repro.generation.tables builds on this module's cell format
-    from repro.generation.tables import (GENERATION_CELL, GENERATION_TABLES, RANK_SWEEP, generation_long,
-                                         generation_notes, generation_wide, rank_sweep_long)
-
     for spec in GENERATION_TABLES:
         long = generation_long(frame, spec)
         written[spec.name] = write_tables(

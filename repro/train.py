@@ -30,10 +30,10 @@ from repro.config import CONF_DIR, check_group_overrides, identity_config, run_i
 from repro.data.glue import check_local_files
 from repro.checkpoint import Checkpointer
 from repro.errors import DataError, ReproError, exit_on_user_error
-from repro.distributed import device_for, init_world
+from repro.distributed import device_for, init_world, resolve_device
 from repro.loggers import NoLogger, make_logger
 from repro.methods import check_backend
-from repro.pipelines import PIPELINES, RunContext
+from repro.kinds import RunContext, kind_of
 from repro.results import LOCK_FILE, RESULT_FILE, WEIGHTS_DIR, is_complete, read_result, write_json_atomic
 
 
@@ -47,13 +47,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def resolve_init_from(cfg: DictConfig) -> Path | None:
+def resolve_init_from(cfg: DictConfig, processes: int = 1) -> Path | None:
     """The paper starts MRPC, RTE and STS-B (non-† rows) from the MNLI run of the same model and method.
     `init_from_task=glue/mnli` names that dependency: its stored result is used when complete, otherwise it
     runs first (same overrides, the other task)."""
@@ -64,7 +58,7 @@ def resolve_init_from(cfg: DictConfig) -> Path | None:
         dependency.task = OmegaConf.load(CONF_DIR / "task" / f"{cfg.init_from_task}.yaml")
         dependency.init_from_task = None
         dependency.force = False
-    dep_dir = Path(dependency.output_root) / run_id(dependency)
+    dep_dir = Path(dependency.output_root) / run_id(dependency, processes)
     if not is_complete(dep_dir):
         print(f"{cfg.task.name} starts from the {cfg.init_from_task} run {dep_dir.name}: running it first")
         try:
@@ -117,18 +111,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_backend(cfg.method, device)  # e.g. qlora's 4-bit kernels: CUDA only
     if cfg.data.root is not None and cfg.task.kind == "classification":  # generation checks its own files
         check_local_files(cfg.task, cfg.data.root)
-    rid = run_id(cfg)
+    kind = kind_of(cfg)
+    world = init_world(device)
+    device = device_for(world, device)
+    rid = run_id(cfg, world.size)
     run_dir = Path(cfg.output_root) / rid
     if is_complete(run_dir) and not cfg.force:
         print(f"skip {rid}: complete result exists ({run_dir / RESULT_FILE}); force=true to re-run")
         return read_result(run_dir)
-    init_from = resolve_init_from(cfg)
+    init_from = resolve_init_from(cfg, world.size)
 
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
-    world = init_world(device)
-    device = device_for(world, device)
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved["method"] = OmegaConf.to_container(kind.method_config(cfg), resolve=True)  # what the run uses
     base_record = {"run_id": rid, "task": cfg.task.name, "model": cfg.model.name, "method": cfg.method.name,
                    "seed": cfg.seed, "scale": cfg.get("scale_name"), "config": resolved,
                    "identity_config": identity_config(cfg), "init_from": str(init_from) if init_from else None}
@@ -143,8 +139,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         provenance.reset_peak_memory(device)  # this run's own peak, also when a multirun shares the process
         logger = make_logger(cfg, rid, resolved, str(run_dir)) if world.is_main else NoLogger()
         try:
-            outcome = PIPELINES[cfg.task.kind](cfg, RunContext(device, logger.log_epoch, checkpointer, init_from,
-                                                               world))
+            outcome = kind.run(cfg, RunContext(device, logger.log_epoch, checkpointer, init_from, world, run_dir))
         except ReproError:
             if created and not checkpointer.path.exists():  # bad input: leave nothing behind
                 shutil.rmtree(run_dir, ignore_errors=True)
@@ -178,6 +173,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "train_examples": outcome.train_examples,
             "eval_examples": outcome.eval_examples,
             "optimizer_steps": train.optimizer_steps,
+            # examples per optimizer step over all processes (torchrun: each takes train.batch_size)
+            "effective_batch_size": cfg.train.batch_size * cfg.train.grad_accum_steps * world.size,
             "wall_time_s": time.perf_counter() - wall_start,
             "train_time_s": train.train_time_s,
             "throughput": {"samples_per_s": train.train_samples / train.train_time_s,

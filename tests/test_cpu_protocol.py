@@ -14,7 +14,8 @@ from repro.config import CONF_DIR, run_id
 from repro.methods import apply_method
 from repro.metrics import trivial_baseline
 from repro.models import load_model, load_tokenizer
-from repro.trainer import LengthGroupedSampler, is_better, padded_fraction
+from repro.kinds.classification import LengthGroupedSampler, padded_fraction
+from repro.loop import is_better
 
 from tests.test_methods import method_cfg, model_cfg
 

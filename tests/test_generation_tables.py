@@ -20,7 +20,7 @@ from repro.tables import build
 
 def _record(root, name, *, task, paper_task, seed, metrics, row=None, method="lora", sweep=None, r=4,
             kind="generation", main="BLEU", peak=2**30, train_time=10.0, steps=20, outputs=None, baseline=None):
-    """`outputs`: lines of the run's saved test outputs (as repro/generation/pipeline.py writes them);
+    """`outputs`: lines of the run's saved test outputs (as repro/kinds/generation.py writes them);
     `baseline`: a classification run's stored `trivial_baseline` on its main metric."""
     config = {"scale_name": "cpu", "paper_row": row, "sweep_name": sweep,
               "task": {"name": task, "paper_key": paper_task, "kind": kind},

@@ -191,7 +191,7 @@ def test_a_failing_rescore_leaves_the_record_untouched(sst2_run, monkeypatch, ca
     def broken(*args, **kwargs):
         raise RuntimeError("scorer exploded")
 
-    monkeypatch.setattr("repro.trainer.split_metrics", broken)
+    monkeypatch.setattr("repro.kinds.classification.split_metrics", broken)
     assert main([str(sst2_run)]) == 1
     assert capsys.readouterr().out.strip() == (f"{sst2_run.name}: not re-scored (result.json unchanged): "
                                                "RuntimeError: scorer exploded")

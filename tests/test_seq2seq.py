@@ -21,7 +21,7 @@ from repro.generation.causal import IGNORE
 from repro.generation.decoding import beam_search
 from repro.generation.methods import apply_decoder_method
 from repro.generation.models import is_seq2seq, load_lm, load_lm_tokenizer
-from repro.generation.pipeline import text_format
+from repro.kinds.generation import text_format
 from repro.methods import METHODS
 from repro.train import run
 

@@ -27,7 +27,7 @@ from repro.methods import Adapted
 from repro.generation.decoding import beam_search
 from repro.generation.methods import apply_decoder_method
 from repro.generation.models import load_lm, load_lm_tokenizer
-from repro.generation.pipeline import method_config, text_format
+from repro.kinds.generation import method_config, text_format
 from repro.results import read_result
 
 

@@ -2,7 +2,7 @@
 
 Training cost per method (Section 4.2's claims: less memory, a ~10,000x smaller checkpoint, a 25% speed-up):
 step time, tokens/s, peak memory, optimizer-state bytes, checkpoint size, model FLOP utilisation against this
-machine's measured fp32 matmul peak; and the harness's own overhead: `repro.trainer.train_and_evaluate`
+machine's measured fp32 matmul peak; and the harness's own overhead: `repro.kinds.classification.train_and_evaluate`
 against a bare torch + peft loop on the same model and batch shape.
 
 Each method runs in a fresh subprocess (`--worker`), so that peak memory (process RSS on CPU, torch's max
@@ -28,13 +28,14 @@ from torch import nn
 
 from repro.analysis.reference import paper_data, write_table
 from repro.bench import hardware_label
-from repro.config import CONF_DIR, group_choices
+from repro.config import group_choices, load_group_config
+from repro.distributed import resolve_device
 from repro.errors import ReproError, exit_on_user_error
+from repro.loop import optimizer_groups
 from repro.methods import apply_method
 from repro.models import load_model, load_tokenizer
 from repro.params import count_parameters
 from repro.provenance import peak_memory_bytes, reset_peak_memory
-from repro.trainer import optimizer_groups
 
 RESULT_PREFIX = "RESULT "
 NUM_LABELS = 2
@@ -45,15 +46,10 @@ BYTES = {"TB": 1e12, "GB": 1e9, "MB": 1e6}
 
 
 def load_group(group: str, name: str) -> DictConfig:
+    """A model or method config as Hydra composes it (with its `defaults`, e.g. dora.yaml extends lora.yaml)."""
     if name not in group_choices(group):
         raise ReproError(f"unknown {group} '{name}'; choose one of: {', '.join(group_choices(group))}")
-    return OmegaConf.load(CONF_DIR / group / f"{name}.yaml")
-
-
-def device_of(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    return load_group_config(group, name)
 
 
 def sync(device: torch.device) -> None:
@@ -162,10 +158,10 @@ def harness_rows(tokenizer, n: int, seq: int) -> list[dict[str, Any]]:
 
 def measure_harness(model_name: str, batch: int, seq: int, steps: int, warmup: int,
                     device: torch.device) -> dict[str, Any]:
-    """LoRA step time through `repro.trainer.train_and_evaluate` (data loader, padding collate, clipping,
+    """LoRA step time through `repro.kinds.classification.train_and_evaluate` (data loader, padding collate, clipping,
     schedule, loss checks) against the bare loop, same model and batch shape: bare, harness, bare again."""
     from repro.data import TaskData
-    from repro.trainer import train_and_evaluate
+    from repro.kinds.classification import train_and_evaluate
 
     adapted, model_cfg, method_cfg, vocab = build(model_name, "lora", device)
     model, tokenizer = adapted.model, load_tokenizer(model_cfg)
@@ -228,7 +224,7 @@ def ratio_table(per_method: pd.DataFrame) -> pd.DataFrame:
 
 
 def worker_main(args: argparse.Namespace) -> None:
-    device = device_of(args.device)
+    device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.worker == "harness":
@@ -266,7 +262,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     load_group("model", args.model)
     for m in methods:
         load_group("method", m)
-    device = device_of(args.device)
+    device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)  # the matmul peak is measured with the workers' thread count
     common = ["--model", args.model, "--batch", str(args.batch), "--seq", str(args.seq), "--steps", str(args.steps),
@@ -294,7 +290,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         h = run_worker(["--worker", "harness", *common])
         h["overhead_pct"] = 100 * (h["harness_step_ms"] / h["bare_step_ms"] - 1)
         written += write_table(pd.DataFrame([h]), args.out / f"train_{args.model}_harness",
-                               f"Harness overhead, LoRA ({head}): repro.trainer.train_and_evaluate's training loop "
+                               f"Harness overhead, LoRA ({head}): repro.loop.train's training loop "
                                f"(DataLoader + padding collate, loss check, grad clipping, LR schedule) vs a bare "
                                f"forward/backward/AdamW loop on pre-built tensors; bare timed before and after.", ".4g")
     for path in written:

@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from repro.paper import paper_data
-from repro.tables import MISSING, NOT_AVAILABLE, fmt_cell
+from repro.cells import MISSING, NOT_AVAILABLE, fmt_cell
 
 GENERATION_CELL = "mean±std [seeds] / paper (difference), the paper's printed scales"
 BASELINE_ROW = "trivial baseline (copy the input)"
@@ -69,7 +69,7 @@ def paper_value(row: dict, metric: str, split: str) -> float | None:
 
 
 def fmt(mean: float, std: float, n: int, paper: float | None) -> str:
-    """`repro.tables.fmt_cell` with two decimals for values printed below 10 (NIST, CIDEr, MET, TER)."""
+    """`repro.cells.fmt_cell` with two decimals for values printed below 10 (NIST, CIDEr, MET, TER)."""
     return fmt_cell(mean, std, n, paper, _digits(paper if paper is not None else mean))
 
 

@@ -17,8 +17,7 @@ from peft import AdaLoraConfig, TaskType, get_peft_model
 from torch import nn
 
 from repro.errors import ConfigError
-from repro.methods.base import Adapted, TrainingHooks
-from repro.methods.lora import saved_head, target_modules
+from repro.methods.base import Adapted, TrainingHooks, saved_head, target_modules
 
 
 def adalora_config(method_cfg: DictConfig, model_cfg: DictConfig, task_type: TaskType) -> AdaLoraConfig:

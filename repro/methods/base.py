@@ -7,10 +7,21 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from omegaconf import DictConfig
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 TRAINABLE_FILE = "trainable.safetensors"
+
+
+def target_modules(method_cfg: DictConfig, model_cfg: DictConfig) -> list[str]:
+    """Module names of the paper's matrices (q, k, v, o) the method adapts."""
+    return [model_cfg.matrices[t] for t in method_cfg.targets]
+
+
+def saved_head(model_cfg: DictConfig) -> list[str]:
+    """The head trains under every method; peft keeps a trainable copy of these modules."""
+    return [h.split(".")[-1] for h in model_cfg.head]
 
 
 def adamw(groups: list[dict], lr: float) -> torch.optim.Optimizer:
@@ -26,9 +37,9 @@ def adamw(groups: list[dict], lr: float) -> torch.optim.Optimizer:
 @dataclass
 class TrainingHooks:
     """What a method needs from a training loop beyond forward/backward/step; the defaults need nothing.
-    Both loops (classification and generation) call every hook, so a method works on every task."""
+    The training loop (repro/loop.py) calls every hook for every task kind, so a method works on every task."""
 
-    # the optimizer over `repro.trainer.optimizer_groups` (QLoRA: a paged AdamW)
+    # the optimizer over `repro.loop.optimizer_groups` (QLoRA: a paged AdamW)
     make_optimizer: Callable[[list[dict], float], torch.optim.Optimizer] = adamw
     # told the run's total optimizer steps once known (AdaLoRA derives its rank schedule from it)
     on_schedule: Callable[[int], None] = lambda total_steps: None

@@ -16,19 +16,12 @@ from peft import LoraConfig, TaskType, get_peft_model
 from torch import nn
 
 from repro.errors import ConfigError
-from repro.methods.base import Adapted
+from repro.methods.adalora import apply_adalora
+from repro.methods.base import Adapted, saved_head, target_modules
+from repro.methods.qlora import prepare, qlora_hooks
 
 # method config `init` -> peft's `init_lora_weights`
 LORA_INIT = {"gaussian": "gaussian", "peft_default": True}
-
-
-def target_modules(method_cfg: DictConfig, model_cfg: DictConfig) -> list[str]:
-    return [model_cfg.matrices[t] for t in method_cfg.targets]
-
-
-def saved_head(model_cfg: DictConfig) -> list[str]:
-    """The head trains under every method; peft keeps a trainable copy of these modules."""
-    return [h.split(".")[-1] for h in model_cfg.head]
 
 
 def lora_config(method_cfg: DictConfig, model_cfg: DictConfig, task_type: TaskType | None) -> LoraConfig:
@@ -50,13 +43,9 @@ def lora_config(method_cfg: DictConfig, model_cfg: DictConfig, task_type: TaskTy
 
 def apply_peft_lora(model: nn.Module, method_cfg: DictConfig, model_cfg: DictConfig, task_type: TaskType) -> Adapted:
     if method_cfg.name == "adalora":
-        from repro.methods.adalora import apply_adalora
-
         return apply_adalora(model, method_cfg, model_cfg, task_type)
     if not method_cfg.get("quantization"):
         return Adapted(get_peft_model(model, lora_config(method_cfg, model_cfg, task_type)), is_peft=True)
-    from repro.methods.qlora import prepare, qlora_hooks
-
     peft_model = get_peft_model(prepare(model), lora_config(method_cfg, model_cfg, task_type))
     return Adapted(peft_model, is_peft=True, hooks=qlora_hooks(method_cfg))
 

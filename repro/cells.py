@@ -1,0 +1,18 @@
+"""How a table cell prints a measured value against the paper's (shared by repro.tables and
+repro.generation.tables)."""
+
+from __future__ import annotations
+
+import math
+
+MISSING = "—"
+NOT_AVAILABLE = "n/a"  # a baseline that cannot be computed from what the runs saved
+
+
+def fmt_cell(median: float | None, std: float | None, n: int | None, paper: float | None, digits: int = 1) -> str:
+    paper_s = MISSING if paper is None else f"{paper:.{digits}f}"
+    if median is None or (isinstance(median, float) and math.isnan(median)):
+        return f"{MISSING} / {paper_s}"
+    std_s = "" if std is None or math.isnan(std) else f"±{std:.{digits}f}"
+    diff = "" if paper is None else f" ({median - paper:+.{digits}f})"
+    return f"{median:.{digits}f}{std_s} [{n}] / {paper_s}{diff}"

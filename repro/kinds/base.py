@@ -1,0 +1,57 @@
+"""What a task kind is, and what the runner (repro/train.py) hands it and gets back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+from omegaconf import DictConfig
+
+from repro.checkpoint import Checkpointer
+from repro.distributed import World
+from repro.loop import TrainResult
+from repro.methods import Adapted
+from repro.params import ParamCounts
+
+OnEpoch = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class RunContext:
+    """What the runner hands a task kind besides the config."""
+
+    device: torch.device
+    on_epoch: OnEpoch
+    checkpointer: Checkpointer | None = None  # resume state of this run
+    init_from: Path | None = None  # weights of a finished run to start from (the paper's MNLI initialisation)
+    world: World = World()  # data-parallel processes (torchrun)
+    run_dir: Path | None = None  # where the run's files go (rank 0 writes)
+
+
+@dataclass
+class Outcome:
+    adapted: Adapted
+    counts: ParamCounts
+    train: TrainResult
+    train_examples: int
+    eval_examples: dict[str, int]
+    extra: dict[str, Any] = field(default_factory=dict)  # merged into result.json (e.g. decoded outputs)
+
+
+class TaskKind(Protocol):
+    """One kind of task (`task.kind`): builds the data, model and a `repro.loop.Session`, runs the shared loop,
+    and says what goes into the result record beyond what every run records."""
+
+    def method_config(self, cfg: DictConfig) -> DictConfig:
+        """The method config the run actually uses (recorded in result.json)."""
+
+    def run(self, cfg: DictConfig, ctx: RunContext) -> Outcome:
+        """Data -> model -> method -> `repro.loop.train`."""
+
+
+def method_report(adapted: Adapted) -> dict[str, Any]:
+    """What the method reports after training (e.g. AdaLoRA's final ranks), under `method_state` in result.json."""
+    report = adapted.hooks.report()
+    return {"method_state": report} if report else {}

@@ -1,0 +1,186 @@
+"""`task.kind: generation`: a decoder LM (causal) or an encoder-decoder (model config `lm: seq2seq`) + method,
+trained on target tokens only, decoded with beam search and scored with the task's metric set. What differs
+between the two architectures (how a pair becomes inputs and labels, the loss, the decoding prompt) lives in a
+format object (repro/generation/causal.py, seq2seq.py) chosen once.
+
+Training is `repro.loop.train` (as classification): AdamW, linear schedule with warm-up (`train.warmup_steps`:
+Table 11 gives warm-up in steps), best epoch by `task.main_metric`. Decoded outputs of every scored epoch go to
+`<run dir>/outputs/<split>.epoch<k>.jsonl`; the result record points at them. Under torchrun every process trains
+its shard (DDP) and rank 0 alone decodes, scores and writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.data.distributed import DistributedSampler
+from transformers import PreTrainedTokenizerBase
+
+from repro.data.generation import GenerationData, Grouped, Pair, load_generation_data
+from repro.distributed import World
+from repro.generation.causal import CausalFormat
+from repro.generation.decoding import beam_search
+from repro.generation.methods import apply_decoder_method
+from repro.generation.metrics import score_outputs
+from repro.generation.models import end_token_id, is_seq2seq, load_lm, load_lm_tokenizer
+from repro.generation.seq2seq import Seq2SeqFormat, decoder_start_id
+from repro.kinds.base import Outcome, RunContext, method_report
+from repro.loop import TrainResult, train
+from repro.methods import LORA_FAMILY, load_kwargs
+from repro.models import to_device
+from repro.params import count_parameters
+
+TextFormat = CausalFormat | Seq2SeqFormat
+
+
+def text_format(model_cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, model: nn.Module, max_len: int,
+                max_target: int) -> TextFormat:
+    """The format of the model's architecture (an encoder-decoder's decoder start token comes from the model)."""
+    end_id = end_token_id(model_cfg, tokenizer)
+    if is_seq2seq(model_cfg):
+        return Seq2SeqFormat(tokenizer, end_id, max_len, max_target, decoder_start_id(model))
+    return CausalFormat(tokenizer, end_id, max_len, max_target)
+
+
+@torch.no_grad()
+def eval_loss(model: nn.Module, fmt: TextFormat, features: list[dict], batch_size: int, device: torch.device) -> float:
+    """Target-token cross-entropy without smoothing (the paper's validation loss), token-weighted."""
+    model.eval()
+    total, tokens = 0.0, 0
+    for start in range(0, len(features), batch_size):
+        batch = {k: v.to(device) for k, v in fmt.collate(features[start:start + batch_size]).items()}
+        n = fmt.n_targets(batch)
+        total, tokens = total + fmt.loss(model, batch, 0.0).item() * n, tokens + n
+    return total / max(tokens, 1)
+
+
+def decode_and_score(model: nn.Module, fmt: TextFormat, split: str, rows: list[Grouped], task: DictConfig,
+                     seen: set[str], device: torch.device, out_file: Path) -> dict[str, float]:
+    prompts = [fmt.prompt(g.source) for g in rows]
+    hyps = beam_search(model, fmt.tokenizer, prompts, task.decode, fmt.end_id, device, desc=f"decode {split}")
+    lines = [{"source": g.source, "hypothesis": h, "references": g.references, **g.meta} for g, h in zip(rows, hyps)]
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_file, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
+    return score_outputs(task.metric_set, lines, seen)
+
+
+def method_config(cfg: DictConfig) -> DictConfig:
+    """Table 11's dropout is the LoRA dropout of the paper's code: the task recipe sets it for LoRA and its
+    variants."""
+    method = cfg.method
+    if method.name in LORA_FAMILY and cfg.task.recipe.get("lora_dropout") is not None:
+        method = OmegaConf.merge(method, {"dropout": cfg.task.recipe.lora_dropout})
+    return method
+
+
+@dataclass
+class ShuffledBatches:
+    """An epoch's batches: a permutation drawn from the loop's generator, or this process's DistributedSampler
+    shard under torchrun."""
+
+    features: list[dict]
+    fmt: TextFormat
+    batch_size: int
+    generator: torch.Generator
+    sampler: DistributedSampler | None = None
+
+    def __len__(self) -> int:
+        return math.ceil((len(self.sampler) if self.sampler else len(self.features)) / self.batch_size)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        if self.sampler is not None:
+            order = list(self.sampler)
+        else:
+            order = torch.randperm(len(self.features), generator=self.generator).tolist()
+        for i in range(len(self)):
+            yield self.fmt.collate([self.features[j] for j in order[i * self.batch_size:(i + 1) * self.batch_size]])
+
+
+@dataclass
+class GenerationSession:
+    """The loop's view of a generation run (`repro.loop.Session`)."""
+
+    data: GenerationData
+    fmt: TextFormat
+    features: list[dict]
+    eval_features: dict[str, list[dict]]
+    task: DictConfig
+    train_cfg: DictConfig
+    seed: int
+    device: torch.device
+    world: World
+    run_dir: Path
+
+    def train_batches(self, generator: torch.Generator, world: World) -> ShuffledBatches:
+        sampler = None
+        if world.distributed:
+            sampler = DistributedSampler(self.features, num_replicas=world.size, rank=world.rank, shuffle=True,
+                                         seed=self.seed)
+        return ShuffledBatches(self.features, self.fmt, self.train_cfg.batch_size, generator, sampler)
+
+    def loss(self, net: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.fmt.loss(net, batch, self.task.recipe.label_smoothing)
+
+    def evaluate(self, model: nn.Module, epoch: int, result: TrainResult) -> dict[str, float]:
+        """Validation loss and (every epoch, or the last) decoded outputs scored; the headline numbers are the first
+        eval split's. Rank 0 only under torchrun (the loop hands its metrics to every rank)."""
+        if not self.world.is_main:
+            return {}
+        metrics: dict[str, float] = {}
+        decode_now = self.task.recipe.decode_every_epoch or epoch == self.train_cfg.epochs
+        for n, (split, rows) in enumerate(self.data.eval.items()):
+            metrics[f"{split}/loss"] = eval_loss(model, self.fmt, self.eval_features[split],
+                                                 self.train_cfg.eval_batch_size, self.device)
+            if decode_now:
+                out_file = self.run_dir / "outputs" / f"{split}.epoch{epoch}.jsonl"
+                scores = decode_and_score(model, self.fmt, split, rows, self.task, self.data.train_categories,
+                                          self.device, out_file)
+                result.outputs[f"{split}/epoch{epoch}"] = str(out_file.relative_to(self.run_dir))
+                metrics.update({f"{split}/{k}": v for k, v in scores.items()})
+                if n == 0:  # the first eval split gives the headline numbers
+                    metrics.update(scores)
+        return metrics
+
+
+class Generation:
+    """E2E, WebNLG, DART, SAMSum with decoders (GPT-2) or encoder-decoders (T5, BART)."""
+
+    def method_config(self, cfg: DictConfig) -> DictConfig:
+        return method_config(cfg)
+
+    def run(self, cfg: DictConfig, ctx: RunContext) -> Outcome:
+        """Train with resumable checkpoints (`ctx.checkpointer`), optionally from a finished run's method weights
+        (`ctx.init_from`), scoring each epoch."""
+        task, device = cfg.task, ctx.device
+        data = load_generation_data(task, cfg.data)
+        tokenizer = load_lm_tokenizer(cfg.model)
+        adapted = apply_decoder_method(load_lm(cfg.model, **load_kwargs(cfg.method)), method_config(cfg), cfg.model,
+                                       tokenizer)
+        if ctx.init_from is not None:
+            adapted.load(ctx.init_from, include_head=False)
+        model = to_device(adapted.model, device)
+        counts = count_parameters(model, list(cfg.model.head))
+        fmt = text_format(cfg.model, tokenizer, model, cfg.data.max_seq_len - adapted.reserved_tokens,
+                          task.recipe.max_target_tokens)
+        print(f"{task.name}/{cfg.model.name}/{cfg.method.name}: {len(data.train)} train pairs, "
+              + ", ".join(f"{s}: {len(r)} inputs" for s, r in data.eval.items())
+              + f"; trainable {counts.trainable:,} of {counts.total:,} parameters")
+        session = GenerationSession(
+            data, fmt, [fmt.encode(p) for p in data.train],
+            {s: [fmt.encode(Pair(g.source, r)) for g in rows for r in g.references] for s, rows in data.eval.items()},
+            task, cfg.train, cfg.seed, device, ctx.world, ctx.run_dir)
+        result = train(model, session, cfg.train, task.main_metric, cfg.seed, device, hooks=adapted.hooks,
+                       world=ctx.world, checkpointer=ctx.checkpointer, on_epoch=ctx.on_epoch)
+        extra = {**method_report(adapted), "outputs": result.outputs,
+                 # WebNLG's seen categories, so that `repro.score` can split seen/unseen again
+                 "seen_categories": sorted(data.train_categories) if data.train_categories else None,
+                 "best_outputs": {s: result.outputs.get(f"{s}/epoch{result.best_epoch}") for s in data.eval}}
+        return Outcome(adapted, counts, result, len(data.train), {s: len(r) for s, r in data.eval.items()}, extra)

@@ -1,0 +1,239 @@
+"""The training loop of every task kind: AdamW over `optimizer_groups`, linear schedule with warm-up, gradient
+accumulation, clipping, the method's hooks, resumable checkpoints (same data order, same RNG streams), DDP,
+evaluation every epoch and the best epoch kept (the paper reports each run's best epoch).
+
+What differs between task kinds (data, batches, loss inputs, evaluation, what is saved) comes from a `Session`
+(repro/kinds/); this module never looks at `task.kind`. A plain PyTorch loop rather than HF Trainer: every
+method (peft or our own wrappers) is an `nn.Module`, and the loop stays short enough to read in one sitting.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Protocol, Sized
+
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig
+from torch import nn
+from torch.utils.data.distributed import DistributedSampler
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from repro.checkpoint import Checkpointer, restore_training_state, trainable_state, training_state
+from repro.distributed import World, sum_over_world
+from repro.methods.base import TrainingHooks
+
+
+@dataclass
+class TrainResult:
+    epochs: list[dict[str, Any]] = field(default_factory=list)  # per epoch: train loss, eval metrics
+    best_epoch: int = -1
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)  # trainable tensors at the best epoch
+    train_time_s: float = 0.0
+    train_samples: int = 0
+    train_tokens: int = 0
+    optimizer_steps: int = 0
+    # per "<split>/epoch<k>": the dev predictions and references, in the split's order (saved for re-scoring)
+    predictions: dict[str, dict[str, list]] = field(default_factory=dict)
+    # per "<split>/epoch<k>": the decoded outputs' file, relative to the run directory (generation)
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+class Batches(Sized, Iterable[dict[str, torch.Tensor]], Protocol):
+    """One epoch of training batches (a DataLoader or the like); `sampler` may be a DistributedSampler."""
+
+
+class Session(Protocol):
+    """One run's data and model as the loop sees them; a task kind builds it (repro/kinds/)."""
+
+    def train_batches(self, generator: torch.Generator, world: World) -> Batches:
+        """The training batches of every epoch; their order comes from `generator` (checkpointed per epoch)."""
+
+    def loss(self, net: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The training loss of one batch (`net` may be the DDP wrapper)."""
+
+    def evaluate(self, model: nn.Module, epoch: int, result: TrainResult) -> dict[str, float]:
+        """This epoch's metrics on the eval splits; records what it saves (predictions, outputs) in `result`."""
+
+
+def optimizer_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases and LayerNorm weights (as HF Trainer)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.dim() < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_steps(train: DictConfig, total_steps: int) -> int:
+    """`train.warmup_steps` where set (the paper's GPT-2 recipe gives steps), else `train.warmup_ratio` of all."""
+    steps = train.get("warmup_steps")
+    if steps is None:
+        return int(train.warmup_ratio * total_steps)
+    if steps >= total_steps:
+        print(f"note: warm-up ({steps} steps) >= all {total_steps} optimizer steps: the learning rate never peaks")
+    return steps
+
+
+def is_better(value: float, best: float | None) -> bool:
+    """Whether an epoch's main metric beats the best so far; NaN (undefined metric) ranks below every number, so it
+    never becomes or stays the best epoch while a defined one exists."""
+    if best is None:
+        return True
+    if math.isnan(best):
+        return not math.isnan(value)
+    return not math.isnan(value) and value > best
+
+
+def optimizer_step(trainable: list[torch.Tensor], max_grad_norm: float | None, optimizer: torch.optim.Optimizer,
+                   scheduler: Any, hooks: TrainingHooks, result: TrainResult) -> None:
+    """Clip (unless max_grad_norm is 0/null), step, advance the schedule, count, let the method act while the
+    gradients are still there (AdaLoRA), clear them."""
+    if max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    result.optimizer_steps += 1
+    hooks.after_step(result.optimizer_steps)
+    optimizer.zero_grad(set_to_none=True)
+
+
+def batch_size_and_tokens(batch: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """Examples in a batch and its real (unpadded) tokens, encoder and decoder side."""
+    return len(batch["input_ids"]), sum(int(v.sum()) for k, v in batch.items() if k.endswith("attention_mask"))
+
+
+class Progress:
+    """Progress when stdout is not a terminal (logs, SLURM, joblib), where the tqdm bar is off: a line every
+    `every` optimizer steps (step, loss, lr, samples/s, ETA) and one per epoch with its eval metrics."""
+
+    def __init__(self, every: int | None, total_steps: int, enabled: bool | None = None):
+        self.every, self.total = every, total_steps
+        self.enabled = bool(every) and (not sys.stdout.isatty() if enabled is None else enabled)
+        self.start, self.start_step, self.samples = time.perf_counter(), None, 0
+
+    def step(self, step: int, loss: float, lr: float, samples: int) -> None:
+        if not self.enabled:
+            return
+        if self.start_step is None:  # measured from the first step this process ran (also after a resume)
+            self.start_step, self.start, self.samples = step - 1, time.perf_counter(), 0
+        self.samples += samples
+        if step % self.every and step != self.total:
+            return
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        eta = elapsed / max(step - self.start_step, 1) * (self.total - step)
+        print(f"step {step}/{self.total} loss {loss:.4f} lr {lr:.3g} {self.samples / elapsed:.1f} samples/s "
+              f"eta {eta:.0f}s", flush=True)
+
+    def epoch(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            metrics = " ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items() if "/" not in k)
+            print(f"epoch {record['epoch']}: train_loss {record['train_loss']:.4f} {metrics}".rstrip(), flush=True)
+
+
+def broadcast_metrics(world: World, metrics: dict[str, float]) -> dict[str, float]:
+    """Rank 0's metrics on every rank (a kind may evaluate on rank 0 only, e.g. decoding)."""
+    if not world.distributed:
+        return metrics
+    box = [metrics]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def train(model: nn.Module, session: Session, train_cfg: DictConfig, main_metric: str, seed: int,
+          device: torch.device, hooks: TrainingHooks = TrainingHooks(), world: World = World(),
+          checkpointer: Checkpointer | None = None,
+          on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    """Train `model` (already on `device`) for `train_cfg.epochs`, evaluating after each epoch."""
+    generator = torch.Generator().manual_seed(seed)
+    batches = session.train_batches(generator, world)
+    net = model
+    if world.distributed:  # gradients averaged across processes; `model` stays the unwrapped module
+        device_ids = [device.index] if device.type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    optimizer = hooks.make_optimizer(optimizer_groups(model, train_cfg.weight_decay), train_cfg.learning_rate)
+    steps_per_epoch = math.ceil(len(batches) / train_cfg.grad_accum_steps)
+    total_steps = steps_per_epoch * train_cfg.epochs
+    hooks.on_schedule(total_steps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps(train_cfg, total_steps), total_steps)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    progress = Progress(train_cfg.get("log_every_steps"), total_steps)
+
+    result = TrainResult()
+
+    def snapshot(epoch: int, batches_done: int, loss_sum: float, n_batches: int, epoch_generator) -> dict:
+        return training_state(model, optimizer, scheduler, result=result, epoch=epoch, batches_done=batches_done,
+                              loss_sum=loss_sum, n_batches=n_batches, epoch_generator=epoch_generator)
+
+    first_epoch, skip_batches, loss_sum, n_batches = 1, 0, 0.0, 0
+    saved = checkpointer.load() if checkpointer else None
+    if saved is not None:
+        restore_training_state(saved, model, optimizer, scheduler)
+        result = saved["result"]
+        first_epoch, skip_batches = saved["epoch"], saved["batches_done"]
+        loss_sum, n_batches = saved["loss_sum"], saved["n_batches"]
+        generator.set_state(saved["epoch_generator"])
+        print(f"resumed from checkpoint: epoch {first_epoch}, batch {skip_batches}, step {result.optimizer_steps}")
+
+    if not world.is_main:
+        checkpointer = None  # rank 0 writes; every rank resumes from its file
+    sampler = getattr(batches, "sampler", None)
+    for epoch in range(first_epoch, train_cfg.epochs + 1):
+        model.train()
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch)
+        epoch_generator = generator.get_state()  # the data order of this epoch, for resuming inside it
+        start = time.perf_counter()
+        bar = tqdm(batches, desc=f"epoch {epoch}/{train_cfg.epochs}", leave=False, disable=None)
+        for i, batch in enumerate(bar):
+            if i < skip_batches:  # already trained on before the checkpoint
+                continue
+            if i == skip_batches and saved is not None:
+                torch.set_rng_state(saved["torch_rng"])  # dropout continues where it stopped
+                saved = None
+            batch = {k: v.to(device) for k, v in batch.items()}
+            loss = session.loss(net, batch) + hooks.extra_loss()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite training loss {loss.item()} at epoch {epoch}, batch {i}")
+            (loss / train_cfg.grad_accum_steps).backward()
+            loss_sum, n_batches = loss_sum + loss.item(), n_batches + 1
+            samples, tokens = batch_size_and_tokens(batch)
+            result.train_samples += samples
+            result.train_tokens += tokens
+            if (i + 1) % train_cfg.grad_accum_steps == 0 or i + 1 == len(batches):
+                optimizer_step(trainable, train_cfg.max_grad_norm, optimizer, scheduler, hooks, result)
+                progress.step(result.optimizer_steps, loss.item(), scheduler.get_last_lr()[0],
+                              samples * train_cfg.grad_accum_steps * world.size)
+                if checkpointer and checkpointer.due(result.optimizer_steps) and i + 1 < len(batches):
+                    result.train_time_s += time.perf_counter() - start
+                    start = time.perf_counter()
+                    checkpointer.save(snapshot(epoch, i + 1, loss_sum, n_batches, epoch_generator))
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        result.train_time_s += time.perf_counter() - start
+        skip_batches = 0
+
+        metrics = broadcast_metrics(world, session.evaluate(model, epoch, result))
+        record = {"epoch": epoch, "train_loss": loss_sum / max(n_batches, 1), "metrics": metrics}
+        loss_sum, n_batches = 0.0, 0
+        result.epochs.append(record)
+        if main_metric in metrics:  # a generation kind may decode (and score) only after the last epoch
+            if math.isnan(metrics[main_metric]):
+                warnings.warn(f"epoch {epoch}: {main_metric} is NaN (e.g. a correlation of constant predictions); "
+                              "it counts as the worst epoch", RuntimeWarning, stacklevel=1)
+            if is_better(metrics[main_metric], result.best_metrics.get(main_metric)):
+                result.best_epoch, result.best_metrics = epoch, metrics
+                result.best_state = trainable_state(model)
+        progress.epoch(record)
+        if on_epoch:
+            on_epoch(record)
+        if checkpointer and epoch < train_cfg.epochs:
+            checkpointer.save(snapshot(epoch + 1, 0, 0.0, 0, generator.get_state()))
+    result.train_samples, result.train_tokens = map(int, sum_over_world(world, result.train_samples,
+                                                                        result.train_tokens))
+    return result

@@ -1,0 +1,90 @@
+"""The package's import graph has no cycles: every `import repro...` / `from repro... import` in repro/, at module
+level or inside a function (a function-level import only hides a cycle), is an edge; a strongly connected
+component with more than one module is a cycle. (A package's `__init__` implied by importing one of its
+submodules is not counted: Python runs it first, before either module's body.)"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(root: Path, package: str = "repro") -> dict[str, set[str]]:
+    """module -> the package's modules it imports."""
+    files = {module_name(p, root): p for p in (root / package).rglob("*.py")}
+    graph: dict[str, set[str]] = {m: set() for m in files}
+    for module, path in files.items():
+        is_package = path.name == "__init__.py"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative import
+                    anchor = module.split(".")[:len(module.split(".")) - node.level + is_package]
+                    base = ".".join(anchor + ([base] if base else []))
+                # `from pkg import submodule` imports the submodule; `from module import name` the module
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names]
+            graph[module].update(t for t in targets if t in files and t != module)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_cycle_finder_sees_a_cycle_hidden_in_a_function(tmp_path):
+    pkg = tmp_path / "repro"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from repro.sub import b\n")
+    (pkg / "sub" / "b.py").write_text("def f():\n    from ..a import x\n")
+    (pkg / "c.py").write_text("import repro.a\n")
+    graph = import_graph(tmp_path)
+    assert graph["repro.a"] == {"repro.sub.b"} and graph["repro.sub.b"] == {"repro.a"}
+    assert cycles(graph) == [["repro.a", "repro.sub.b"]]
+
+
+def test_repro_has_no_import_cycles():
+    found = cycles(import_graph(REPO))
+    assert not found, "import cycles in repro/: " + "; ".join(" <-> ".join(c) for c in found)

@@ -1,0 +1,100 @@
+"""The one training loop (repro/loop.py) with a toy session: it reads the same knobs for every task kind (weight
+decay, warm-up in steps or as a ratio), prints progress when stdout is not a terminal, and keeps the best epoch."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from repro.loop import Progress, TrainResult, train, warmup_steps
+from repro.methods.base import TrainingHooks, adamw
+
+
+class ToySession:
+    """y = 2x regression, 24 examples in batches of 4; the 'metric' is minus the eval loss."""
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(24, 3, generator=g)
+        self.y = self.x.sum(-1, keepdim=True) * 2
+
+    def train_batches(self, generator, world):
+        x, y = self.x, self.y
+
+        class Batches:
+            def __len__(self):
+                return 6
+
+            def __iter__(self):
+                order = torch.randperm(24, generator=generator)
+                for i in range(6):
+                    idx = order[4 * i:4 * i + 4]
+                    yield {"input_ids": x[idx], "attention_mask": torch.ones(4, 2), "labels": y[idx]}
+
+        return Batches()
+
+    def loss(self, net, batch):
+        return nn.functional.mse_loss(net(batch["input_ids"]), batch["labels"])
+
+    def evaluate(self, model, epoch, result: TrainResult):
+        with torch.no_grad():
+            loss = nn.functional.mse_loss(model(self.x), self.y).item()
+        return {"neg_loss": -loss, "validation/loss": loss}
+
+
+def cfg(**over):
+    base = {"epochs": 3, "learning_rate": 0.05, "grad_accum_steps": 1, "warmup_ratio": 0.0, "weight_decay": 0.0,
+            "max_grad_norm": 1.0, "log_every_steps": 4}
+    return OmegaConf.create({**base, **over})
+
+
+def test_progress_lines_every_n_steps_and_per_epoch_when_not_a_terminal(capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdout.isatty", lambda: False)
+    torch.manual_seed(0)
+    result = train(nn.Linear(3, 1), ToySession(), cfg(), "neg_loss", seed=0, device=torch.device("cpu"))
+    out = capsys.readouterr().out.splitlines()
+    steps = [line for line in out if line.startswith("step ")]
+    # 18 optimizer steps: every 4th, and the last
+    assert [int(re.match(r"step (\d+)/18 ", s).group(1)) for s in steps] == [4, 8, 12, 16, 18]
+    assert all(re.fullmatch(r"step \d+/18 loss \S+ lr \S+ [\d.]+ samples/s eta \d+s", s) for s in steps), steps
+    epochs = [line for line in out if line.startswith("epoch ")]
+    assert len(epochs) == 3 and "neg_loss=" in epochs[0] and "validation/loss" not in epochs[0]
+    losses = [e["metrics"]["validation/loss"] for e in result.epochs]
+    assert losses[-1] < losses[0]  # it learns
+    assert result.best_epoch == 1 + max(range(3), key=lambda i: result.epochs[i]["metrics"]["neg_loss"])
+
+
+def test_no_progress_lines_on_a_terminal_or_when_off(capsys):
+    Progress(None, 18, enabled=True).step(4, 1.0, 0.1, 4)
+    Progress(4, 18, enabled=False).step(4, 1.0, 0.1, 4)
+    assert capsys.readouterr().out == ""
+
+
+def test_weight_decay_reaches_the_optimizer():
+    seen = {}
+
+    def make_optimizer(groups, lr):
+        seen["decay"] = [g["weight_decay"] for g in groups]
+        return adamw(groups, lr)
+
+    train(nn.Linear(3, 1), ToySession(), cfg(epochs=1, weight_decay=0.3), "neg_loss", seed=0,
+          device=torch.device("cpu"), hooks=TrainingHooks(make_optimizer=make_optimizer))
+    assert seen["decay"] == [0.3, 0.0]  # the weight matrix decays, the bias does not
+
+
+def test_warmup_in_steps_wins_over_the_ratio(capsys):
+    assert warmup_steps(cfg(warmup_ratio=0.1), 100) == 10
+    assert warmup_steps(cfg(warmup_ratio=0.1, warmup_steps=7), 100) == 7
+    assert warmup_steps(cfg(warmup_steps=200), 100) == 200
+    assert "never peaks" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("task, decay, warmup", [("e2e", 0.01, 500), ("dart", 0.0, 500), ("glue/sst2", 0.0, None)])
+def test_every_task_kind_sets_the_same_training_knobs(compose, task, decay, warmup):
+    c = compose(f"task={task}", "scale=cpu")
+    assert c.train.weight_decay == decay and c.train.get("warmup_steps") == warmup
+    assert compose(f"task={task}", "train.weight_decay=0.2").train.weight_decay == 0.2
