@@ -6,9 +6,9 @@ is the budget divided by 2 x layers x targets x d_model, rounded to the nearest 
 itself rounded (18M for 18.9M), so flooring would give r = 7 for one weight type. At least rank 1.
 
 Configs use it through OmegaConf resolvers (`${lora_rank_for_budget:...}`, `${lora_params:...}`), registered when
-this module is imported. `repro.train` does not import it, so a sweep that uses the resolvers lists
-`ResolverRegistration` under `hydra.callbacks`: Hydra instantiates callbacks (importing this module) before any job
-config is resolved, in the launching process and, unpickled, in every launcher's worker.
+this module is imported: `repro.config` imports it, so every process that imports the runner has them. A sweep that
+uses the resolvers also lists `ResolverRegistration` under `hydra.callbacks`: Hydra instantiates callbacks
+(importing this module) before any job config is resolved, in the launching process and in every launcher worker.
 """
 
 from __future__ import annotations

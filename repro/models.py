@@ -114,10 +114,3 @@ def get_module(root: torch.nn.Module, dotted: str) -> torch.nn.Module:
     except AttributeError:
         raise ConfigError(f"model has no module {dotted!r}; check the model config") from None
 
-
-def layers(model: torch.nn.Module, model_cfg: DictConfig) -> list[torch.nn.Module]:
-    return list(get_module(model, model_cfg.layers))
-
-
-def head_prefixes(model_cfg: DictConfig) -> list[str]:
-    return list(model_cfg.head)

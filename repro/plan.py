@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
 import repro.budget  # noqa: F401  (registers the budget resolvers the sweeps use)
-from repro.paper import PAPER_DIR
+from repro.paper import PAPER_DIR, paper_data
 from repro.config import CONF_DIR, check_group_overrides, validate
 from repro.errors import ConfigError, exit_on_user_error
 from repro.params import ParamCounts
@@ -164,20 +163,14 @@ def memory_parts(counts: ParamCounts, act_bytes: int, quantized: bool = False) -
     return {k: v / 2**30 for k, v in parts.items()}
 
 
-@lru_cache(maxsize=1)
-def paper_rows() -> dict:
-    with open(PAPER_TABLE2, encoding="utf-8") as f:
-        return yaml.safe_load(f)["rows"]
-
-
 def paper_params(row_id: str, task_cfg: DictConfig) -> str | None:
     """The printed |Theta| of an experiment's paper row: Table 2 for GLUE, Tables 3/13/14 for generation tasks."""
     if task_cfg.kind != "generation":
-        if row_id not in paper_rows():
+        rows = paper_data("table2_glue")["rows"]
+        if row_id not in rows:
             raise ConfigError(f"paper_row {row_id!r} is not a row of Table 2 ({PAPER_TABLE2.name})")
-        return paper_rows()[row_id]["params"]["printed"]
+        return rows[row_id]["params"]["printed"]
     from repro.generation.tables import GENERATION_TABLES
-    from repro.paper import paper_data
 
     spec = next((s for s in GENERATION_TABLES if s.task == task_cfg.name and s.paper), None)
     rows = paper_data(spec.paper)["rows"] if spec else {}

@@ -6,7 +6,6 @@ in Python, so a typo fix touches one data file.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +13,17 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from repro.errors import ReproError
+from repro.results import RESULT_FILE, read_result
 from repro.paper import paper_data  # noqa: F401  (re-exported for the analyses and benchmarks)
 
 
 def read_run(run_dir: Path) -> tuple[dict[str, Any], DictConfig]:
     """A finished run's result record and its resolved config."""
-    result_file = run_dir / "result.json"
-    if not result_file.is_file():
-        raise ReproError(f"{run_dir} is not a run directory (no result.json)")
-    record = json.loads(result_file.read_text())
+    record = read_result(run_dir)
+    if record is None:
+        raise ReproError(f"{run_dir} is not a run directory (no readable {RESULT_FILE})")
     if "config" not in record:
-        raise ReproError(f"{result_file} has no 'config' key")
+        raise ReproError(f"{run_dir / RESULT_FILE} has no 'config' key")
     return record, OmegaConf.create(record["config"])
 
 

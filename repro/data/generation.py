@@ -10,13 +10,13 @@ references by unique input (first-occurrence order), so each input is decoded on
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from omegaconf import DictConfig
 
+from repro.data.readers import subsample
 from repro.errors import DataError
 
 E2E_SEPARATOR = "||"
@@ -192,12 +192,6 @@ def _pairs(task: DictConfig, root: Path | None, split: str) -> list[Pair]:
     return [pair for path in local_files(task, root, split) for pair in read(path, task)]
 
 
-def _subsample(rows: list, limit: int | None, seed: int) -> list:
-    if limit is None or limit >= len(rows):
-        return rows
-    return random.Random(seed).sample(rows, limit)
-
-
 def load_generation_data(task: DictConfig, data: DictConfig) -> GenerationData:
     """Train pairs and grouped eval inputs. `data.max_train_samples` subsamples training pairs and
     `data.max_eval_samples` unique eval inputs, with the fixed `data.subset_seed` (same for every seed)."""
@@ -205,8 +199,8 @@ def load_generation_data(task: DictConfig, data: DictConfig) -> GenerationData:
     if root is not None:
         check_local_generation_files(task, root)
     train_all = _pairs(task, root, "train")
-    train = _subsample(train_all, data.max_train_samples, data.subset_seed)
-    evals = {split: _subsample(group_references(_pairs(task, root, split)), data.max_eval_samples, data.subset_seed)
+    train = subsample(train_all, data.max_train_samples, data.subset_seed)
+    evals = {split: subsample(group_references(_pairs(task, root, split)), data.max_eval_samples, data.subset_seed)
              for split in task.eval_splits}
     categories = {p.meta["category"] for p in train_all if "category" in p.meta}
     return GenerationData(train=train, eval=evals, train_categories=categories)

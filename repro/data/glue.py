@@ -6,14 +6,13 @@ columns to `text_a`, `text_b` (pair tasks) and `label` (int class, or float scor
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 from omegaconf import DictConfig
 
-from repro.data.readers import FORMAT_HELP, READERS
+from repro.data.readers import FORMAT_HELP, READERS, subsample
 from repro.errors import DataError
 
 
@@ -83,12 +82,6 @@ def _hub_rows(task: DictConfig, split: str) -> Iterable[tuple[str, dict]]:
         yield f"{task.hub.path}/{task.hub.name}[{split}][{i}]", row
 
 
-def _subsample(rows: list, limit: int | None, seed: int) -> list:
-    if limit is None or limit >= len(rows):
-        return rows
-    return random.Random(seed).sample(rows, limit)
-
-
 def load_task_data(task: DictConfig, data: DictConfig) -> TaskData:
     """Read train and eval splits. `data.max_*_samples` take a fixed random subset (`data.subset_seed`), the
     same for every training seed so that seeds differ only in training randomness."""
@@ -100,7 +93,7 @@ def load_task_data(task: DictConfig, data: DictConfig) -> TaskData:
     else:
         columns = task.hub.columns
         read = lambda split: _hub_rows(task, split)  # noqa: E731
-    train = _subsample(_normalise(read("train"), columns, task), data.max_train_samples, data.subset_seed)
-    evals = {s: _subsample(_normalise(read(s), columns, task), data.max_eval_samples, data.subset_seed)
+    train = subsample(_normalise(read("train"), columns, task), data.max_train_samples, data.subset_seed)
+    evals = {s: subsample(_normalise(read(s), columns, task), data.max_eval_samples, data.subset_seed)
              for s in task.eval_splits}
     return TaskData(train=train, eval=evals)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import sys
+import random
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -66,3 +67,10 @@ FORMAT_HELP = {
     "tsv_noheader": "a tab-separated file without header",
     "parquet": "a Parquet file",
 }
+
+
+def subsample(rows: list, limit: int | None, seed: int) -> list:
+    """A fixed random subset of `limit` rows (all of them when `limit` is None or not smaller)."""
+    if limit is None or limit >= len(rows):
+        return rows
+    return random.Random(seed).sample(rows, limit)
