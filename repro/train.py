@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import random
 import shutil
 import sys
 import tempfile
 import traceback
+import warnings
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
@@ -243,9 +245,13 @@ def resume_hint(cfg: DictConfig) -> str:
 
 
 def _remove_job_folder(job_dir: Path) -> None:
-    """Bad input writes nothing: drop the folder Hydra made for this job, and its parents left empty."""
+    """Bad input writes nothing: drop the folder Hydra made for this job, and its parents left empty up to the
+    results folder."""
     shutil.rmtree(job_dir, ignore_errors=True)
-    for parent in job_dir.parents:
+    results = Path(os.environ.get("REPRO_RESULTS", "results")).absolute()
+    for parent in job_dir.absolute().parents:
+        if parent == results.parent:
+            break
         try:
             parent.rmdir()  # only when empty
         except OSError:
@@ -335,9 +341,32 @@ def sweep_summary(folder: Path, n_jobs: int) -> tuple[str, bool]:
     return "\n".join(lines), bool(counts["failed"] or missing)
 
 
+HEAD_PREFIXES = ("classifier", "score", "pooler", "bert.pooler", "roberta.pooler", "pooler.", "lm_head", "qa_outputs")
+
+
+class _NoRoutineLoadReport(logging.Filter):
+    """transformers prints a multi-line LOAD REPORT whenever a checkpoint lacks the new task head: routine here.
+    It passes only when a weight outside the head is missing (a real problem)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "LOAD REPORT" not in message:
+            return True
+        missing = [line.split("|")[0].strip() for line in message.splitlines() if "|" in line and "MISSING" in line]
+        return any(not key.startswith(HEAD_PREFIXES) for key in missing if key)
+
+
+def quiet_library_noise() -> None:
+    """Routine library chatter off the console: the head's load report, FutureWarnings (deprecations for the
+    code's maintainers, not about the run)."""
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    logging.getLogger("transformers.modeling_utils").addFilter(_NoRoutineLoadReport())
+
+
 @exit_on_user_error
 def _main(argv: list[str]) -> None:
     check_group_overrides(argv)
+    quiet_library_noise()
     checked = check_command_line(argv)
     if checked is None or not checked[0]:
         _hydra_main()
