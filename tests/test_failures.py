@@ -203,3 +203,18 @@ def test_records_respect_the_umask(tmp_path, umask, mode):
     finally:
         os.umask(old)
     assert (tmp_path / RESULT_FILE).stat().st_mode & 0o777 == mode
+
+
+def test_routine_load_report_is_silenced_but_a_missing_encoder_weight_is_not():
+    import logging
+
+    def passes(message: str) -> bool:
+        record = logging.LogRecord("transformers.modeling_utils", logging.WARNING, "", 0, message, None, None)
+        return train._NoRoutineLoadReport().filter(record)
+
+    report = ("BertForSequenceClassification LOAD REPORT from: model\nKey | Status | \n---+---\n"
+              "classifier.{weight, bias} | MISSING | \nbert.pooler.dense.weight | UNEXPECTED | | \n\nNotes:\n"
+              "- MISSING:\tthose params were newly initialized because missing from the checkpoint.")
+    assert not passes(report)
+    assert passes(report.replace("classifier.{weight, bias}", "bert.encoder.layer.0.attention.self.query.weight"))
+    assert passes("some other warning")
