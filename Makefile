@@ -27,9 +27,9 @@ test: $(STAMP)
 
 # LoRA and full fine-tuning of the embedded MiniLM on real SST-2 at smoke scale (a few minutes on 2 cores).
 smoke: $(STAMP)
-	@test -n "$(DATA_ROOT)" || { echo "error: smoke needs DATA_ROOT=<offline datasets> (or HF_HUB_OFFLINE=0 and internet)"; }
+	@test -n "$(DATA_ROOT)" || test "$${HF_HUB_OFFLINE-1}" = 0 || { echo "error: smoke needs DATA_ROOT=<offline datasets> (or HF_HUB_OFFLINE=0 and internet)" >&2; exit 2; }
 	$(RUN) -m repro.train --multirun task=glue/sst2 model=minilm-l6 method=lora,full_ft scale=smoke
-	$(RUN) -m repro.results --task sst2 --model minilm-l6 --scale smoke
+	$(RUN) -m repro.results --task glue/sst2 --model minilm-l6 --scale smoke
 
 # Table 2 at SCALE=cpu (default: the embedded MiniLM on the GLUE tasks available offline, each with its cpu recipe
 # from conf/cpu_recipe/glue.yaml; about 2 hours on 2 cores) or SCALE=paper (every row x task x 5 seeds with hub

@@ -9,38 +9,80 @@ either the previous checkpoint or the new one.
 from __future__ import annotations
 
 import os
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 
 CHECKPOINT_FILE = "checkpoint.pt"
+PREVIOUS_FILE = "checkpoint.prev.pt"  # the one before, kept in case the newest is corrupt
+REQUIRED_KEYS = ("model", "optimizer", "scheduler")
+SEGMENTS_KEY = "wall_time_segments_s"  # wall time of each run segment (process) so far
 
 
 class Checkpointer:
+    """Saves and loads a run's resume state, keeping the last two checkpoints. A checkpoint that cannot be
+    loaded is moved aside (`checkpoint.pt.corrupt-<time>`) with a one-line warning, and the previous one, or
+    none (start from the beginning), is used instead. It also times the run's segments: a resumed run's wall time
+    is the sum over every process that worked on it."""
+
     def __init__(self, run_dir: Path, every_steps: int):
         self.path = run_dir / CHECKPOINT_FILE
+        self.previous = run_dir / PREVIOUS_FILE
         self.every_steps = every_steps  # optimizer steps between checkpoints; 0 = only at epoch ends
+        self.segment_start = time.perf_counter()
+        self.earlier_segments_s: list[float] = []  # from the checkpoint this segment resumed from
 
     def due(self, optimizer_steps: int) -> bool:
         return self.every_steps > 0 and optimizer_steps % self.every_steps == 0
+
+    def segments_s(self) -> list[float]:
+        """Wall time of each segment of this run, the current one last (still running)."""
+        return [*self.earlier_segments_s, time.perf_counter() - self.segment_start]
 
     def save(self, state: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as f:
-            torch.save(state, f)
+            torch.save({**state, SEGMENTS_KEY: self.segments_s()}, f)
             f.flush()
             os.fsync(f.fileno())
+        if self.path.exists():
+            os.replace(self.path, self.previous)
         os.replace(tmp, self.path)
 
     def load(self) -> dict[str, Any] | None:
-        if not self.path.is_file():
-            return None
-        return torch.load(self.path, map_location="cpu", weights_only=False)
+        """The newest loadable checkpoint, or None (start from the beginning)."""
+        candidates = [p for p in (self.path, self.previous) if p.is_file()]
+        for i, path in enumerate(candidates):
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=False)
+                if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
+                    raise ValueError(f"not a training checkpoint (needs {', '.join(REQUIRED_KEYS)})")
+            except Exception as exc:  # torch raises several types for a truncated or foreign file
+                fallback = f"trying {candidates[i + 1]}" if i + 1 < len(candidates) else "starting from the beginning"
+                reason = (str(exc).strip().splitlines() or [""])[0]
+                print(f"warning: corrupt checkpoint {path} ({type(exc).__name__}: {reason}); moved to "
+                      f"{self._move_aside(path)}; {fallback}", flush=True)
+                continue
+            self.earlier_segments_s = list(state.get(SEGMENTS_KEY, []))
+            return state
+        return None
+
+    @staticmethod
+    def _move_aside(path: Path) -> Path:
+        aside = path.with_name(f"{path.name}.corrupt-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}")
+        try:
+            os.replace(path, aside)
+        except FileNotFoundError:  # another process of the same run moved it first
+            pass
+        return aside
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+        self.previous.unlink(missing_ok=True)
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Iterable
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 import repro.budget  # noqa: F401  (registers ${lora_rank_for_budget:...} for the sweeps)
 from repro.errors import ConfigError
@@ -63,10 +65,98 @@ def check_group_overrides(overrides: Iterable[str], conf_dir: Path = CONF_DIR) -
 
 # classification heads (repro.models.POOLINGS): the first token, as the paper's models, or the masked mean
 POOLING_CHOICES = ("cls", "mean", "mean_pooler")
+# model families that only encode: they classify, but cannot generate (E2E, WebNLG, DART, SAMSum)
+ENCODER_FAMILIES = ("bert", "roberta", "deberta-v2")
+
+
+def _positive(v: float) -> bool:
+    return v > 0
+
+
+def _non_negative(v: float) -> bool:
+    return v >= 0
+
+
+def _fraction(v: float) -> bool:
+    return 0 <= v < 1
+
+
+# Numeric and boolean knobs: (dotted key, type, range check, what the range check says, null allowed).
+# Keys absent from a config (e.g. method.alpha outside the LoRA family) are not checked.
+KNOBS: list[tuple[str, type, Any, str, bool]] = [
+    ("seed", int, _non_negative, "a non-negative integer", False),
+    ("force", bool, None, "true or false", False),
+    ("data.max_train_samples", int, _positive, "a positive integer or null (all)", True),
+    ("data.max_eval_samples", int, _positive, "a positive integer or null (all)", True),
+    ("data.max_seq_len", int, _positive, "a positive integer", False),
+    ("data.subset_seed", int, _non_negative, "a non-negative integer", False),
+    ("train.learning_rate", float, _positive, "a positive number", False),
+    ("train.epochs", int, _positive, "a positive integer", False),
+    ("train.batch_size", int, _positive, "a positive integer", False),
+    ("train.eval_batch_size", int, _positive, "a positive integer", False),
+    ("train.grad_accum_steps", int, _positive, "a positive integer", False),
+    ("train.warmup_ratio", float, _fraction, "a number in [0, 1)", False),
+    ("train.weight_decay", float, _non_negative, "a non-negative number", False),
+    ("train.max_grad_norm", float, _non_negative, "a non-negative number or null (no clipping)", True),
+    ("train.checkpoint_every_steps", int, _non_negative, "a non-negative integer (0: at epoch ends only)", False),
+    ("train.num_threads", int, _positive, "a positive integer or null (torch's default)", True),
+    ("train.group_by_length", bool, None, "true or false", False),
+    ("method.alpha", float, _positive, "a positive number (the update is scaled by alpha / r)", False),
+    ("method.dropout", float, _fraction, "a number in [0, 1)", False),
+    ("method.r", int, _positive, "a positive integer", False),
+    ("method.bottleneck", int, _positive, "a positive integer", False),
+    ("method.prefix_length", int, _positive, "a positive integer", False),
+    ("method.top_layers", int, _positive, "a positive integer", False),
+    ("method.infix_length", int, _non_negative, "a non-negative integer", False),
+]
+
+
+def _has(cfg: DictConfig, dotted: str) -> bool:
+    *parents, leaf = dotted.split(".")
+    node = cfg
+    for part in parents:
+        if part not in node or not isinstance(node[part], DictConfig):
+            return False
+        node = node[part]
+    return leaf in node
+
+
+def _check_knob(cfg: DictConfig, key: str, kind: type, in_range: Any, expected: str, nullable: bool) -> None:
+    try:
+        value = OmegaConf.select(cfg, key, throw_on_missing=True)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{key} cannot be resolved: {str(exc).strip().splitlines()[0]}") from None
+    if value is None and nullable:
+        return
+    if kind is bool:
+        ok = isinstance(value, bool)
+    else:  # an int is a float; a bool is neither here
+        ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+    if not ok or (in_range is not None and not in_range(value)):
+        raise ConfigError(f"{key} must be {expected}, got {value!r}")
+
+
+def check_knobs(cfg: DictConfig) -> None:
+    """Types and ranges of the numeric and boolean knobs (`train.learning_rate=abc`, `seed=-1`, ...)."""
+    for key, kind, in_range, expected, nullable in KNOBS:
+        if _has(cfg, key):
+            _check_knob(cfg, key, kind, in_range, expected, nullable)
+
+
+def check_model_task(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> None:
+    """An encoder cannot run a generation task: say which models can."""
+    if cfg.task.get("kind") != "generation" or cfg.model.get("family") not in ENCODER_FAMILIES:
+        return
+    decoders = [name for name in group_choices("model", conf_dir)
+                if OmegaConf.load(conf_dir / "model" / f"{name}.yaml").get("family") not in ENCODER_FAMILIES]
+    raise ConfigError(f"model {cfg.model.name} is an encoder ({cfg.model.family}) and cannot run the generation "
+                      f"task {cfg.task.name}; use a decoder or encoder-decoder: {', '.join(decoders)}")
 
 
 def validate(cfg: DictConfig) -> None:
     """Checks that need the composed config; each failure is one clear line."""
+    check_knobs(cfg)
+    check_model_task(cfg)
     method, model = cfg.method, cfg.model
     matrices = dict(model.matrices)
     if "targets" in method:
@@ -76,26 +166,43 @@ def validate(cfg: DictConfig) -> None:
         missing = [t for t in targets if t not in matrices]
         if missing:
             raise ConfigError(f"model {model.name} has no matrix {', '.join(missing)}; it has: {', '.join(matrices)}")
-    for key in ("r", "bottleneck", "prefix_length", "top_layers"):
-        if key in method and (not isinstance(method[key], int) or method[key] <= 0):
-            raise ConfigError(f"method.{key} must be a positive integer, got {method[key]!r}")
-    if "infix_length" in method and (not isinstance(method.infix_length, int) or method.infix_length < 0):
-        raise ConfigError(f"method.infix_length must be a non-negative integer, got {method.infix_length!r}")
     if "sites" in method:
         unknown = [s for s in method.sites if s not in model.adapter_sites]
         if unknown:
             raise ConfigError(f"adapter site {', '.join(unknown)} unknown; the model has: {', '.join(model.adapter_sites)}")
     if "top_layers" in method and method.top_layers > model.n_layers:
         raise ConfigError(f"method.top_layers={method.top_layers} exceeds the model's {model.n_layers} layers")
-    if "drop_lowest_layers" in method and not 0 <= method.drop_lowest_layers < model.n_layers:
+    if "drop_lowest_layers" in method and not (isinstance(method.drop_lowest_layers, int)
+                                               and 0 <= method.drop_lowest_layers < model.n_layers):
         raise ConfigError(f"method.drop_lowest_layers must be in [0, {model.n_layers}), got {method.drop_lowest_layers}")
-    for key in ("epochs", "batch_size", "grad_accum_steps", "eval_batch_size"):
-        if cfg.train[key] <= 0:
-            raise ConfigError(f"train.{key} must be positive, got {cfg.train[key]}")
-    if cfg.train.learning_rate <= 0:
-        raise ConfigError(f"train.learning_rate must be positive, got {cfg.train.learning_rate}")
     if model.get("pooling", "cls") not in POOLING_CHOICES:
         raise ConfigError(f"model.pooling must be one of {', '.join(POOLING_CHOICES)}, got {model.pooling!r}")
+
+
+def check_device(name: Any) -> None:
+    """`train.device`: auto, cpu, cuda or cuda:<index> of a GPU this machine has."""
+    import torch
+
+    if name in ("auto", "cpu"):
+        return
+    if not isinstance(name, str) or not (name == "cuda" or name.startswith("cuda:")):
+        raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:<index>, got {name!r}")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name} but CUDA is not available on this machine; use train.device=cpu "
+                          f"or auto")
+    index = name.partition(":")[2]
+    if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+        raise ConfigError(f"train.device={name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+def check_writable(folder: str | Path, what: str) -> None:
+    """`folder` exists as a writable folder, or can be created (its nearest existing parent is writable)."""
+    path = Path(folder).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{what} {path} cannot be created: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {path} is not writable ({existing} does not allow writing)")
 
 
 def _drop(tree: dict[str, Any], dotted: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,19 @@ WEIGHTS_DIR = "adapter"
 LOCK_FILE = ".lock"  # held (flock) by the process training or re-scoring a run
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path` (atomic on POSIX)."""
+    """Write to a temporary file in the same folder, fsync, then rename over `path` (atomic on POSIX). The file
+    gets the permissions of any new file (0666 less the umask), not mkstemp's private 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=2, sort_keys=False, default=str)
             f.flush()
@@ -36,11 +45,35 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         raise
 
 
-def read_result(run_dir: Path) -> dict[str, Any] | None:
+def record_problem(run_dir: Path) -> str | None:
+    """Why `run_dir/result.json` cannot be used as a record (unreadable, not JSON, not a record), or None when it
+    is one or does not exist."""
+    path = run_dir / RESULT_FILE
     try:
-        return json.loads((run_dir / RESULT_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        record = json.loads(path.read_bytes())
+    except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return f"{path}: unreadable or partial record ({type(exc).__name__}: {exc})"
+    if not isinstance(record, dict) or "status" not in record:
+        return f"{path}: not a run record (a JSON {type(record).__name__} without a status)"
+    return None
+
+
+def read_result(run_dir: Path) -> dict[str, Any] | None:
+    """The run's record, or None when there is none or it is corrupt (see `record_problem`)."""
+    try:
+        record = json.loads((run_dir / RESULT_FILE).read_bytes())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) and "status" in record else None
+
+
+def corrupt_records(root: str | Path) -> list[str]:
+    """One line per run folder under `root` whose result.json is corrupt or partial (these runs count as
+    missing: `repro.train` runs them again)."""
+    problems = (record_problem(d) for d in sorted(Path(root).glob("*/")) if d.is_dir())
+    return [p for p in problems if p]
 
 
 def is_complete(run_dir: Path) -> bool:
@@ -66,23 +99,37 @@ def load(root: str | Path = "results/runs", include_incomplete: bool = False) ->
     return pd.DataFrame(rows)
 
 
+def default_runs_root() -> Path:
+    return Path(os.environ.get("REPRO_RESULTS", "results")) / "runs"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """`python -m repro.results [--task T] [--model M] [--method X] [--scale S]`: print stored runs."""
+    """`python -m repro.results [--task T] [--model M] [--method X] [--scale S]`: print stored runs
+    (under $REPRO_RESULTS/runs, or results/runs). `--task` takes `sst2` or `glue/sst2`, as `repro.train` does."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--root", default="results/runs")
+    parser.add_argument("--root", type=Path, default=None, help="default: $REPRO_RESULTS/runs or results/runs")
     for key in ("task", "model", "method", "scale"):
         parser.add_argument(f"--{key}")
     args = parser.parse_args(argv)
-    frame = load(args.root)
+    root = args.root or default_runs_root()
+    for problem in corrupt_records(root):
+        print(f"warning: {problem}; left out", file=sys.stderr)
+    frame = load(root)
     if frame.empty:
-        print(f"no complete runs under {args.root}")
+        print(f"no complete runs under {root}")
         return
     frame["scale"] = frame["config"].map(lambda c: c.get("scale_name"))
+    if args.task:
+        args.task = args.task.rsplit("/", 1)[-1]  # glue/sst2 -> sst2 (records store the task's name)
     for key in ("task", "model", "method", "scale"):
         if getattr(args, key):
             frame = frame[frame[key] == getattr(args, key)]
+    if frame.empty:
+        print(f"no complete runs under {root} match " + " ".join(
+            f"--{k} {getattr(args, k)}" for k in ("task", "model", "method", "scale") if getattr(args, k)))
+        return
     columns = ["run_id", "method", "seed", "params.trainable", "params.head", "best_epoch", "main_metric",
                "wall_time_s"]
     frame = frame.assign(main_value=[row[f"best.{row['main_metric']}"] for _, row in frame.iterrows()])

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -30,7 +31,7 @@ from repro.errors import ReproError, exit_on_user_error
 from repro.generation.tables import (GENERATION_CELL, GENERATION_TABLES, RANK_SWEEP, generation_long,
                                      generation_notes, generation_wide, rank_sweep_long, run_copy_baseline)
 from repro.paper import paper_data
-from repro.results import is_complete, load, read_result
+from repro.results import corrupt_records, is_complete, load, read_result
 from repro.verdicts import Cell, Rule, compare, load_rule, tolerance_from_gap
 
 BASELINE_LABEL = "trivial baseline"
@@ -724,7 +725,10 @@ def main(argv: list[str] | None = None) -> None:
     import os
 
     base = Path(os.environ.get("REPRO_RESULTS", "results"))
-    written = build(args.runs or base / "runs", args.out or base / "tables", args.scale)
+    runs = args.runs or base / "runs"
+    for problem in corrupt_records(runs):
+        print(f"warning: {problem}; left out", file=sys.stderr)
+    written = build(runs, args.out or base / "tables", args.scale)
     if args.wandb:
         log_to_wandb(written, args.wandb)
 

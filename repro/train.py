@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
+import os
 import random
 import shutil
 import sys
-import time
+import tempfile
 import traceback
+import warnings
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,15 +29,18 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from repro import provenance
-from repro.config import CONF_DIR, check_group_overrides, identity_config, run_id, validate
-from repro.data.glue import check_local_files
+from repro.config import (CONF_DIR, check_device, check_group_overrides, check_writable, identity_config, run_id,
+                          validate)
+from repro.data.generation import check_local_generation_files
+from repro.data.glue import check_local_data
 from repro.checkpoint import Checkpointer
 from repro.errors import DataError, ReproError, exit_on_user_error
 from repro.distributed import device_for, init_world, resolve_device
 from repro.loggers import NoLogger, make_logger
 from repro.methods import check_backend
 from repro.kinds import RunContext, kind_of
-from repro.results import LOCK_FILE, RESULT_FILE, WEIGHTS_DIR, is_complete, read_result, write_json_atomic
+from repro.results import (LOCK_FILE, RESULT_FILE, WEIGHTS_DIR, is_complete, read_result, record_problem,
+                           write_json_atomic)
 
 
 class RunInProgress(Exception):
@@ -101,21 +107,38 @@ def run_lock(run_dir: Path):
         yield
 
 
+def preflight(cfg: DictConfig, this_machine: bool = True) -> None:
+    """Everything that can be checked before a file is written or a model is loaded: the config's values, and
+    with `this_machine` (false for a job that a launcher sends elsewhere, e.g. SLURM) the device, the results
+    folder and the data files. Raises ConfigError / DataError with one line."""
+    validate(cfg)
+    if not this_machine:
+        return
+    check_device(cfg.train.device)
+    check_backend(cfg.method, resolve_device(cfg.train.device))  # e.g. qlora's 4-bit kernels: CUDA only
+    check_writable(cfg.output_root, "results folder")
+    if cfg.data.root is not None:
+        if cfg.task.kind == "classification":
+            check_local_data(cfg.task, cfg.data.root)
+        else:
+            check_local_generation_files(cfg.task, cfg.data.root)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Execute one run (or return the stored result when it is complete and `force` is false).
 
     A failure while training (an exception, a NaN loss) is recorded as `status: failed` with its reason and
-    re-raised; a later invocation runs it again, resuming from its last checkpoint if there is one."""
-    validate(cfg)
+    re-raised; a later invocation runs it again, resuming from its last checkpoint if there is one. A corrupt
+    result.json counts as missing: the run is done again."""
+    preflight(cfg)
     device = resolve_device(cfg.train.device)
-    check_backend(cfg.method, device)  # e.g. qlora's 4-bit kernels: CUDA only
-    if cfg.data.root is not None and cfg.task.kind == "classification":  # generation checks its own files
-        check_local_files(cfg.task, cfg.data.root)
     kind = kind_of(cfg)
     world = init_world(device)
     device = device_for(world, device)
     rid = run_id(cfg, world.size)
     run_dir = Path(cfg.output_root) / rid
+    if problem := record_problem(run_dir):
+        print(f"warning: {problem}; running {rid} again", file=sys.stderr)
     if is_complete(run_dir) and not cfg.force:
         print(f"skip {rid}: complete result exists ({run_dir / RESULT_FILE}); force=true to re-run")
         return read_result(run_dir)
@@ -134,7 +157,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if cfg.force:
             checkpointer.remove()
         started = datetime.now(timezone.utc)
-        wall_start = time.perf_counter()
         seed_everything(cfg.seed)
         provenance.reset_peak_memory(device)  # this run's own peak, also when a multirun shares the process
         logger = make_logger(cfg, rid, resolved, str(run_dir)) if world.is_main else NoLogger()
@@ -147,14 +169,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         except Exception as exc:
             if not world.is_main:
                 raise
+            segments = checkpointer.segments_s()
             write_json_atomic(run_dir / RESULT_FILE, {
                 **base_record, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                "traceback": traceback.format_exc(limit=-8), "started_at": started.isoformat(),
-                "wall_time_s": time.perf_counter() - wall_start, "versions": provenance.package_versions(),
-                "git_commit": provenance.git_commit(), "hardware": provenance.hardware(device)})
-            print(f"failed {rid}: {type(exc).__name__}: {exc} (recorded in {run_dir / RESULT_FILE})",
-                  file=sys.stderr)
-            raise
+                "traceback": traceback.format_exc(), "started_at": started.isoformat(),
+                "wall_time_s": sum(segments), "wall_time_segments_s": segments,
+                "versions": provenance.package_versions(), "git_commit": provenance.git_commit(),
+                "hardware": provenance.hardware(device)})
+            raise  # the entry point reports it in one line
         adapted, counts, train = outcome.adapted, outcome.counts, outcome.train
         if not world.is_main:
             return {**base_record, "status": "complete", "rank": world.rank, "best_metrics": train.best_metrics}
@@ -162,6 +184,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         adapted.model.load_state_dict(train.best_state, strict=False)  # save the best epoch's weights
         adapted.model.cpu()
         adapted.save(run_dir / WEIGHTS_DIR)
+        segments = checkpointer.segments_s()  # every process that worked on this run (resumed segments)
         record = {
             **base_record,
             "status": "complete",
@@ -175,7 +198,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "optimizer_steps": train.optimizer_steps,
             # examples per optimizer step over all processes (torchrun: each takes train.batch_size)
             "effective_batch_size": cfg.train.batch_size * cfg.train.grad_accum_steps * world.size,
-            "wall_time_s": time.perf_counter() - wall_start,
+            "wall_time_s": sum(segments),
+            "wall_time_segments_s": segments,
             "train_time_s": train.train_time_s,
             "throughput": {"samples_per_s": train.train_samples / train.train_time_s,
                            "tokens_per_s": train.train_tokens / train.train_time_s},
@@ -196,28 +220,174 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return record
 
 
+# --- the command line: checks before Hydra writes anything, one line per failure, a sweep summary -------------
+
+EXIT_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 1, 2, 130
+TRACEBACK_FILE = "traceback.txt"  # in the job's Hydra folder: the full traceback of an unexpected error
+REPORT_ENV = "REPRO_SWEEP_REPORT"  # folder where each job of a multirun leaves its outcome for the summary
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
+def resume_hint(cfg: DictConfig) -> str:
+    """Where an interrupted run continues from when the same command is run again."""
+    run_dir = Path(cfg.output_root) / run_id(cfg)
+    checkpoint = Checkpointer(run_dir, 0)
+    for path in (checkpoint.path, checkpoint.previous):
+        if path.is_file():
+            return f"the same command resumes {run_dir.name} from its checkpoint {path}"
+    return f"{run_dir.name} had no checkpoint yet; the same command starts it from the beginning"
+
+
+def _remove_job_folder(job_dir: Path) -> None:
+    """Bad input writes nothing: drop the folder Hydra made for this job, and its parents left empty up to the
+    results folder."""
+    shutil.rmtree(job_dir, ignore_errors=True)
+    results = Path(os.environ.get("REPRO_RESULTS", "results")).absolute()
+    for parent in job_dir.absolute().parents:
+        if parent == results.parent:
+            break
+        try:
+            parent.rmdir()  # only when empty
+        except OSError:
+            break
+
+
+def _report(job: int, run: str | None, status: str, reason: str = "") -> None:
+    folder = os.environ.get(REPORT_ENV)
+    if folder and Path(folder).is_dir():
+        write_json_atomic(Path(folder) / f"{job}.json", {"job": job, "run_id": run, "status": status,
+                                                         "reason": reason})
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    """In a multirun a failed or busy run is reported and the sweep goes on; alone, it exits non-zero."""
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    """One job. Any failure is one line on stderr; alone, the process exits with its status (2 bad input, 1 an
+    unexpected error, 130 Ctrl-C); in a multirun the job's outcome goes to the sweep summary and the sweep goes on."""
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    job_dir = Path(hydra_cfg.runtime.output_dir)
+    rid = run_id(cfg)
     try:
+        skipped = is_complete(Path(cfg.output_root) / rid) and not cfg.force
         record = run(cfg)
+    except KeyboardInterrupt:
+        print(f"interrupted: {resume_hint(cfg)}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_INTERRUPTED)
     except (ReproError, RunInProgress) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        if not multirun:
-            sys.exit(2)
+        status, reason, code = ("busy" if isinstance(exc, RunInProgress) else "failed"), str(exc), EXIT_USER_ERROR
+        print(f"error: {reason}", file=sys.stderr)
+        if not multirun and isinstance(exc, ReproError):
+            _remove_job_folder(job_dir)
+    except Exception as exc:
+        trace = job_dir / TRACEBACK_FILE
+        trace.write_text(traceback.format_exc())
+        status, code = "failed", EXIT_FAILED
+        reason = f"{type(exc).__name__}: {_first_line(exc)} (full traceback: {trace})"
+        print(f"error: {rid} failed: {reason}", file=sys.stderr)
+    else:
+        _report(hydra_cfg.job.num, rid, "skipped" if skipped else "complete")
+        return record["best_metrics"].get(cfg.task.main_metric)
+    if not multirun:
+        sys.exit(code)
+    _report(hydra_cfg.job.num, rid, status, reason)
+    return None
+
+
+def check_command_line(argv: list[str]) -> tuple[bool, int] | None:
+    """Compose every job of the command line and `preflight` it, before Hydra creates any folder: bad input
+    anywhere in a sweep stops it with one line. Returns (multirun, number of jobs), or None when Hydra only
+    prints (--cfg, --info, --help)."""
+    from hydra._internal.utils import get_args_parser
+
+    from repro.plan import Composer, expand
+
+    args = get_args_parser().parse_args(argv)
+    if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion or args.experimental_rerun:
         return None
-    except Exception:
-        if not multirun:
-            sys.exit(1)
-        return None
-    return record["best_metrics"].get(cfg.task.main_metric)
+    sweep_file = None
+    if args.config_dir or args.config_name:
+        sweep_file = Path(args.config_dir or CONF_DIR) / f"{args.config_name or 'train'}.yaml"
+    compose = Composer(sweep_file)
+    jobs = expand(compose, args.overrides) if args.multirun else [args.overrides]
+    hydra_cfg = compose(jobs[0], hydra_cfg=True).hydra
+    # a SLURM job runs on another machine: its device, data and results folder are checked there
+    this_machine = "slurm" not in str(hydra_cfg.launcher.get("_target_", "")).lower()
+    for i, job in enumerate(jobs):
+        try:
+            preflight(compose(job), this_machine)
+        except ReproError as exc:
+            where = f" (sweep job {i}: {' '.join(job)})" if args.multirun else ""
+            raise type(exc)(f"{exc}{where}") from None
+    check_writable(hydra_cfg.sweep.dir if args.multirun else hydra_cfg.run.dir, "Hydra's output folder")
+    return args.multirun, len(jobs)
+
+
+def sweep_summary(folder: Path, n_jobs: int) -> tuple[str, bool]:
+    """The summary of a multirun from its jobs' reports, and whether any job failed (or never reported)."""
+    reports = {r["job"]: r for r in (json.loads(p.read_text()) for p in folder.glob("*.json"))}
+    counts = {s: sum(r["status"] == s for r in reports.values()) for s in ("complete", "skipped", "busy", "failed")}
+    missing = [j for j in range(n_jobs) if j not in reports]
+    lines = [f"sweep: {n_jobs} runs: {counts['complete']} complete, {counts['skipped']} skipped (already complete), "
+             f"{counts['busy']} busy (run by another process), {counts['failed'] + len(missing)} failed"]
+    lines += [f"  failed: job {j} {r['run_id']}: {r['reason']}" for j, r in sorted(reports.items())
+              if r["status"] == "failed"]
+    lines += [f"  failed: job {j}: no report (the job died; see its log)" for j in missing]
+    return "\n".join(lines), bool(counts["failed"] or missing)
+
+
+HEAD_PREFIXES = ("classifier", "score", "pooler", "bert.pooler", "roberta.pooler", "pooler.", "lm_head", "qa_outputs")
+
+
+class _NoRoutineLoadReport(logging.Filter):
+    """transformers prints a multi-line LOAD REPORT whenever a checkpoint lacks the new task head: routine here.
+    It passes only when a weight outside the head is missing (a real problem)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "LOAD REPORT" not in message:
+            return True
+        missing = [line.split("|")[0].strip() for line in message.splitlines() if "|" in line and "MISSING" in line]
+        return any(not key.startswith(HEAD_PREFIXES) for key in missing if key)
+
+
+def quiet_library_noise() -> None:
+    """Routine library chatter off the console: the head's load report, FutureWarnings (deprecations for the
+    code's maintainers, not about the run)."""
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    logging.getLogger("transformers.modeling_utils").addFilter(_NoRoutineLoadReport())
 
 
 @exit_on_user_error
+def _main(argv: list[str]) -> None:
+    check_group_overrides(argv)
+    quiet_library_noise()
+    checked = check_command_line(argv)
+    if checked is None or not checked[0]:
+        _hydra_main()
+        return
+    reports = Path(os.environ.get("REPRO_RESULTS", "results")) / "hydra"
+    reports.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=".sweep-report-", dir=reports))
+    os.environ[REPORT_ENV] = str(folder)
+    try:
+        _hydra_main()
+        summary, failed = sweep_summary(folder, checked[1])
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    print(summary, file=sys.stderr if failed else sys.stdout)
+    if failed:
+        sys.exit(EXIT_FAILED)
+
+
 def main() -> None:
-    check_group_overrides(sys.argv[1:])
-    _hydra_main()
+    try:
+        _main(sys.argv[1:])
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

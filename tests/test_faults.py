@@ -65,6 +65,8 @@ def test_sigkilled_run_resumes_and_matches_uninterrupted(compose, data_root, tmp
         [e["train_loss"] for e in reference["epochs"]], rel=1e-6)
     assert record["optimizer_steps"] == reference["optimizer_steps"]
     assert not (run_dir / CHECKPOINT_FILE).exists()
+    # the killed process's time counts too
+    assert len(record["wall_time_segments_s"]) == 2 and record["wall_time_s"] == sum(record["wall_time_segments_s"])
 
 
 def test_failed_run_is_recorded_and_the_sweep_goes_on_then_reruns_only_missing(data_root, tmp_path):
@@ -73,7 +75,9 @@ def test_failed_run_is_recorded_and_the_sweep_goes_on_then_reruns_only_missing(d
             "method.prefix_length=4,600", *tiny_overrides(data_root, "data.max_train_samples=40",
                                                          "data.max_eval_samples=40", "train.epochs=1")]
     first = subprocess.run(args, cwd=REPO, env=env_for(tmp_path), capture_output=True, text=True, timeout=300)
-    assert first.returncode == 0, first.stderr
+    assert first.returncode == 1, first.stderr  # the sweep goes on, then says a run failed
+    assert "sweep: 2 runs: 1 complete, 0 skipped (already complete), 0 busy (run by another process), 1 failed" \
+        in first.stderr
     frame = load(tmp_path / "runs", include_incomplete=True)
     assert sorted(frame["status"]) == ["complete", "failed"]
     failed_dir = next((tmp_path / "runs").glob("*/"))
@@ -84,9 +88,11 @@ def test_failed_run_is_recorded_and_the_sweep_goes_on_then_reruns_only_missing(d
     assert failed_dir.exists()
 
     second = subprocess.run(args, cwd=REPO, env=env_for(tmp_path), capture_output=True, text=True, timeout=300)
-    assert second.returncode == 0
+    assert second.returncode == 1
     assert second.stdout.count("skip ") == 1  # the complete run is not repeated
-    assert "failed" in second.stderr  # the failed one ran again (and fails again)
+    # the failed one ran again (and fails again)
+    assert "sweep: 2 runs: 0 complete, 1 skipped (already complete), 0 busy (run by another process), 1 failed" \
+        in second.stderr
     assert len(load(tmp_path / "runs")) == 1
 
 

@@ -67,6 +67,32 @@ def check_local_files(task: DictConfig, root: str | Path) -> None:
                                 f"{task.name} {split}; see the layout of ../shared/datasets)")
 
 
+_CHECKED: set[tuple[str, int, int]] = set()  # (path, size, mtime) of files check_local_data found good
+
+
+def check_local_data(task: DictConfig, root: str | Path) -> None:
+    """`check_local_files`, then each file is non-empty, UTF-8 text (TSV) and holds at least one example: bad
+    files fail before any model is loaded, naming the file."""
+    check_local_files(task, root)
+    for split in ["train", *task.eval_splits]:
+        for spec in task.local.files[split]:
+            path = Path(root) / spec.path
+            stat = path.stat()
+            if (str(path), stat.st_size, stat.st_mtime_ns) in _CHECKED:  # a sweep checks each file once
+                continue
+            if stat.st_size == 0:
+                raise DataError(f"{path}: empty file; expected {FORMAT_HELP[spec.format]}")
+            if spec.format.startswith("tsv"):
+                try:
+                    path.read_bytes().decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DataError(f"{path}: not UTF-8 text (byte {exc.start}); expected "
+                                    f"{FORMAT_HELP[spec.format]}") from None
+            if next(iter(READERS[spec.format](path)), None) is None:
+                raise DataError(f"{path}: no examples (header only?); {task.name} {split} needs at least one")
+            _CHECKED.add((str(path), stat.st_size, stat.st_mtime_ns))
+
+
 def _local_rows(task: DictConfig, root: Path, split: str) -> Iterable[tuple[str, dict]]:
     for spec in task.local.files[split]:
         path = root / spec.path
