@@ -118,7 +118,7 @@ def fake_lora_run(compose, root, r: int, seed: int):
                 p.normal_()
     run_dir = root / f"run_r{r}_s{seed}"
     adapted.save(run_dir / "adapter")
-    record = {"scale": "smoke", "seed": seed, "weights": {"dir": "adapter"},
+    record = {"status": "complete", "scale": "smoke", "seed": seed, "weights": {"dir": "adapter"},
               "config": OmegaConf.to_container(cfg, resolve=True)}
     (run_dir / "result.json").write_text(json.dumps(record))
     return run_dir, adapted, cfg
