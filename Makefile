@@ -32,7 +32,7 @@ smoke: $(STAMP)
 	$(RUN) -m repro.results --task sst2 --model minilm-l6 --scale smoke
 
 # Table 2 at SCALE=cpu (default: the embedded MiniLM on the GLUE tasks available offline, each with its cpu recipe
-# from conf/cpu_recipe/glue.yaml; about 2 hours on 2 cores) or SCALE=paper (every row x task x 5 seeds with hub
+# from conf/cpu_recipe/glue.yaml; about 3 hours on 2 cores) or SCALE=paper (every row x task x 5 seeds with hub
 # models on GPUs; LAUNCHER="hydra/launcher=slurm ..." for SLURM).
 # MNLI is not offline, so at cpu scale MRPC/RTE/STS-B start from the pre-trained model (init_from_task=null).
 SCALE ?= cpu
