@@ -80,7 +80,8 @@ def _mean_pooling(model: PreTrainedModel, through_pooler: bool = False) -> None:
     pass-through and the classifier reads the mean directly."""
     encoder = model.base_model
     if getattr(encoder, "pooler", None) is None:
-        raise ConfigError(f"model.pooling=mean needs an encoder with a pooler; {type(model).__name__} has none")
+        pooling = "mean_pooler" if through_pooler else "mean"
+        raise ConfigError(f"model.pooling={pooling} needs an encoder with a pooler; {type(model).__name__} has none")
     if not through_pooler:
         encoder.pooler = torch.nn.Identity()
 

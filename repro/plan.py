@@ -129,11 +129,15 @@ def count_on_meta(model_cfg: DictConfig, method_cfg: DictConfig, task_kind: str,
         config = AutoConfig.for_model(kwargs.pop("model_type"), **kwargs)
     else:
         from repro.methods import apply_method as apply
+        from repro.models import POOLINGS
 
         auto = AutoModelForSequenceClassification
         config = AutoConfig.for_model(kwargs.pop("model_type"), num_labels=num_labels, **kwargs)
     with torch.device("meta"):
-        adapted = apply(auto.from_config(config), method_cfg, model_cfg)
+        model = auto.from_config(config)
+        if task_kind != "generation":  # the head training builds: mean pooling drops the pooler from it
+            POOLINGS[model_cfg.get("pooling", "cls")](model)
+        adapted = apply(model, method_cfg, model_cfg)
     return count_parameters(adapted.model, list(model_cfg.head))
 
 

@@ -340,6 +340,7 @@ def sweep_long(frame: pd.DataFrame, name: str) -> pd.DataFrame:
         return pd.DataFrame(columns=SWEEP_COLUMNS)
     # by method too: the rank sweep also compares scaling rules (method=lora,rslora)
     agg = aggregate(runs, ["scale", "model", "task", "method", "targets", "r"])
+    agg["r"] = agg["r"].astype("Int64")  # a rank, not a measurement: "r=8", not "r=8.0"
     reference = _sweep_reference(name)
     agg["paper"] = [reference(t, int(r)) for t, r in zip(agg["targets"], agg["r"])]
     agg["diff"] = agg["median"] - agg["paper"].astype(float)

@@ -28,17 +28,24 @@ def mean_pooled(name: str = "tiny-bert", pooling: str = "mean"):
     return load_model(cfg, num_labels=2).eval(), cfg
 
 
-def test_mean_pooling_feeds_the_classifier_the_masked_mean():
+def logits_and_masked_mean(pooling: str):
+    """A tiny model with this pooling on two sentences of different lengths: (model, config, batch, its logits,
+    the masked mean of its last hidden states computed by hand)."""
     torch.manual_seed(0)
-    model, cfg = mean_pooled()
-    tok = load_tokenizer(cfg)
-    batch = tok(["a short one", "a noticeably longer sentence with several more words in it"], padding=True,
-                return_tensors="pt")
+    model, cfg = mean_pooled(pooling=pooling)
+    batch = load_tokenizer(cfg)(["a short one", "a noticeably longer sentence with several more words in it"],
+                                padding=True, return_tensors="pt")
     with torch.no_grad():
         logits = model(**batch).logits
         hidden = model.bert(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).float()
-        expected = model.classifier((hidden * mask).sum(1) / mask.sum(1))
+    return model, cfg, batch, logits, (hidden * mask).sum(1) / mask.sum(1)
+
+
+def test_mean_pooling_feeds_the_classifier_the_masked_mean():
+    model, _, _, logits, mean = logits_and_masked_mean("mean")
+    with torch.no_grad():
+        expected = model.classifier(mean)
     torch.testing.assert_close(logits, expected)
     assert sum(p.numel() for p in model.bert.pooler.parameters()) == 0  # the pooler is a pass-through
 
@@ -46,16 +53,8 @@ def test_mean_pooling_feeds_the_classifier_the_masked_mean():
 def test_mean_pooler_feeds_the_mean_through_the_pooler_layer():
     """`mean_pooler`: the masked mean goes through the encoder's pooler layer (dense + tanh), which stays trainable
     as part of the head under every method."""
-    torch.manual_seed(0)
-    model, cfg = mean_pooled(pooling="mean_pooler")
-    tok = load_tokenizer(cfg)
-    batch = tok(["a short one", "a noticeably longer sentence with several more words in it"], padding=True,
-                return_tensors="pt")
+    model, cfg, batch, logits, mean = logits_and_masked_mean("mean_pooler")
     with torch.no_grad():
-        logits = model(**batch).logits
-        hidden = model.bert(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).float()
-        mean = (hidden * mask).sum(1) / mask.sum(1)
         expected = model.classifier(torch.tanh(model.bert.pooler.dense(mean)))
     torch.testing.assert_close(logits, expected)
     adapted = apply_method(model, method_cfg("lora"), cfg)

@@ -151,6 +151,22 @@ def test_lora_merged_equals_unmerged(model_name, init):
     torch.testing.assert_close(merged, unmerged, atol=1e-5, rtol=0)
 
 
+def _lora_a_std(init: str, r: int) -> float:
+    adapted, _, _ = build("tiny-bert", "lora", init=init, r=r, alpha=r)
+    a = torch.cat([p.detach().flatten() for n, p in adapted.model.named_parameters() if "lora_A" in n])
+    return a.std().item()
+
+
+def test_lora_init_scale_of_a_against_rank():
+    """Why the rank sweeps use `peft_default`: loralib's (and peft's default) Kaiming-uniform A has a scale set by the
+    input width alone, peft's `gaussian` draws A with std 1/r, so with the alpha/r scaling a rank sweep would also
+    sweep the update's size (by 1/r^2)."""
+    kaiming = [_lora_a_std("peft_default", r) for r in (1, 16)]
+    gaussian = [_lora_a_std("gaussian", r) for r in (1, 16)]
+    assert kaiming[0] == pytest.approx(kaiming[1], rel=0.2)
+    assert gaussian[0] == pytest.approx(1.0, rel=0.2) and gaussian[1] == pytest.approx(1 / 16, rel=0.2)
+
+
 @pytest.mark.parametrize("model_name", MODELS)
 @pytest.mark.parametrize("method_name", sorted(METHODS))
 def test_save_load_round_trip_gives_identical_logits(tmp_path, model_name, method_name):

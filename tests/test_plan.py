@@ -68,6 +68,15 @@ def test_variant_counts_and_qlora_memory_next_to_lora():
     assert qlora["adamw"] == lora["adamw"]
 
 
+def test_head_follows_the_models_pooling():
+    """all-MiniLM-L6-v2 reads the mean through a pass-through pooler (`pooling: mean`): its head is the classifier
+    alone, as training counts it; RoBERTa keeps its own two-layer head on the first token."""
+    minilm = plan(["task=glue/sst2", "model=minilm-l6", "method=lora"])[0]
+    assert minilm.head == 384 * 2 + 2
+    roberta = plan(["task=glue/sst2", "model=roberta-base", "method=lora"])[0]
+    assert roberta.head == (768 * 768 + 768) + (768 * 2 + 2)
+
+
 def test_sweep_file_and_json_output(capsys):
     main(["-s", str(SWEEPS / "rank.yaml"), "task=glue/rte", "model=tiny-bert", "scale=smoke", "+format=json"])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -73,6 +73,13 @@ def test_every_sweep_composes(sweep, scale, launcher):
         assert cfg.scale_name == scale
 
 
+@pytest.mark.parametrize("sweep", ["rank", "targets"])
+def test_rank_and_target_sweeps_draw_a_independently_of_r(sweep):
+    compose = Composer(REPO / "sweeps" / f"{sweep}.yaml")
+    jobs = expand(compose, ["model=tiny-bert"])
+    assert {compose(job).method.init for job in jobs} == {"peft_default"}
+
+
 def test_targets_sweep_ranks_on_tiny_bert():
     compose = Composer(REPO / "sweeps" / "targets.yaml")
     ranks = {tuple(compose(job).method.targets): compose(job).method.r
