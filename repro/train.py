@@ -288,7 +288,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         reason = f"{type(exc).__name__}: {_first_line(exc)} (full traceback: {trace})"
         print(f"error: {rid} failed: {reason}", file=sys.stderr)
     else:
-        _report(hydra_cfg.job.num, rid, "skipped" if skipped else "complete")
+        if multirun:  # hydra.job.num exists only in a multirun
+            _report(hydra_cfg.job.num, rid, "skipped" if skipped else "complete")
         return record["best_metrics"].get(cfg.task.main_metric)
     if not multirun:
         sys.exit(code)

@@ -42,6 +42,13 @@ def _complete(cfg):
     return {"status": "complete", "best_metrics": {cfg.task.main_metric: 0.5}}
 
 
+def test_single_run_that_completes_exits_0_without_a_sweep_summary(monkeypatch, tmp_path, data_root, capsys):
+    # a single run has no hydra.job.num: reading it there crashed every successful `python -m repro.train`
+    assert _cli(monkeypatch, tmp_path, data_root, _complete) == 0
+    err = capsys.readouterr().err
+    assert "error" not in err and "sweep:" not in err, err
+
+
 def test_unexpected_error_is_one_line_with_the_traceback_file(monkeypatch, tmp_path, data_root, capsys):
     def broken(cfg):
         raise RuntimeError("CUDA out of memory\nsecond line")
