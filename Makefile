@@ -9,7 +9,7 @@ DATA_ROOT ?= $(if $(wildcard ../shared/datasets),../shared/datasets,)
 STAMP := $(VENV)/.installed-stamp
 RUN := HF_HUB_OFFLINE=$${HF_HUB_OFFLINE-1} WANDB_MODE=$${WANDB_MODE-offline} REPRO_DATA_ROOT=$(DATA_ROOT) $(BIN)/python
 
-.PHONY: install test smoke tables reproduce-glue reproduce-rank learning-curve reproduce-e2e compare-variants rescore bench clean
+.PHONY: install test smoke gpu-check tables reproduce-glue reproduce-rank learning-curve reproduce-e2e compare-variants rescore bench clean
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
@@ -75,6 +75,12 @@ CURVE_TASK ?= glue/mrpc
 learning-curve: $(STAMP)
 	$(RUN) -m repro.train -m --config-dir sweeps --config-name learning_curve task=$(CURVE_TASK) scale=$(SCALE) $(CPU_BUDGET) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
 	$(RUN) -m repro.tables --scale $(SCALE)
+
+# The GPU path in one command (at most ~8 minutes on one CUDA GPU, no network): LoRA/FT training steps in fp32 vs
+# bf16, Table 1 latency with CUDA events, batched vs one-at-a-time beam search, a QLoRA step with bitsandbytes;
+# writes results/bench/gpu_*.md. Without CUDA: one line, exit 0.
+gpu-check: $(STAMP)
+	$(RUN) -m repro.bench.gpu_check
 
 # Recompute every stored run's metrics from its saved predictions / outputs with the current scorers, then the tables.
 rescore: $(STAMP)

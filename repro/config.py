@@ -26,6 +26,10 @@ NOT_IN_RUN_ID = ("output_root", "force", "logger", "hydra", "paper_hparams", "_h
                  "train.device", "train.num_threads", "train.log_every_steps")
 
 
+# knob -> the value every run had before the knob existed (fp32, no torch.compile)
+ADDED_KNOBS = {"train.precision": "fp32", "train.compile": False}
+
+
 def _when_in(value: Any, members: Iterable[Any], result: Any) -> Any:
     """`${when_in:${task.name},[mrpc,rte,stsb],glue/mnli}`: `result` if `value` is a member, else null."""
     return result if value in list(members) else None
@@ -65,6 +69,7 @@ def check_group_overrides(overrides: Iterable[str], conf_dir: Path = CONF_DIR) -
 
 # classification heads (repro.models.POOLINGS): the first token, as the paper's models, or the masked mean
 POOLING_CHOICES = ("cls", "mean", "mean_pooler")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # train.precision (repro/precision.py)
 # model families that only encode: they classify, but cannot generate (E2E, WebNLG, DART, SAMSum)
 ENCODER_FAMILIES = ("bert", "roberta", "deberta-v2")
 
@@ -101,6 +106,7 @@ KNOBS: list[tuple[str, type, Any, str, bool]] = [
     ("train.checkpoint_every_steps", int, _non_negative, "a non-negative integer (0: at epoch ends only)", False),
     ("train.num_threads", int, _positive, "a positive integer or null (torch's default)", True),
     ("train.group_by_length", bool, None, "true or false", False),
+    ("train.compile", bool, None, "true or false", False),
     ("method.alpha", float, _positive, "a positive number (the update is scaled by alpha / r)", False),
     ("method.dropout", float, _fraction, "a number in [0, 1)", False),
     ("method.r", int, _positive, "a positive integer", False),
@@ -175,6 +181,8 @@ def validate(cfg: DictConfig) -> None:
     if "drop_lowest_layers" in method and not (isinstance(method.drop_lowest_layers, int)
                                                and 0 <= method.drop_lowest_layers < model.n_layers):
         raise ConfigError(f"method.drop_lowest_layers must be in [0, {model.n_layers}), got {method.drop_lowest_layers}")
+    if cfg.train.get("precision", "fp32") not in PRECISIONS:
+        raise ConfigError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {cfg.train.precision!r}")
     if model.get("pooling", "cls") not in POOLING_CHOICES:
         raise ConfigError(f"model.pooling must be one of {', '.join(POOLING_CHOICES)}, got {model.pooling!r}")
 
@@ -215,10 +223,14 @@ def _drop(tree: dict[str, Any], dotted: str) -> None:
 
 
 def identity_config(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config that defines what a run computes (output paths and observers removed)."""
+    """The resolved config that defines what a run computes (output paths and observers removed; knobs added after
+    runs were recorded are left out at the value those runs had, so their ids stay valid)."""
     tree = OmegaConf.to_container(cfg, resolve=True)
     for key in NOT_IN_RUN_ID:
         _drop(tree, key)
+    for key, old_value in ADDED_KNOBS.items():
+        if OmegaConf.select(cfg, key) == old_value:
+            _drop(tree, key)
     return tree
 
 

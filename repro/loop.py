@@ -27,6 +27,7 @@ from transformers import get_linear_schedule_with_warmup
 from repro.checkpoint import Checkpointer, restore_training_state, trainable_state, training_state
 from repro.distributed import World, sum_over_world
 from repro.methods.base import TrainingHooks
+from repro.precision import resolve_precision
 
 
 @dataclass
@@ -43,6 +44,7 @@ class TrainResult:
     predictions: dict[str, dict[str, list]] = field(default_factory=dict)
     # per "<split>/epoch<k>": the decoded outputs' file, relative to the run directory (generation)
     outputs: dict[str, str] = field(default_factory=dict)
+    precision: str = "fp32"  # what ran (train.precision resolved on the device)
 
 
 class Batches(Sized, Iterable[dict[str, torch.Tensor]], Protocol):
@@ -92,12 +94,14 @@ def is_better(value: float, best: float | None) -> bool:
 
 
 def optimizer_step(trainable: list[torch.Tensor], max_grad_norm: float | None, optimizer: torch.optim.Optimizer,
-                   scheduler: Any, hooks: TrainingHooks, result: TrainResult) -> None:
-    """Clip (unless max_grad_norm is 0/null), step, advance the schedule, count, let the method act while the
-    gradients are still there (AdaLoRA), clear them."""
+                   scheduler: Any, hooks: TrainingHooks, result: TrainResult, scaler: torch.amp.GradScaler) -> None:
+    """Unscale (fp16), clip (unless max_grad_norm is 0/null), step (skipped by the scaler on an inf/NaN gradient),
+    advance the schedule, count, let the method act while the gradients are still there (AdaLoRA), clear them."""
+    scaler.unscale_(optimizer)
     if max_grad_norm:
         torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
-    optimizer.step()
+    scaler.step(optimizer)
+    scaler.update()
     scheduler.step()
     result.optimizer_steps += 1
     hooks.after_step(result.optimizer_steps)
@@ -157,6 +161,8 @@ def train(model: nn.Module, session: Session, train_cfg: DictConfig, main_metric
     if world.distributed:  # gradients averaged across processes; `model` stays the unwrapped module
         device_ids = [device.index] if device.type == "cuda" else None
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    if train_cfg.get("compile", False):
+        net = torch.compile(net)  # the training forward only; evaluation and decoding run `model` as it is
     optimizer = hooks.make_optimizer(optimizer_groups(model, train_cfg.weight_decay), train_cfg.learning_rate)
     steps_per_epoch = math.ceil(len(batches) / train_cfg.grad_accum_steps)
     total_steps = steps_per_epoch * train_cfg.epochs
@@ -164,17 +170,22 @@ def train(model: nn.Module, session: Session, train_cfg: DictConfig, main_metric
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps(train_cfg, total_steps), total_steps)
     trainable = [p for p in model.parameters() if p.requires_grad]
     progress = Progress(train_cfg.get("log_every_steps"), total_steps)
+    precision = resolve_precision(train_cfg.get("precision", "fp32"), device)
+    scaler = precision.grad_scaler()
 
-    result = TrainResult()
+    result = TrainResult(precision=precision.name)
 
     def snapshot(epoch: int, batches_done: int, loss_sum: float, n_batches: int, epoch_generator) -> dict:
         return training_state(model, optimizer, scheduler, result=result, epoch=epoch, batches_done=batches_done,
-                              loss_sum=loss_sum, n_batches=n_batches, epoch_generator=epoch_generator)
+                              loss_sum=loss_sum, n_batches=n_batches, epoch_generator=epoch_generator,
+                              scaler=scaler.state_dict())
 
     first_epoch, skip_batches, loss_sum, n_batches = 1, 0, 0.0, 0
     saved = checkpointer.load() if checkpointer else None
     if saved is not None:
         restore_training_state(saved, model, optimizer, scheduler)
+        if saved.get("scaler"):  # fp16: the loss scale and its growth tracker continue
+            scaler.load_state_dict(saved["scaler"])
         result = saved["result"]
         first_epoch, skip_batches = saved["epoch"], saved["batches_done"]
         loss_sum, n_batches = saved["loss_sum"], saved["n_batches"]
@@ -198,16 +209,17 @@ def train(model: nn.Module, session: Session, train_cfg: DictConfig, main_metric
                 torch.set_rng_state(saved["torch_rng"])  # dropout continues where it stopped
                 saved = None
             batch = {k: v.to(device) for k, v in batch.items()}
-            loss = session.loss(net, batch) + hooks.extra_loss()
+            with precision.autocast():
+                loss = session.loss(net, batch) + hooks.extra_loss()
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss {loss.item()} at epoch {epoch}, batch {i}")
-            (loss / train_cfg.grad_accum_steps).backward()
+            scaler.scale(loss / train_cfg.grad_accum_steps).backward()
             loss_sum, n_batches = loss_sum + loss.item(), n_batches + 1
             samples, tokens = batch_size_and_tokens(batch)
             result.train_samples += samples
             result.train_tokens += tokens
             if (i + 1) % train_cfg.grad_accum_steps == 0 or i + 1 == len(batches):
-                optimizer_step(trainable, train_cfg.max_grad_norm, optimizer, scheduler, hooks, result)
+                optimizer_step(trainable, train_cfg.max_grad_norm, optimizer, scheduler, hooks, result, scaler)
                 progress.step(result.optimizer_steps, loss.item(), scheduler.get_last_lr()[0],
                               samples * train_cfg.grad_accum_steps * world.size)
                 if checkpointer and checkpointer.due(result.optimizer_steps) and i + 1 < len(batches):
@@ -218,7 +230,8 @@ def train(model: nn.Module, session: Session, train_cfg: DictConfig, main_metric
         result.train_time_s += time.perf_counter() - start
         skip_batches = 0
 
-        metrics = broadcast_metrics(world, session.evaluate(model, epoch, result))
+        with precision.autocast():  # evaluation and decoding in the training precision
+            metrics = broadcast_metrics(world, session.evaluate(model, epoch, result))
         record = {"epoch": epoch, "train_loss": loss_sum / max(n_batches, 1), "metrics": metrics}
         loss_sum, n_batches = 0.0, 0
         result.epochs.append(record)

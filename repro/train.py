@@ -38,6 +38,7 @@ from repro.errors import DataError, ReproError, exit_on_user_error
 from repro.distributed import device_for, init_world, resolve_device
 from repro.loggers import NoLogger, make_logger
 from repro.methods import check_backend
+from repro.precision import use_fast_fp32_matmul
 from repro.kinds import RunContext, kind_of
 from repro.results import (LOCK_FILE, RESULT_FILE, WEIGHTS_DIR, is_complete, read_result, record_problem,
                            write_json_atomic)
@@ -135,6 +136,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     kind = kind_of(cfg)
     world = init_world(device)
     device = device_for(world, device)
+    use_fast_fp32_matmul(device)
     rid = run_id(cfg, world.size)
     run_dir = Path(cfg.output_root) / rid
     if problem := record_problem(run_dir):
@@ -201,6 +203,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "wall_time_s": sum(segments),
             "wall_time_segments_s": segments,
             "train_time_s": train.train_time_s,
+            "precision": train.precision,
             "throughput": {"samples_per_s": train.train_samples / train.train_time_s,
                            "tokens_per_s": train.train_tokens / train.train_time_s},
             "peak_memory_bytes": provenance.peak_memory_bytes(device),

@@ -35,6 +35,7 @@ from repro.loop import optimizer_groups
 from repro.methods import apply_method
 from repro.models import load_model, load_tokenizer
 from repro.params import count_parameters
+from repro.precision import Precision, resolve_precision
 from repro.provenance import peak_memory_bytes, reset_peak_memory
 
 RESULT_PREFIX = "RESULT "
@@ -101,15 +102,20 @@ def build(model_name: str, method_name: str, device: torch.device):
 
 
 def bare_steps(model: nn.Module, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, steps: int,
-               device: torch.device) -> list[float]:
-    """A bare loop: forward, backward, optimizer step; seconds per step."""
+               device: torch.device, precision: Precision | None = None) -> list[float]:
+    """A bare loop: forward (under `precision`'s autocast), backward, optimizer step; seconds per step."""
+    precision = precision or resolve_precision("fp32", device)
+    scaler = precision.grad_scaler()
     model.train()
     times = []
     for _ in range(steps):
         sync(device)
         start = time.perf_counter()
-        model(**batch).loss.backward()
-        optimizer.step()
+        with precision.autocast():
+            loss = model(**batch).loss
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
         sync(device)
         times.append(time.perf_counter() - start)
@@ -129,19 +135,20 @@ def checkpoint_bytes(adapted) -> int:
 
 
 def measure_method(model_name: str, method_name: str, batch: int, seq: int, steps: int, warmup: int,
-                   device: torch.device) -> dict[str, Any]:
-    """One method's training cost (run in its own process)."""
+                   device: torch.device, precision: str = "fp32") -> dict[str, Any]:
+    """One method's training cost (run in its own process) in `precision` (train.precision's names)."""
+    mixed = resolve_precision(precision, device)
     adapted, model_cfg, method_cfg, vocab = build(model_name, method_name, device)
     model = adapted.model
     memory_before = reset_peak_memory(device)
     seq_in = seq - adapted.reserved_tokens
     inputs = synthetic_batch(vocab, batch, seq_in, device)
     optimizer = adapted.hooks.make_optimizer(optimizer_groups(model, 0.0), method_cfg.learning_rate)
-    bare_steps(model, inputs, optimizer, warmup, device)
-    times = bare_steps(model, inputs, optimizer, steps, device)
+    bare_steps(model, inputs, optimizer, warmup, device, mixed)
+    times = bare_steps(model, inputs, optimizer, steps, device, mixed)
     step_s = statistics.fmean(times)
     counts = count_parameters(model, list(model_cfg.head))
-    return {"method": method_name, "trainable_params": counts.trainable, "head_params": counts.head,
+    return {"method": method_name, "precision": mixed.name, "trainable_params": counts.trainable, "head_params": counts.head,
             "total_params": counts.total, "step_ms": 1e3 * step_s,
             "step_std_ms": 1e3 * statistics.stdev(times) if len(times) > 1 else 0.0,
             "tokens_per_s": batch * seq / step_s, "peak_memory_bytes": peak_memory_bytes(device),
@@ -230,7 +237,8 @@ def worker_main(args: argparse.Namespace) -> None:
     if args.worker == "harness":
         record = measure_harness(args.model, args.batch, args.seq, args.steps, args.warmup, device)
     else:
-        record = measure_method(args.model, args.worker, args.batch, args.seq, args.steps, args.warmup, device)
+        record = measure_method(args.model, args.worker, args.batch, args.seq, args.steps, args.warmup, device,
+                                args.precision)
     print(RESULT_PREFIX + json.dumps(record))
 
 
@@ -244,6 +252,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--no-harness", action="store_true", help="skip the harness vs bare-loop comparison")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="fp32", help="fp32, bf16, fp16 or auto (as train.precision)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -266,7 +275,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     if args.threads:
         torch.set_num_threads(args.threads)  # the matmul peak is measured with the workers' thread count
     common = ["--model", args.model, "--batch", str(args.batch), "--seq", str(args.seq), "--steps", str(args.steps),
-              "--warmup", str(args.warmup), "--device", args.device]
+              "--warmup", str(args.warmup), "--device", args.device, "--precision", args.precision]
     common += ["--threads", str(args.threads)] if args.threads else []
     peak = matmul_peak_flops(device)
     per_method = pd.DataFrame([run_worker(["--worker", m, *common]) for m in methods])
@@ -275,7 +284,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     hw = hardware_label(device)
     memory = "torch max allocated" if device.type == "cuda" else "process peak RSS"
     head = (f"{args.model}, batch {args.batch} x seq {args.seq}, {args.steps} timed steps after {args.warmup} "
-            f"warm-up, AdamW, random tokens; {hw}; measured fp32 matmul peak {peak / 1e9:.1f} GFLOP/s")
+            f"warm-up, AdamW, random tokens, precision {args.precision}; {hw}; measured fp32 matmul peak "
+            f"{peak / 1e9:.1f} GFLOP/s")
     written = write_table(per_method, args.out / f"train_{args.model}",
                           f"Training cost per method ({head}). Memory: {memory}, each method in a fresh process; "
                           f"memory_before_train = in use after building the model, when the peak window starts. "
