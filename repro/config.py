@@ -6,6 +6,7 @@ and derives the run id (a stable hash of the resolved config, output paths exclu
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -222,16 +223,25 @@ def _drop(tree: dict[str, Any], dotted: str) -> None:
     tree.pop(leaf, None)
 
 
-def identity_config(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config that defines what a run computes (output paths and observers removed; knobs added after
-    runs were recorded are left out at the value those runs had, so their ids stay valid)."""
-    tree = OmegaConf.to_container(cfg, resolve=True)
+def identity_tree(tree: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config (as stored in result.json) reduced to what defines the computation: output paths and
+    observers removed; knobs added after runs were recorded left out at the value those runs had, so their ids
+    stay valid."""
+    tree = copy.deepcopy(tree)
     for key in NOT_IN_RUN_ID:
         _drop(tree, key)
     for key, old_value in ADDED_KNOBS.items():
-        if OmegaConf.select(cfg, key) == old_value:
+        node = tree
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node == old_value:
             _drop(tree, key)
     return tree
+
+
+def identity_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config that defines what a run computes (`identity_tree`)."""
+    return identity_tree(OmegaConf.to_container(cfg, resolve=True))
 
 
 def run_id(cfg: DictConfig, processes: int = 1) -> str:

@@ -26,7 +26,9 @@ from typing import Callable
 
 import pandas as pd
 
+from repro.analysis.reference import write_table
 from repro.cells import MISSING, fmt_cell
+from repro.config import identity_tree
 from repro.errors import ReproError, exit_on_user_error
 from repro.generation.tables import (GENERATION_CELL, GENERATION_TABLES, RANK_SWEEP, generation_long,
                                      generation_notes, generation_wide, rank_sweep_long, run_copy_baseline)
@@ -691,9 +693,62 @@ def build(runs: Path, out: Path, scale: str | None = None) -> dict[str, list[Pat
         "predates these methods.", notes=lambda s, m, part: variants_notes(part),
         budgets=run_budgets(frame[frame["sweep"] == VARIANTS_SWEEP] if len(frame) else frame),
         cell="median±std [seeds]")
+    written["all_runs"] = write_table(all_runs(frame), out / "all_runs",
+                                      f"Every complete run{f' at scale {scale}' if scale else ''} (main metric x100 "
+                                      "for GLUE, generation on its printed scale), the tables it appears in, and "
+                                      "the settings that differ among runs of the same task, model and method "
+                                      "(run identity, seed aside). A run in no table says why.", ".4g")
     for paths in written.values():
         print("wrote " + ", ".join(str(p) for p in paths))
     return written
+
+
+SWEEP_TABLES = {RANK_SWEEP: "table18", "rank": "rank", "targets": "targets", CURVE_SWEEP: CURVE_SWEEP,
+                VARIANTS_SWEEP: VARIANTS_SWEEP}
+NOT_IN_A_TABLE = "none: no paper row (run without +experiment=...) and no sweep of a paper table"
+
+
+def tables_of(row: pd.Series) -> str:
+    """The generated tables a run is counted in (the selections `build` makes), or why none."""
+    names = []
+    if isinstance(row["paper_row"], str) and row["paper_task"] in paper_data("table2_glue")["tasks"]:
+        names.append("table2")
+    if isinstance(row["sweep"], str):
+        names.append(SWEEP_TABLES.get(row["sweep"], ""))
+    else:
+        names += [spec.name for spec in GENERATION_TABLES if spec.task == row["task"]]
+    names = [n for n in names if n]
+    if names:
+        return ", ".join(names)
+    return NOT_IN_A_TABLE if not isinstance(row["sweep"], str) else f"none: sweep {row['sweep']} has no table"
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_differences(configs: list[dict]) -> list[str]:
+    """Per run, `key=value` for the identity settings that vary among `configs` (seed aside)."""
+    flat = [_flatten(identity_tree(c)) for c in configs]
+    keys = sorted({k for f in flat for k in f} - {"seed"})
+    varying = [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
+    return ["; ".join(f"{k}={f.get(k)}" for k in varying) for f in flat]
+
+
+def all_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    columns = ["task", "model", "method", "scale", "seed", "main_metric", "value", "tables", "differences", "run_id"]
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    frame = frame.assign(tables=[tables_of(row) for _, row in frame.iterrows()], differences="")
+    for _, part in frame.groupby(["task", "model", "method"], sort=False):
+        frame.loc[part.index, "differences"] = config_differences(list(part["config"]))
+    return frame.sort_values(["task", "model", "method", "scale", "seed"])[columns].reset_index(drop=True)
 
 
 def log_to_wandb(written: dict[str, list[Path]], project: str) -> None:

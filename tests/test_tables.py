@@ -175,3 +175,17 @@ def test_cpu_targets_say_met_below_and_too_few_seeds(tmp_path):
     assert "no learning curve yet" in sst2
     rte = next(line for line in md.splitlines() if line.startswith("- RTE >= 58"))
     assert "roberta_base.lora 60.0 [1] met (needs 3 seeds)" in rte and "roberta_base.ft no run" in rte
+
+
+def test_all_runs_table_names_each_runs_tables_and_what_differs(runs, tmp_path):
+    _record(runs, "plain_run", row=None, task="rte", paper_task="RTE", seed=0, value=0.6, trainable=300)
+    build(runs, tmp_path / "tables")
+    table = pd.read_csv(tmp_path / "tables" / "all_runs.csv").set_index("run_id")
+    assert "broken" not in table.index and len(table) == 9  # complete runs only
+    assert table.loc["lora_rte_0", "tables"] == "table2" and table.loc["rank_1", "tables"] == "rank"
+    assert table.loc["plain_run", "tables"].startswith("none: no paper row (run without +experiment=...)")
+    # among the rte LoRA runs what varies is the row, the sweep, r and targets; never the seed
+    assert table.loc["rank_1", "differences"] == ("method.r=1; method.targets=['q']; paper_row=None; "
+                                                  "paper_variant.name=None; sweep_name=rank")
+    assert "seed" not in " ".join(table["differences"].fillna(""))
+    assert table.loc["lora_rte_0", "value"] == pytest.approx(80.0)
