@@ -591,15 +591,19 @@ def _header(title: str, scale: str, model: str, note: str, budget: str = "", cel
 
 def run_budgets(frame: pd.DataFrame) -> dict[tuple[str, str], str]:
     """(scale, model) -> the training budgets of its runs, so a table says how much data and training it saw."""
-    def describe(c: dict) -> str:
+    def describe(c: dict, used: float | None) -> str:
         train, dev = _get(c, "data.max_train_samples"), _get(c, "data.max_eval_samples")
+        if train and used is not None and not pd.isna(used) and used < train:  # a cap above the task's size
+            train = f"{int(used)} (all)"
         return (f"{_get(c, 'task.name')}: {train or 'all'} train / {dev or 'all'} eval examples, "
                 f"{_get(c, 'train.epochs')} epochs, batch {_get(c, 'train.batch_size')}, "
                 f"length {_get(c, 'data.max_seq_len')}")
 
     if frame.empty:
         return {}
-    budgets = frame.assign(budget=frame["config"].map(describe)).groupby(["scale", "model"])["budget"]
+    used = frame["train_examples"] if "train_examples" in frame else [None] * len(frame)
+    budgets = frame.assign(budget=[describe(c, n) for c, n in zip(frame["config"], used)]).groupby(
+        ["scale", "model"])["budget"]
     return {key: " (" + "; ".join(sorted(set(values))) + ")" for key, values in budgets}
 
 

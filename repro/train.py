@@ -258,11 +258,21 @@ def _remove_job_folder(job_dir: Path) -> None:
             break
 
 
+def job_log() -> str | None:
+    """The file this job's console output goes to when a submitit launcher (SLURM, local) runs it; else None."""
+    try:
+        import submitit
+
+        return str(submitit.JobEnvironment().paths.stdout)
+    except Exception:  # not a submitit job, or submitit not installed
+        return None
+
+
 def _report(job: int, run: str | None, status: str, reason: str = "") -> None:
     folder = os.environ.get(REPORT_ENV)
     if folder and Path(folder).is_dir():
         write_json_atomic(Path(folder) / f"{job}.json", {"job": job, "run_id": run, "status": status,
-                                                         "reason": reason})
+                                                         "reason": reason, "log": job_log()})
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
@@ -336,9 +346,11 @@ def sweep_summary(folder: Path, n_jobs: int) -> tuple[str, bool]:
     missing = [j for j in range(n_jobs) if j not in reports]
     lines = [f"sweep: {n_jobs} runs: {counts['complete']} complete, {counts['skipped']} skipped (already complete), "
              f"{counts['busy']} busy (run by another process), {counts['failed'] + len(missing)} failed"]
-    lines += [f"  failed: job {j} {r['run_id']}: {r['reason']}" for j, r in sorted(reports.items())
-              if r["status"] == "failed"]
+    lines += [f"  failed: job {j} {r['run_id']}: {r['reason']}" + (f" (log: {r['log']})" if r.get("log") else "")
+              for j, r in sorted(reports.items()) if r["status"] == "failed"]
     lines += [f"  failed: job {j}: no report (the job died; see its log)" for j in missing]
+    logs = sorted({str(Path(r["log"]).parent) for r in reports.values() if r.get("log")})
+    lines += [f"  job logs (submitit): {folder}" for folder in logs]
     return "\n".join(lines), bool(counts["failed"] or missing)
 
 

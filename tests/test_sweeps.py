@@ -122,7 +122,12 @@ def test_joblib_multirun_ends_in_tables(tmp_path, data_root):
 @pytest.mark.slow
 def test_submitit_local_multirun(tmp_path, data_root):
     """One job through submitit's local executor (a SLURM job's path without a cluster); ~35 s on 2 cores."""
-    _multirun(tmp_path, data_root, "hydra/launcher=submitit_local_cpu", "+experiment=table2/roberta_base_lora",
-              "seed=0", "init_from_task=null")  # RTE would start from MNLI, which is not offline
+    proc = _multirun(tmp_path, data_root, "hydra/launcher=submitit_local_cpu", "+experiment=table2/roberta_base_lora",
+                     "seed=0", "init_from_task=null")  # RTE would start from MNLI, which is not offline
     runs = list((tmp_path / "runs").glob("*/result.json"))
     assert len(runs) == 1
+    # the summary says where the job's console output went; no folder named after an unexpanded "%j"
+    logs = [line.split(": ", 1)[1] for line in (proc.stdout + proc.stderr).splitlines()
+            if line.startswith("  job logs (submitit): ")]
+    assert len(logs) == 1 and list(Path(logs[0]).glob("*_log.out")), proc.stderr[-2000:]
+    assert not list(tmp_path.rglob("%j"))

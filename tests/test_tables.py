@@ -189,3 +189,13 @@ def test_all_runs_table_names_each_runs_tables_and_what_differs(runs, tmp_path):
                                                   "paper_variant.name=None; sweep_name=rank")
     assert "seed" not in " ".join(table["differences"].fillna(""))
     assert table.loc["lora_rte_0", "value"] == pytest.approx(80.0)
+
+
+def test_budget_header_says_when_a_cap_exceeds_the_task(tmp_path):
+    from repro.tables import run_budgets
+
+    frame = pd.DataFrame({"scale": ["cpu", "cpu"], "model": ["m", "m"], "train_examples": [2490, 1000],
+                          "config": [{"task": {"name": "rte"}, "data": {"max_train_samples": n}, "train": {"epochs": 2}}
+                                     for n in (4000, 1000)]})
+    header = run_budgets(frame)[("cpu", "m")]
+    assert "rte: 2490 (all) train" in header and "rte: 1000 train" in header and "4000" not in header
