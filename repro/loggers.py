@@ -10,11 +10,15 @@ from omegaconf import DictConfig
 
 
 class Logger(Protocol):
+    def log_step(self, step: int, values: dict[str, float]) -> None: ...
     def log_epoch(self, record: dict[str, Any]) -> None: ...
     def finish(self, result: dict[str, Any]) -> None: ...
 
 
 class NoLogger:
+    def log_step(self, step: int, values: dict[str, float]) -> None:
+        pass
+
     def log_epoch(self, record: dict[str, Any]) -> None:
         pass
 
@@ -35,6 +39,10 @@ class WandbLogger:
         self.run = wandb.init(project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group,
                               name=run_id, id=run_id, config=config, dir=run_dir, mode=mode, resume="allow",
                               reinit="finish_previous")
+
+    def log_step(self, step: int, values: dict[str, float]) -> None:
+        """Training curves every `train.log_every_steps` optimizer steps, on the optimizer-step axis."""
+        self.run.log({"step": step, **values})
 
     def log_epoch(self, record: dict[str, Any]) -> None:
         self.run.log({"epoch": record["epoch"], "train/loss": record["train_loss"],

@@ -94,18 +94,20 @@ def is_better(value: float, best: float | None) -> bool:
 
 
 def optimizer_step(trainable: list[torch.Tensor], max_grad_norm: float | None, optimizer: torch.optim.Optimizer,
-                   scheduler: Any, hooks: TrainingHooks, result: TrainResult, scaler: torch.amp.GradScaler) -> None:
+                   scheduler: Any, hooks: TrainingHooks, result: TrainResult,
+                   scaler: torch.amp.GradScaler) -> float | None:
     """Unscale (fp16), clip (unless max_grad_norm is 0/null), step (skipped by the scaler on an inf/NaN gradient),
-    advance the schedule, count, let the method act while the gradients are still there (AdaLoRA), clear them."""
+    advance the schedule, count, let the method act while the gradients are still there (AdaLoRA), clear them.
+    Returns the gradient norm before clipping (None without clipping: it is not computed then)."""
     scaler.unscale_(optimizer)
-    if max_grad_norm:
-        torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
+    norm = float(torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)) if max_grad_norm else None
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()
     result.optimizer_steps += 1
     hooks.after_step(result.optimizer_steps)
     optimizer.zero_grad(set_to_none=True)
+    return norm
 
 
 def batch_size_and_tokens(batch: dict[str, torch.Tensor]) -> tuple[int, int]:
@@ -113,17 +115,22 @@ def batch_size_and_tokens(batch: dict[str, torch.Tensor]) -> tuple[int, int]:
     return len(batch["input_ids"]), sum(int(v.sum()) for k, v in batch.items() if k.endswith("attention_mask"))
 
 
-class Progress:
-    """Progress when stdout is not a terminal (logs, SLURM, joblib), where the tqdm bar is off: a line every
-    `every` optimizer steps (step, loss, lr, samples/s, ETA) and one per epoch with its eval metrics."""
+OnStep = Callable[[int, dict[str, float]], None]  # (optimizer step, train/loss, train/lr, ...) e.g. to W&B
 
-    def __init__(self, every: int | None, total_steps: int, enabled: bool | None = None):
-        self.every, self.total = every, total_steps
+
+class Progress:
+    """Every `every` optimizer steps (step, loss, lr, samples/s, gradient norm): a line on stdout when it is not a
+    terminal (logs, SLURM, joblib; the tqdm bar is off there), and `on_step` (the experiment logger); and one line
+    per epoch with its eval metrics."""
+
+    def __init__(self, every: int | None, total_steps: int, enabled: bool | None = None,
+                 on_step: OnStep | None = None):
+        self.every, self.total, self.on_step = every, total_steps, on_step
         self.enabled = bool(every) and (not sys.stdout.isatty() if enabled is None else enabled)
         self.start, self.start_step, self.samples = time.perf_counter(), None, 0
 
-    def step(self, step: int, loss: float, lr: float, samples: int) -> None:
-        if not self.enabled:
+    def step(self, step: int, loss: float, lr: float, samples: int, grad_norm: float | None = None) -> None:
+        if not self.every or not (self.enabled or self.on_step):
             return
         if self.start_step is None:  # measured from the first step this process ran (also after a resume)
             self.start_step, self.start, self.samples = step - 1, time.perf_counter(), 0
@@ -132,8 +139,12 @@ class Progress:
             return
         elapsed = max(time.perf_counter() - self.start, 1e-9)
         eta = elapsed / max(step - self.start_step, 1) * (self.total - step)
-        print(f"step {step}/{self.total} loss {loss:.4f} lr {lr:.3g} {self.samples / elapsed:.1f} samples/s "
-              f"eta {eta:.0f}s", flush=True)
+        if self.on_step:
+            values = {"train/loss": loss, "train/lr": lr, "train/samples_per_s": self.samples / elapsed}
+            self.on_step(step, values if grad_norm is None else {**values, "train/grad_norm": grad_norm})
+        if self.enabled:
+            print(f"step {step}/{self.total} loss {loss:.4f} lr {lr:.3g} {self.samples / elapsed:.1f} samples/s "
+                  f"eta {eta:.0f}s", flush=True)
 
     def epoch(self, record: dict[str, Any]) -> None:
         if self.enabled:
@@ -153,7 +164,7 @@ def broadcast_metrics(world: World, metrics: dict[str, float]) -> dict[str, floa
 def train(model: nn.Module, session: Session, train_cfg: DictConfig, main_metric: str, seed: int,
           device: torch.device, hooks: TrainingHooks = TrainingHooks(), world: World = World(),
           checkpointer: Checkpointer | None = None,
-          on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+          on_epoch: Callable[[dict[str, Any]], None] | None = None, on_step: OnStep | None = None) -> TrainResult:
     """Train `model` (already on `device`) for `train_cfg.epochs`, evaluating after each epoch."""
     generator = torch.Generator().manual_seed(seed)
     batches = session.train_batches(generator, world)
@@ -169,7 +180,7 @@ def train(model: nn.Module, session: Session, train_cfg: DictConfig, main_metric
     hooks.on_schedule(total_steps)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps(train_cfg, total_steps), total_steps)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    progress = Progress(train_cfg.get("log_every_steps"), total_steps)
+    progress = Progress(train_cfg.get("log_every_steps"), total_steps, on_step=on_step)
     precision = resolve_precision(train_cfg.get("precision", "fp32"), device)
     scaler = precision.grad_scaler()
 
@@ -219,9 +230,9 @@ def train(model: nn.Module, session: Session, train_cfg: DictConfig, main_metric
             result.train_samples += samples
             result.train_tokens += tokens
             if (i + 1) % train_cfg.grad_accum_steps == 0 or i + 1 == len(batches):
-                optimizer_step(trainable, train_cfg.max_grad_norm, optimizer, scheduler, hooks, result, scaler)
+                norm = optimizer_step(trainable, train_cfg.max_grad_norm, optimizer, scheduler, hooks, result, scaler)
                 progress.step(result.optimizer_steps, loss.item(), scheduler.get_last_lr()[0],
-                              samples * train_cfg.grad_accum_steps * world.size)
+                              samples * train_cfg.grad_accum_steps * world.size, norm)
                 if checkpointer and checkpointer.due(result.optimizer_steps) and i + 1 < len(batches):
                     result.train_time_s += time.perf_counter() - start
                     start = time.perf_counter()

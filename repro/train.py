@@ -161,9 +161,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         started = datetime.now(timezone.utc)
         seed_everything(cfg.seed)
         provenance.reset_peak_memory(device)  # this run's own peak, also when a multirun shares the process
-        logger = make_logger(cfg, rid, resolved, str(run_dir)) if world.is_main else NoLogger()
+        logger = (make_logger(cfg, rid, {**resolved, "world_size": world.size}, str(run_dir)) if world.is_main
+                  else NoLogger())
         try:
-            outcome = kind.run(cfg, RunContext(device, logger.log_epoch, checkpointer, init_from, world, run_dir))
+            outcome = kind.run(cfg, RunContext(device, logger.log_epoch, checkpointer, init_from, world, run_dir,
+                                               on_step=logger.log_step))
         except ReproError:
             if created and not checkpointer.path.exists():  # bad input: leave nothing behind
                 shutil.rmtree(run_dir, ignore_errors=True)

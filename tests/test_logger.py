@@ -15,3 +15,31 @@ def test_wandb_offline_run_needs_no_account(compose, data_root, monkeypatch, tmp
     run_dir = tmp_path / "runs" / record["run_id"]
     offline = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and any(offline[0].rglob("*.wandb"))
+
+
+def test_wandb_logger_gets_step_curves_and_world_size(compose, data_root, monkeypatch, tmp_path):
+    import repro.train as train_module
+
+    logged, configs = [], []
+
+    class Recording:
+        def __init__(self, cfg, run_id, config, run_dir):
+            configs.append(config)
+
+        def log_step(self, step, values):
+            logged.append(("step", step, values))
+
+        def log_epoch(self, record):
+            logged.append(("epoch", record["epoch"], record["metrics"]))
+
+        def finish(self, result):
+            logged.append(("finish",))
+
+    monkeypatch.setattr(train_module, "make_logger", lambda *a: Recording(*a))
+    run(compose("model=tiny-bert", "scale=smoke", f"data.root={data_root}", "data.max_train_samples=32",
+                "data.max_eval_samples=16", "train.batch_size=4", "train.epochs=2", "train.log_every_steps=3",
+                f"output_root={tmp_path}"))
+    steps = [entry[1] for entry in logged if entry[0] == "step"]
+    assert steps == [3, 6, 9, 12, 15, 16]  # every 3rd of the 16 optimizer steps, and the last
+    assert configs[0]["world_size"] == 1 and configs[0]["train"]["precision"] == "fp32"
+    assert [entry[0] for entry in logged][-1] == "finish" and sum(e[0] == "epoch" for e in logged) == 2

@@ -98,3 +98,19 @@ def test_every_task_kind_sets_the_same_training_knobs(compose, task, decay, warm
     c = compose(f"task={task}", "scale=cpu")
     assert c.train.weight_decay == decay and c.train.get("warmup_steps") == warmup
     assert compose(f"task={task}", "train.weight_decay=0.2").train.weight_decay == 0.2
+
+
+def test_step_observer_gets_loss_lr_throughput_and_grad_norm_every_n_steps(monkeypatch):
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)  # on a terminal too (no console lines there)
+    seen = []
+    torch.manual_seed(0)
+    train(nn.Linear(3, 1), ToySession(), cfg(epochs=1), "neg_loss", seed=0, device=torch.device("cpu"),
+          on_step=lambda step, values: seen.append((step, values)))
+    assert [s for s, _ in seen] == [4, 6]  # 6 steps an epoch: every 4th and the last
+    for _, values in seen:
+        assert set(values) == {"train/loss", "train/lr", "train/samples_per_s", "train/grad_norm"}
+        assert values["train/grad_norm"] > 0 and values["train/samples_per_s"] > 0
+    seen.clear()
+    train(nn.Linear(3, 1), ToySession(), cfg(epochs=1, max_grad_norm=None), "neg_loss", seed=0,
+          device=torch.device("cpu"), on_step=lambda step, values: seen.append(values))
+    assert seen and all("train/grad_norm" not in v for v in seen)  # not computed without clipping

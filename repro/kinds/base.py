@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from repro.checkpoint import Checkpointer
 from repro.distributed import World
-from repro.loop import TrainResult
+from repro.loop import OnStep, TrainResult
 from repro.methods import Adapted
 from repro.params import ParamCounts
 
@@ -28,6 +28,7 @@ class RunContext:
     init_from: Path | None = None  # weights of a finished run to start from (the paper's MNLI initialisation)
     world: World = World()  # data-parallel processes (torchrun)
     run_dir: Path | None = None  # where the run's files go (rank 0 writes)
+    on_step: OnStep | None = None  # every train.log_every_steps optimizer steps (loss, lr, samples/s, grad norm)
 
 
 @dataclass

@@ -22,7 +22,7 @@ from repro.checkpoint import Checkpointer
 from repro.data import TaskData, load_task_data
 from repro.distributed import World
 from repro.kinds.base import Outcome, RunContext, method_report
-from repro.loop import TrainResult, train
+from repro.loop import OnStep, TrainResult, train
 from repro.methods import apply_method, load_kwargs
 from repro.methods.base import TrainingHooks
 from repro.metrics import compute_metrics, trivial_baseline
@@ -175,7 +175,8 @@ class ClassificationSession:
 def train_and_evaluate(model: nn.Module, tokenizer: PreTrainedTokenizerBase, data: TaskData, task: DictConfig,
                        train_cfg: DictConfig, max_length: int, token_type_ids: bool | None, seed: int,
                        device: torch.device, on_epoch=None, checkpointer: Checkpointer | None = None,
-                       world: World = World(), hooks: TrainingHooks = TrainingHooks()) -> TrainResult:
+                       world: World = World(), hooks: TrainingHooks = TrainingHooks(),
+                       on_step: OnStep | None = None) -> TrainResult:
     """Tokenise `data`, train `model` with `repro.loop.train` and evaluate every epoch."""
     session = ClassificationSession(
         tokenize(data.train, tokenizer, max_length, token_type_ids),
@@ -183,7 +184,7 @@ def train_and_evaluate(model: nn.Module, tokenizer: PreTrainedTokenizerBase, dat
          for split, rows in data.eval.items()},
         tokenizer, task, train_cfg, seed, device)
     return train(to_device(model, device), session, train_cfg, task.main_metric, seed, device, hooks=hooks,
-                 world=world, checkpointer=checkpointer, on_epoch=on_epoch)
+                 world=world, checkpointer=checkpointer, on_epoch=on_epoch, on_step=on_step)
 
 
 def classification_baseline(task: DictConfig, data) -> dict[str, float]:
@@ -215,6 +216,7 @@ class Classification:
             adapted.model, tokenizer, data, cfg.task, cfg.train,
             max_length=cfg.data.max_seq_len - adapted.reserved_tokens,
             token_type_ids=cfg.model.get("token_type_ids"), seed=cfg.seed, device=ctx.device, on_epoch=ctx.on_epoch,
+            on_step=ctx.on_step,
             checkpointer=ctx.checkpointer, world=ctx.world, hooks=adapted.hooks)
         return Outcome(adapted, counts, result, len(data.train), {s: len(r) for s, r in data.eval.items()},
                        {**method_report(adapted), "trivial_baseline": classification_baseline(cfg.task, data)})

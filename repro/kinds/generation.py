@@ -178,7 +178,8 @@ class Generation:
             {s: [fmt.encode(Pair(g.source, r)) for g in rows for r in g.references] for s, rows in data.eval.items()},
             task, cfg.train, cfg.seed, device, ctx.world, ctx.run_dir)
         result = train(model, session, cfg.train, task.main_metric, cfg.seed, device, hooks=adapted.hooks,
-                       world=ctx.world, checkpointer=ctx.checkpointer, on_epoch=ctx.on_epoch)
+                       world=ctx.world, checkpointer=ctx.checkpointer, on_epoch=ctx.on_epoch,
+                       on_step=ctx.on_step)
         extra = {**method_report(adapted), "outputs": result.outputs,
                  # WebNLG's seen categories, so that `repro.score` can split seen/unseen again
                  "seen_categories": sorted(data.train_categories) if data.train_categories else None,
