@@ -130,6 +130,7 @@ TRAIN_BENCH_ARGS ?= --model minilm-l6 --methods lora,full_ft,adapter_h --batch 8
 bench: $(STAMP)
 	$(RUN) -m repro.bench.latency $(LATENCY_ARGS)
 	$(RUN) -m repro.bench.train $(TRAIN_BENCH_ARGS)
+	$(RUN) -m repro.bench.hf_trainer --examples 2000 --epochs 1 --threads 1
 
 clean:
 	rm -rf $(VENV)

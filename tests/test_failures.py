@@ -24,21 +24,34 @@ from repro.results import RESULT_FILE, corrupt_records, is_complete, read_result
 # --- the entry point ------------------------------------------------------------------------------------------
 
 def _cli(monkeypatch, tmp_path: Path, data_root: Path, fake_run, *argv: str) -> int:
-    """`python -m repro.train <argv>` in-process, with `run` replaced by `fake_run`; returns the exit status."""
+    """`python -m repro.train <argv>` with `run` replaced by `fake_run`; returns the exit status. It runs in a forked
+    child (the stand-in and the environment are inherited), whose stdout/stderr are replayed here for `capsys`: run
+    in the test process itself, Hydra's set-up (logging, streams) outlived the test and closed pytest's capture
+    ("I/O operation on closed file", "lost sys.stderr") later in the session."""
     monkeypatch.setenv("REPRO_RESULTS", str(tmp_path / "results"))
     monkeypatch.setenv("REPRO_DATA_ROOT", str(data_root))
     monkeypatch.setattr(train, "run", fake_run)
-    # Hydra's logging setup (dictConfig) closes every existing handler, pytest's capture ones included: after other
-    # tests it broke the session ("I/O operation on closed file", "lost sys.stderr"). The messages checked here are
-    # printed, not logged, so the tests leave logging alone.
-    args = [*argv, "model=tiny-bert", "scale=smoke", "hydra/job_logging=none", "hydra/hydra_logging=none"]
+    args = [*argv, "model=tiny-bert", "scale=smoke"]
     flags = [a for a in args if a.startswith("-")]
     monkeypatch.setattr(sys, "argv", ["repro.train", *flags, *(a for a in args if a not in flags)])
-    try:
-        train.main()
-    except SystemExit as exc:
-        return exc.code or 0
-    return 0
+    out, err = tmp_path / "cli.out", tmp_path / "cli.err"
+    sys.stdout.flush(), sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 0
+        try:
+            sys.stdout, sys.stderr = open(out, "w"), open(err, "w")
+            train.main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException:  # noqa: BLE001 - reported through the exit status
+            code = 99
+        finally:
+            sys.stdout.flush(), sys.stderr.flush()
+            os._exit(code)
+    status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    sys.stdout.write(out.read_text()), sys.stderr.write(err.read_text())
+    return status
 
 
 def _complete(cfg):
