@@ -223,3 +223,12 @@ def test_hf_trainer_comparison_runs_both_sides_on_the_same_job(tmp_path, data_ro
     assert table.optimizer_steps.nunique() == 1 and table.optimizer_steps.iloc[0] == 3  # 48 examples, batch 16
     assert (table.tokens_per_s > 0).all() and table.tokens_per_s_vs_hf.iloc[1] == 1
     assert table.accuracy.between(0, 1).all()
+
+
+def test_padding_table_grouped_batches_waste_far_less(tmp_path, data_root):
+    from repro.bench import padding
+
+    padding.main(["--tasks", "glue/mrpc,glue/stsb", "--data-root", str(data_root), "--out", str(tmp_path)])
+    table = pd.read_csv(tmp_path / "padding.csv").set_index("task")
+    assert list(table.index) == ["mrpc", "stsb"]
+    assert (table.padded_pct_grouped < 15).all() and (table.padded_pct_grouped < table.padded_pct_shuffled / 5).all()
