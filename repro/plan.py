@@ -46,7 +46,8 @@ BYTES_ADAM = 8  # AdamW's two fp32 moments per trainable parameter
 # Activations kept for the backward pass, per Transformer layer: s * b * h * (34 + 5 * a * s / h) bytes for 16-bit
 # activations (Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer Models", Sec. 4.1);
 # fp32 doubles it. Same for every method: the gradient flows through frozen layers to the lowest adapted one.
-# An upper bound: s is the maximum sequence length, real batches are padded to their longest example.
+# s is the maximum sequence length (real batches are padded to their longest example, often shorter); but the count
+# assumes Megatron's fused kernels, and eager PyTorch keeps more (repro.bench.plan_memory measures the gap).
 ACT_PER_TOKEN_HIDDEN = 34
 ACT_ATTENTION = 5
 ACT_FP32_FACTOR = 2
@@ -284,7 +285,8 @@ def render_table(runs: list[PlannedRun]) -> str:
     lines = [pd.DataFrame(rows).to_string(index=False), "",
              f"{len(runs)} run(s). Memory: fp32 weights + grads + AdamW states of the trained parameters (method + "
              "head) + activations (Korthikanti et al. 2022, per layer s*b*h*(34 + 5*a*s/h) bytes at 16 bit, x2 for "
-             "fp32; s = max_seq_len, b = batch_size): an upper bound, no framework overhead."]
+             "fp32; s = max_seq_len, b = batch_size), no framework overhead: the activation count assumes fused kernels, so "
+             "eager PyTorch needs more (measured: python -m repro.bench.plan_memory, results/bench/plan_memory_*)."]
     flagged = sum(r.params_check == "MISMATCH" for r in runs)
     if flagged:
         lines.append(f"{flagged} run(s) flagged MISMATCH: the count differs from the paper's printed |Theta| at its "

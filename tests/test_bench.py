@@ -232,3 +232,17 @@ def test_padding_table_grouped_batches_waste_far_less(tmp_path, data_root):
     table = pd.read_csv(tmp_path / "padding.csv").set_index("task")
     assert list(table.index) == ["mrpc", "stsb"]
     assert (table.padded_pct_grouped < 15).all() and (table.padded_pct_grouped < table.padded_pct_shuffled / 5).all()
+
+
+def test_plan_memory_compares_the_planners_estimate_with_a_measured_step(tmp_path):
+    from repro.bench import plan_memory
+
+    plan_memory.main(["--model", "tiny-bert", "--out", str(tmp_path)])
+    table = pd.read_csv(tmp_path / "plan_memory_tiny-bert.csv")
+    assert [tuple(r) for r in table[["method", "batch", "seq"]].itertuples(index=False)] == \
+        [tuple(c) for c in plan_memory.CONFIGS]
+    assert (table.measured_added_mib > 0).all() and (table.planned_training_mib >= table.planned_activations_mib).all()
+    assert table.error_pct.tolist() == pytest.approx(
+        (100 * (table.planned_training_mib / table.measured_added_mib - 1)).tolist())
+    full, lora = table.iloc[1], table.iloc[0]  # same shape: full fine-tuning plans grads + AdamW for every weight
+    assert full.planned_training_mib > lora.planned_training_mib
