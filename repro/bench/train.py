@@ -32,7 +32,7 @@ from repro.config import group_choices, load_group_config
 from repro.distributed import resolve_device
 from repro.errors import ReproError, exit_on_user_error
 from repro.loop import optimizer_groups
-from repro.methods import apply_method
+from repro.methods import apply_method, load_kwargs
 from repro.models import load_model, load_tokenizer
 from repro.params import count_parameters
 from repro.precision import Precision, resolve_precision
@@ -94,10 +94,12 @@ def build(model_name: str, method_name: str, device: torch.device):
     """(adapted, model config, method config, vocabulary size) with a fixed seed."""
     model_cfg, method_cfg = load_group("model", model_name), load_group("method", method_name)
     torch.manual_seed(0)
-    base = load_model(model_cfg, NUM_LABELS)
+    extra = load_kwargs(method_cfg)  # QLoRA: 4-bit weights, placed on the GPU by from_pretrained
+    base = load_model(model_cfg, NUM_LABELS, **extra)
     vocab = base.config.vocab_size
     adapted = apply_method(base, method_cfg, model_cfg)
-    adapted.model.to(device)
+    if not extra:
+        adapted.model.to(device)
     return adapted, model_cfg, method_cfg, vocab
 
 
