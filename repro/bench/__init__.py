@@ -1,5 +1,8 @@
 """Efficiency benchmarks: inference latency (Table 1) and training cost (Section 4.2 claims)."""
 
+from pathlib import Path
+
+import pandas as pd
 import torch
 
 
@@ -9,3 +12,13 @@ def hardware_label(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     return f"CPU, torch threads: {torch.get_num_threads()}"
 
+
+
+def write_and_show(table: pd.DataFrame, stem: Path, caption: str, float_fmt: str) -> list[Path]:
+    """What every benchmark ends with: `<stem>.{csv,md}` written, and the caption and table printed."""
+    from repro.analysis.reference import write_table
+
+    written = write_table(table, stem, caption, float_fmt)
+    print(caption)
+    print(table.to_string(index=False))
+    return written

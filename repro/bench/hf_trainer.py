@@ -23,8 +23,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from repro.analysis.reference import write_table
-from repro.bench import hardware_label
+from repro.bench import hardware_label, write_and_show
 from repro.config import CONF_DIR
 from repro.data.glue import load_task_data
 from repro.errors import ReproError, exit_on_user_error
@@ -125,10 +124,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
                f"harness first. train_s: training loop only. {cfg.task.main_metric}: after the last epoch, same dev "
                f"subset. Command: python -m repro.bench.hf_trainer --examples {args.examples} --epochs "
                f"{args.epochs} --threads {args.threads}")
-    written = write_table(table, args.out / f"hf_trainer_{args.model}", caption, ".4g")
-    print(caption)
-    print(table.to_string(index=False))
-    return written
+    return write_and_show(table, args.out / f"hf_trainer_{args.model}", caption, ".4g")
 
 
 if __name__ == "__main__":

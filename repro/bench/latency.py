@@ -25,8 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from repro.analysis.reference import paper_data, write_table
-from repro.bench import hardware_label
+from repro.analysis.reference import paper_data
+from repro.bench import hardware_label, write_and_show
 from repro.config import load_group_config
 from repro.errors import ReproError, exit_on_user_error
 from repro.methods.adapters import insert_adapters
@@ -224,10 +224,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
                f"was built. Paper columns: GPT-2 medium on a Quadro RTX8000, 100 trials (Table 1); "
                f"overhead_pct: mean vs base mean; overhead_median_pct: the same on medians (robust to load spikes on a "
                f"shared machine).")
-    written = write_table(table, args.out / f"latency_{args.arch}", caption, ".3g")
-    print(caption)
-    print(table.to_string(index=False))
-    return written
+    return write_and_show(table, args.out / f"latency_{args.arch}", caption, ".3g")
 
 
 if __name__ == "__main__":

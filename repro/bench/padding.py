@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from hydra import compose, initialize_config_dir
 
-from repro.analysis.reference import write_table
+from repro.bench import write_and_show
 from repro.config import CONF_DIR
 from repro.data.glue import load_task_data
 from repro.errors import exit_on_user_error
@@ -52,12 +52,10 @@ def main(argv: list[str] | None = None) -> list[Path]:
     args = parser.parse_args(argv)
     table = pd.DataFrame([task_row(t.strip(), args.model, args.data_root, args.seed)
                           for t in args.tasks.split(",") if t.strip()])
-    written = write_table(table, args.out / "padding",
+    return write_and_show(table, args.out / "padding",
                           f"Padding tokens in one epoch of training batches, {args.model}, each task's cpu recipe "
                           f"(subset, batch size, max length), seed {args.seed}: shuffled order vs length-grouped "
                           f"batches. Command: python -m repro.bench.padding", ".3g")
-    print(table.to_string(index=False))
-    return written
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from repro.analysis.reference import write_table
 from repro.bench import train as bench_train
+from repro.bench import write_and_show
 from repro.errors import exit_on_user_error
 from repro.params import ParamCounts
 from repro.plan import activation_bytes, architecture, memory_parts
@@ -48,14 +48,12 @@ def main(argv: list[str] | None = None) -> list[Path]:
     args = parser.parse_args(argv)
     table = pd.DataFrame([row(args.model, m, b, s, args.device) for m, b, s in CONFIGS])
     memory = "resident set" if args.device == "cpu" else "torch allocated"
-    written = write_table(table, args.out / f"plan_memory_{args.model}",
+    return write_and_show(table, args.out / f"plan_memory_{args.model}",
                           f"Planner (repro.plan: grads + AdamW + activations by Korthikanti et al.'s count for fused kernels, x2 "
                           f"for fp32; inputs at full length) vs what "
                           f"training measurably adds ({memory}: peak over 4 steps minus after building the model), "
                           f"{args.model}, fp32, {args.device}; error = planned / measured - 1. Command: python -m "
                           f"repro.bench.plan_memory --model {args.model}", ".3g")
-    print(table.to_string(index=False))
-    return written
 
 
 if __name__ == "__main__":
