@@ -37,27 +37,41 @@ CHECK_TEXTS = ("the film is a quiet triumph", "name : The Eagle | food : French"
 TOLERANCE = 1e-4  # largest |logit difference| accepted (fp32 merge: W0 + BA computed once instead of per call)
 
 
-def rebuild(run_dir: Path) -> tuple[DictConfig, Adapted]:
-    """A complete run's config and its adapted model with the saved (best-epoch) weights."""
+def rebuild_run(run_dir: Path, exportable: bool = False) -> tuple[DictConfig, Adapted]:
+    """A complete run's config and its adapted model with the saved (best-epoch) weights (also what
+    `repro.bench.decode` decodes with). With `exportable`, refuse first, in one line, a run that has no plain
+    transformers form."""
     record = read_result(run_dir)
     if record is None or record.get("status") != "complete":
         raise ReproError(f"{run_dir} is not a complete run (no result.json with status complete)")
     cfg = OmegaConf.create(record["config"])  # its `method` is the configuration the run used
     method = cfg.method
-    if method.name not in EXPORTABLE:
-        raise ReproError(f"method {method.name} adds modules plain transformers cannot load; export supports "
-                         f"{', '.join(EXPORTABLE)}")
+    if exportable:
+        check_exportable(cfg, run_dir)
     # the frozen weights of a random-initialised (tiny) model are those the run drew: replay its seeding
     seed_everything(cfg.seed)
     if cfg.task.kind == "classification":
-        if cfg.model.get("pooling", "cls") != "cls":
-            raise ReproError(f"{run_dir.name} uses model.pooling={cfg.model.pooling}; a plain transformers "
-                             f"classifier reads the first token, so its logits would differ")
         adapted = apply_method(load_model(cfg.model, cfg.task.num_labels, **load_kwargs(method)), method, cfg.model)
     else:
         adapted = apply_decoder_method(load_lm(cfg.model, **load_kwargs(method)), method, cfg.model)
-    adapted.load(run_dir / record["weights"]["dir"])
+    weights = record.get("weights") or {}
+    if weights.get("dir"):
+        adapted.load(run_dir / weights["dir"])
     return cfg, adapted
+
+
+def check_exportable(cfg: DictConfig, run_dir: Path) -> None:
+    if cfg.method.name not in EXPORTABLE:
+        raise ReproError(f"method {cfg.method.name} adds modules plain transformers cannot load; export supports "
+                         f"{', '.join(EXPORTABLE)}")
+    if cfg.task.kind == "classification" and cfg.model.get("pooling", "cls") != "cls":
+        raise ReproError(f"{run_dir.name} uses model.pooling={cfg.model.pooling}; a plain transformers "
+                         f"classifier reads the first token, so its logits would differ")
+
+
+def rebuild(run_dir: Path) -> tuple[DictConfig, Adapted]:
+    """`rebuild_run` for a run that can be exported."""
+    return rebuild_run(run_dir, exportable=True)
 
 
 def plain_model(cfg: DictConfig, adapted: Adapted) -> nn.Module:

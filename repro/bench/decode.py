@@ -17,34 +17,27 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from repro import export
 from repro.analysis.reference import write_table
 from repro.bench import hardware_label
 from repro.data.generation import load_generation_data
 from repro.errors import ReproError, exit_on_user_error
 from repro.methods import Adapted
 from repro.generation.decoding import beam_search
-from repro.generation.methods import apply_decoder_method
-from repro.generation.models import load_lm, load_lm_tokenizer
-from repro.kinds.generation import method_config, text_format
-from repro.results import read_result
+from repro.generation.models import load_lm_tokenizer
+from repro.kinds.generation import text_format
 
 
 def rebuild_run(run_dir: Path, data_root: str | None) -> tuple[DictConfig, Adapted]:
-    """The run's config and its adapted model with the saved best-epoch weights."""
-    record = read_result(run_dir)
-    if record is None or record.get("status") != "complete":
-        raise ReproError(f"{run_dir} is not a complete run (no result.json with status complete)")
-    cfg = OmegaConf.create(record["config"])
+    """The generation run's config (data root overridden if given) and its adapted model with the saved
+    best-epoch weights (`repro.export.rebuild_run`)."""
+    cfg, adapted = export.rebuild_run(run_dir)
     if cfg.task.get("kind") != "generation":
         raise ReproError(f"{run_dir} is a {cfg.task.get('kind')} run; decoding needs a generation run")
     if data_root is not None:
         cfg.data.root = data_root
-    adapted = apply_decoder_method(load_lm(cfg.model), method_config(cfg), cfg.model)
-    weights = record.get("weights") or {}
-    if weights.get("dir"):
-        adapted.load(run_dir / weights["dir"])
     return cfg, adapted
 
 
