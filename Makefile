@@ -132,6 +132,7 @@ bench: $(STAMP)
 	$(RUN) -m repro.bench.train $(TRAIN_BENCH_ARGS)
 	$(RUN) -m repro.bench.hf_trainer --examples 2000 --epochs 1 --threads 1
 	$(RUN) -m repro.bench.padding
+	$(RUN) -m repro.bench.decode_profile --threads 1
 	$(RUN) -m repro.bench.plan_memory
 
 clean:

@@ -246,3 +246,23 @@ def test_plan_memory_compares_the_planners_estimate_with_a_measured_step(tmp_pat
         (100 * (table.planned_training_mib / table.measured_added_mib - 1)).tolist())
     full, lora = table.iloc[1], table.iloc[0]  # same shape: full fine-tuning plans grads + AdamW for every weight
     assert full.planned_training_mib > lora.planned_training_mib
+
+
+def test_decode_profile_splits_generate_time_and_prices_a_step_per_row(tmp_path):
+    from repro.bench import decode_profile
+
+    written = decode_profile.main(["--arch", "gpt2-tiny", "--inputs", "3", "--beams", "1,2", "--prompt-tokens", "4",
+                                   "--new-tokens", "3", "--step-rows", "1,4", "--steps", "2", "--out", str(tmp_path)])
+    assert {p.name for p in written} >= {"decode_profile.csv", "decode_step_cost.csv"}
+    split = pd.read_csv(tmp_path / "decode_profile.csv")
+    assert split.identical_outputs.all()  # same arithmetic both ways: the outputs must agree
+    assert sorted(split.rows_per_step) == [1, 2, 3, 6]  # one input x beams vs all inputs x beams
+    one = split[split["mode"] == "one_at_a_time"].set_index("num_beams")
+    batched = split[split["mode"] == "batched"].set_index("num_beams")
+    # generate calls forward once per new token (plus the prompt) per call: three calls one at a time, one batched
+    assert (one.forward_calls == 3 * batched.forward_calls).all()
+    assert ((split.forward_s > 0) & (split.forward_s < split.total_s)).all()
+    cost = pd.read_csv(tmp_path / "decode_step_cost.csv")
+    assert list(cost.rows) == [1, 4] and cost.per_row_vs_1_row.iloc[0] == 1.0
+    with pytest.raises(SystemExit):
+        decode_profile.main(["--beams", "0"])
