@@ -89,3 +89,16 @@ def test_fp16_resume_continues_the_loss_scale_and_matches_uninterrupted(compose,
     assert resumed["optimizer_steps"] == reference["optimizer_steps"] == 8
     assert [e["train_loss"] for e in resumed["epochs"]] == [e["train_loss"] for e in reference["epochs"]]
     assert resumed["best_metrics"] == reference["best_metrics"]
+
+
+@pytest.mark.parametrize("model", ["tiny-bert", "tiny-roberta", "tiny-gpt2", "tiny-llama", "tiny-t5", "tiny-bart"])
+def test_models_attend_through_pytorch_sdpa(model):
+    """Every model family the harness builds runs PyTorch's scaled_dot_product_attention (flash / memory-efficient
+    kernels on GPUs), not the eager softmax(QK^T)V: nothing in the loaders may force `attn_implementation=eager`."""
+    from repro.config import load_group_config
+    from repro.generation.models import load_lm
+    from repro.models import load_model
+
+    cfg = load_group_config("model", model)
+    built = load_model(cfg, 2) if model in ("tiny-bert", "tiny-roberta") else load_lm(cfg)
+    assert built.config._attn_implementation == "sdpa"
