@@ -591,7 +591,8 @@ TITLES: dict[str, tuple[str, str]] = {
     "targets": ("Table 5 (weight types, equal budget)", f"Paper: GPT-3 175B on {SWEEP_REFERENCE_DATASET} (the "
                                                          "reference, not the same task or model)."),
     CURVE_SWEEP: ("Learning curves (main metric vs training examples)",
-                  "Each task's cpu recipe otherwise; whether a number below its target is still rising with more data."),
+                  "Each task's cpu recipe otherwise; whether a number below its target is still rising with more "
+                  "data."),
     VARIANTS_SWEEP: ("LoRA and its successors (equal rank budget)",
                      "Main metric: the task's (GLUE x100, generation on its printed scale); memory: the run's peak "
                      "(CPU: resident set; CUDA: torch's max allocated); ms / step: training time per optimizer step. "
