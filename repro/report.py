@@ -411,7 +411,11 @@ def table_section(page: Page, spec: TableSpec, tables: Path, frame: pd.DataFrame
     if not csv.is_file():
         section["missing"] = f"no {csv.name} under {tables} (run `make tables`)"
         return section
-    long = read_long(csv, spec)
+    try:
+        long = read_long(csv, spec)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        section["missing"] = f"{csv.name} is unreadable ({type(exc).__name__}); run `make tables`"
+        return section
     runs = spec.runs(frame) if not frame.empty else frame
     if long.empty:
         section["missing"] = "no complete runs for this table"

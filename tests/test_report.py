@@ -76,7 +76,8 @@ def _with_epochs(root: Path, name: str, values: list[float]) -> None:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """A results folder: Table 2 runs on RTE (LoRA 3 seeds, FT 2 seeds), a rank sweep, the tables repro.tables
-    writes from them, a Table 7 CSV, a heatmap, a latency benchmark; samsum.csv removed (shown missing)."""
+    writes from them, a Table 7 CSV, a heatmap, a latency benchmark; samsum.csv removed and table13.csv emptied
+    (shown missing), one FT run moved away after the tables were built (the table no longer matches the runs)."""
     base = tmp_path_factory.mktemp("results")
     runs = base / "runs"
     for seed, v in enumerate([0.80, 0.84, 0.82]):
@@ -93,6 +94,7 @@ def built(tmp_path_factory):
     tables = base / "tables"
     build_tables(runs, tables)
     (tables / "samsum.csv").unlink()
+    (tables / "table13.csv").write_text("")  # truncated: shown as unreadable, the rest of the page still built
     shutil.move(runs / "ft_rte_1", base / "ft_rte_1")  # the table has 2 FT seeds, the runs folder now 1
     pd.DataFrame({"quantity": ["||U^T W V^T||_F"], "ours r=8: dW": [0.7], "paper r=4: dW_q": [0.32]}).to_csv(
         tables / "table7_test.csv", index=False)
@@ -144,7 +146,7 @@ def test_every_table_section_missing_cells_and_verdicts(built):
     assert "not testable" in page.verdicts  # Table 6: no run at the reference rank
     html = (built["out"] / "index.html").read_text(encoding="utf-8")
     assert "do not match table2.csv in 1 cell(s) (e.g. roberta_base.ft · RTE: 2 seed(s) in the table, 1 under" in html
-    assert "no samsum.csv under" in html  # an absent table is shown as missing, not hidden
+    assert "no samsum.csv under" in html and "table13.csv is unreadable (EmptyDataError)" in html  # an absent table is shown as missing, not hidden
     assert "Verdict rule (conf/paper/verdict_rule.yaml)" in html
     assert "abc123" in html and "2026-12-01T10:00 to 2026-12-03T10:00 UTC" in html  # provenance from the runs
 
