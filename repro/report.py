@@ -33,7 +33,7 @@ import yaml
 
 from repro import tables as T
 from repro.cells import MISSING
-from repro.config import CONF_DIR
+from repro.config import CONF_DIR, group_choices, load_group_config
 from repro.errors import ReproError, exit_on_user_error
 from repro.generation.tables import (GENERATION_CELL, GENERATION_TABLES, LONG_COLUMNS, RANK_SWEEP, VALIDATION_LOSS,
                                      generation_notes, generation_wide)
@@ -86,9 +86,10 @@ class TableSpec:
     n: str                                          # ... and with its seed count
     runs: Callable[[pd.DataFrame], pd.DataFrame]    # the runs this table counts (repro.tables.runs_frame rows)
     run_keys: tuple[tuple[str, str], ...]           # (long column, runs column) that select one cell's runs
-    notes: Callable[[pd.DataFrame], list[str]]      # under the table (baseline and target notes), from the long rows
+    notes: Callable[[pd.DataFrame, set[str]], list[str]]  # (long rows, tasks with a learning curve) -> lines under it
     claims: Callable[[pd.DataFrame, object], list[str]] | None = None  # (one section's runs, rule) -> verdict lines
     text_columns: tuple[str, ...] = ()              # long columns read as text (empty = "")
+    headline: Callable[[pd.DataFrame, set[str]], list[str]] | None = None  # ... lines for "At a glance" (targets)
 
 
 def _glue_runs(frame: pd.DataFrame) -> pd.DataFrame:
@@ -121,7 +122,7 @@ VARIANTS_COLUMNS = ("scale", "model", "task", "method", "median", "std", "n", "t
 def _generation_spec(name: str, title: str, runs: Callable, note: str) -> TableSpec:
     return TableSpec(name, title, note, GENERATION_CELL, tuple(LONG_COLUMNS), generation_wide, ("row",),
                      lambda r: ((_label(r["row"]),), _label(r["column"])), "mean", "n_seeds", runs,
-                     (("scale", "scale"), ("model", "model"), ("row", "row")), generation_notes,
+                     (("scale", "scale"), ("model", "model"), ("row", "row")), lambda long, _: generation_notes(long),
                      text_columns=("row", "column"))
 
 
@@ -133,14 +134,15 @@ def table_specs() -> list[TableSpec]:
         lambda r: ((_row_label(r["paper_row"], r["variant"]),), _label(r["task"])), "median", "n_seeds", _glue_runs,
         (("scale", "scale"), ("model", "model"), ("paper_row", "paper_row"), ("variant", "variant"),
          ("task", "paper_task")), T.table2_notes,
-        claims=lambda runs, rule: T.claims_summary(T.table2_cells(runs), rule), text_columns=("variant",))]
+        claims=lambda runs, rule: T.claims_summary(T.table2_cells(runs), rule), text_columns=("variant",),
+        headline=T.target_notes)]
     specs += [TableSpec(
         name, *T.TITLES[name], T.MEDIAN_CELL, sweep_cols, lambda long, name=name: T.sweep_wide(long, name),
         tuple(T.SWEEP_LAYOUT[name][0]),
         (lambda r: ((_label(r["task"]), _label(r["method"]), _label(r["targets"])), _label(r["r"]))) if name == "rank"
         else (lambda r: ((_label(r["task"]), _label(r["method"])), f"{r['targets']} (r={_label(r['r'])})")),
         "median", "n", _sweep(name),
-        tuple((c, c) for c in ("scale", "model", "task", "method", "targets", "r")), T.sweep_notes,
+        tuple((c, c) for c in ("scale", "model", "task", "method", "targets", "r")), lambda long, _: T.sweep_notes(long),
         claims=lambda runs, rule, name=name: T.sweep_claims(runs, name, rule), text_columns=("targets",))
         for name in ("rank", "targets")]
     specs += [_generation_spec(spec.name, spec.title, _generation_runs(spec.task), T.TITLES["generation"][1])
@@ -151,11 +153,13 @@ def table_specs() -> list[TableSpec]:
         ("task", "method"), lambda r: ((_label(r["task"]), _label(r["method"])),
                                        f"{_label(r['train_examples'])} examples"),
         "median", "n", _sweep(T.CURVE_SWEEP),
-        tuple((c, c) for c in ("scale", "model", "task", "method", "train_examples")), T.sweep_notes))
+        tuple((c, c) for c in ("scale", "model", "task", "method", "train_examples")),
+        lambda long, _: T.sweep_notes(long)))
     specs.append(TableSpec(
         T.VARIANTS_SWEEP, *T.TITLES[T.VARIANTS_SWEEP], "median±std [seeds]", VARIANTS_COLUMNS, T.variants_wide,
         ("task", "method"), lambda r: ((_label(r["task"]), _label(r["method"])), "main metric"), "median", "n",
-        _sweep(T.VARIANTS_SWEEP), tuple((c, c) for c in ("scale", "model", "task", "method")), T.variants_notes))
+        _sweep(T.VARIANTS_SWEEP), tuple((c, c) for c in ("scale", "model", "task", "method")),
+        lambda long, _: T.variants_notes(long)))
     return specs
 
 
@@ -421,6 +425,7 @@ def table_section(page: Page, spec: TableSpec, tables: Path, frame: pd.DataFrame
         section["missing"] = "no complete runs for this table"
     budgets = T.run_budgets(runs) if not runs.empty else {}
     wide = spec.wide(long) if not long.empty else {}
+    curves = curve_tasks(tables)
     for (scale, model), table in wide.items():
         scale, model = _label(scale), _label(model)
         part_long = _section_of(long, scale, model)
@@ -439,7 +444,9 @@ def table_section(page: Page, spec: TableSpec, tables: Path, frame: pd.DataFrame
                      f"`make tables` rebuilds the table from those runs.")
         section["parts"].append({
             "scale": scale, "model": model, "budget": budgets.get((scale, model), ""), "grid": cells, "stale": stale,
-            "notes": [line for line in spec.notes(part_long) if line], "claims": claims, "runs": len(part_runs)})
+            "notes": [line for line in spec.notes(part_long, curves.get((scale, model), set())) if line],
+            "claims": claims, "runs": len(part_runs),
+            "headline": spec.headline(part_long, curves.get((scale, model), set())) if spec.headline else []})
     if not runs.empty:
         shown = {(p["scale"], p["model"]) for p in section["parts"]}
         for (scale, model), part in runs.groupby(["scale", "model"]):
@@ -447,6 +454,23 @@ def table_section(page: Page, spec: TableSpec, tables: Path, frame: pd.DataFrame
                 section["stale"].append(f"{len(part)} run(s) at scale {scale} with model {model} are under --runs "
                                         f"but not in {csv.name} (run `make tables` to add them)")
     return section
+
+
+def curve_tasks(tables: Path) -> dict[tuple[str, str], set[str]]:
+    """(scale, model) -> the paper names (MRPC, RTE ...) of the GLUE tasks in learning_curve.csv: Table 2's target
+    notes point a task below its target at its learning curve (the table shown, not the runs)."""
+    path = tables / f"{T.CURVE_SWEEP}.csv"
+    try:
+        long = pd.read_csv(path)
+    except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError):
+        return {}
+    glue = set(group_choices("task/glue"))
+    out: dict[tuple[str, str], set[str]] = {}
+    for (scale, model, task), _ in long.groupby(["scale", "model", "task"]):
+        if task in glue:
+            out.setdefault((_label(scale), _label(model)), set()).add(
+                load_group_config("task/glue", task)["paper_key"])
+    return out
 
 
 def plain_table(frame: pd.DataFrame, max_rows: int) -> dict:
@@ -603,7 +627,9 @@ def summary(sections: list[dict]) -> dict:
         cells.append({"title": section["title"], "anchor": section["name"], "measured": measured, "missing": missing,
                       "absent": section["missing"], "runs": sum(p["runs"] for p in section["parts"]),
                       "stale": [p["stale"] for p in section["parts"] if p["stale"]] + section["stale"]})
-    return {"words": words, "verdicts": verdicts, "cells": cells}
+    headlines = [{"table": s["title"], "anchor": s["name"], "lines": p["headline"]}
+                 for s in sections for p in s["parts"] if p["headline"]]
+    return {"words": words, "verdicts": verdicts, "cells": cells, "headlines": headlines}
 
 
 def builder_info() -> dict:
