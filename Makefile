@@ -9,7 +9,7 @@ DATA_ROOT ?= $(if $(wildcard ../shared/datasets),../shared/datasets,)
 STAMP := $(VENV)/.installed-stamp
 RUN := HF_HUB_OFFLINE=$${HF_HUB_OFFLINE-1} WANDB_MODE=$${WANDB_MODE-offline} REPRO_DATA_ROOT=$(DATA_ROOT) $(BIN)/python
 
-.PHONY: install test smoke gpu-check tables reproduce-glue reproduce-rank learning-curve reproduce-e2e compare-variants rescore bench clean
+.PHONY: install test smoke gpu-check tables report reproduce-glue reproduce-rank learning-curve reproduce-e2e compare-variants rescore bench clean
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
@@ -121,6 +121,11 @@ endif
 
 tables: $(STAMP)
 	$(RUN) -m repro.tables
+
+# One page to open and send: results/report/index.html (every table coloured by its difference from the paper, the
+# verdicts, per-cell learning curves, plots, benchmarks, provenance, links to the runs); index.pdf where Chromium is.
+report: $(STAMP)
+	$(RUN) -m repro.report
 
 # Efficiency benchmarks (Table 1 latency, training cost) at a size that takes a few minutes on 2 CPU cores; on a
 # GPU e.g. make bench LATENCY_ARGS="--arch gpt2-medium --trials 100" (the paper's three Table 1 settings).

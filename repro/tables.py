@@ -581,6 +581,24 @@ def variants_notes(long: pd.DataFrame) -> list[str]:
 
 # --- writing --------------------------------------------------------------------------------------------------
 
+# table name -> (title, note under its header); shared with repro.report, which shows the same tables
+TITLES: dict[str, tuple[str, str]] = {
+    "table2": ("Table 2 (GLUE)", "Rows map by the experiment's `paper_row` (method and size)."),
+    "generation": ("", "Rows map by the experiment's `paper_row`; rows without one are labelled by method."),
+    "table18": ("Table 18 (GPT-2 LoRA rank, E2E)", "Paper: GPT-2 medium, 26,000 steps; METEOR and ROUGE_L x100 here."),
+    "rank": ("Table 6 (rank r)", f"Paper: GPT-3 175B on {SWEEP_REFERENCE_DATASET} (the reference, not the same task or "
+                                 "model)."),
+    "targets": ("Table 5 (weight types, equal budget)", f"Paper: GPT-3 175B on {SWEEP_REFERENCE_DATASET} (the "
+                                                         "reference, not the same task or model)."),
+    CURVE_SWEEP: ("Learning curves (main metric vs training examples)",
+                  "Each task's cpu recipe otherwise; whether a number below its target is still rising with more "
+                  "data."),
+    VARIANTS_SWEEP: ("LoRA and its successors (equal rank budget)",
+                     "Main metric: the task's (GLUE x100, generation on its printed scale); memory: the run's peak "
+                     "(CPU: resident set; CUDA: torch's max allocated); ms / step: training time per optimizer step. "
+                     "No paper values: the paper predates these methods."),
+}
+
 MEDIAN_CELL = "median±std [seeds] / paper (difference), 0-100 scale"
 
 
@@ -651,31 +669,26 @@ def build(runs: Path, out: Path, scale: str | None = None) -> dict[str, list[Pat
     glue_rows = glue[glue["paper_row"].notna()] if len(glue) else glue
     long = table2_long(glue)
     written["table2"] = write_tables(
-        table2_wide(long), long, out, "table2", "Table 2 (GLUE)",
-        "Rows map by the experiment's `paper_row` (method and size).",
+        table2_wide(long), long, out, "table2", *TITLES["table2"],
         notes=lambda s, m, part: [*table2_notes(part, curve_tasks(_section(frame, s, m))), "",
                                   *claims_summary(table2_cells(_section(glue_rows, s, m)), rule)],
         budgets=run_budgets(glue_rows))
     for spec in GENERATION_TABLES:
         long = generation_long(frame, spec)
         written[spec.name] = write_tables(
-            generation_wide(long), long, out, spec.name, spec.title,
-            "Rows map by the experiment's `paper_row`; rows without one are labelled by method.",
+            generation_wide(long), long, out, spec.name, spec.title, TITLES["generation"][1],
             notes=lambda s, m, part: generation_notes(part),
             budgets=run_budgets(frame[frame["task"] == spec.task] if len(frame) else frame),
             cell=GENERATION_CELL)
     long = rank_sweep_long(frame)
-    written["table18"] = write_tables(generation_wide(long), long, out, "table18", "Table 18 (GPT-2 LoRA rank, E2E)",
-                                      "Paper: GPT-2 medium, 26,000 steps; METEOR and ROUGE_L x100 here.",
+    written["table18"] = write_tables(generation_wide(long), long, out, "table18", *TITLES["table18"],
                                       notes=lambda s, m, part: generation_notes(part),
                                       budgets=run_budgets(frame[frame["sweep"] == RANK_SWEEP] if len(frame) else frame),
                                       cell=GENERATION_CELL)
-    for name, title in (("rank", "Table 6 (rank r)"), ("targets", "Table 5 (weight types, equal budget)")):
+    for name in ("rank", "targets"):
         long = sweep_long(frame, name)
         runs_ = sweep_runs(frame, name)
-        written[name] = write_tables(sweep_wide(long, name), long, out, name, title,
-                                     f"Paper: GPT-3 175B on {SWEEP_REFERENCE_DATASET} (the reference, not the same "
-                                     "task or model).",
+        written[name] = write_tables(sweep_wide(long, name), long, out, name, *TITLES[name],
                                      notes=lambda s, m, part, name=name, runs_=runs_: [
                                          *sweep_notes(part), "", *sweep_claims(_section(runs_, s, m), name, rule)],
                                      budgets=run_budgets(frame[frame["sweep"] == name] if len(frame) else frame))
@@ -684,17 +697,14 @@ def build(runs: Path, out: Path, scale: str | None = None) -> dict[str, list[Pat
             written[name].append(out / f"{name}.png")
     long = curve_long(frame)
     written[CURVE_SWEEP] = write_tables(
-        curve_wide(long), long, out, CURVE_SWEEP, "Learning curves (main metric vs training examples)",
-        "Each task's cpu recipe otherwise; whether a number below its target is still rising with more data.",
+        curve_wide(long), long, out, CURVE_SWEEP, *TITLES[CURVE_SWEEP],
         notes=lambda s, m, part: sweep_notes(part),
         budgets=run_budgets(frame[frame["sweep"] == CURVE_SWEEP] if len(frame) else frame), cell="median±std [seeds]")
     written[CURVE_SWEEP] += plot_curves(long, out)
     long = variants_long(frame)
     written[VARIANTS_SWEEP] = write_tables(
-        variants_wide(long), long, out, VARIANTS_SWEEP, "LoRA and its successors (equal rank budget)",
-        "Main metric: the task's (GLUE x100, generation on its printed scale); memory: the run's peak (CPU: resident "
-        "set; CUDA: torch's max allocated); ms / step: training time per optimizer step. No paper values: the paper "
-        "predates these methods.", notes=lambda s, m, part: variants_notes(part),
+        variants_wide(long), long, out, VARIANTS_SWEEP, *TITLES[VARIANTS_SWEEP],
+        notes=lambda s, m, part: variants_notes(part),
         budgets=run_budgets(frame[frame["sweep"] == VARIANTS_SWEEP] if len(frame) else frame),
         cell="median±std [seeds]")
     written["all_runs"] = write_table(all_runs(frame), out / "all_runs",
