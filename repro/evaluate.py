@@ -159,9 +159,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             state: Any = load_file(path)
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unreadable file: one line
-        first = (str(exc).strip().splitlines() or [""])[0]
-        raise ReproError(f"{path} is not a readable state dict ({type(exc).__name__}: {first})") from None
+    except Exception as exc:  # any unreadable file: one line (torch's own messages run to a paragraph)
+        raise ReproError(f"{path} is not a readable state dict: neither a tensors-only torch file nor safetensors "
+                         f"({type(exc).__name__})") from None
     while isinstance(state, dict) and (inner := next((state[k] for k in STATE_WRAPPERS
                                                       if isinstance(state.get(k), dict)), None)) is not None:
         state = inner
@@ -463,6 +463,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         return None
     if not argv or "=" in argv[0]:
         raise ReproError(f"name the adapter first (a run folder, a peft adapter folder or a loralib file); {USAGE}")
+    check_group_overrides(argv[1:])  # an unknown task/model/method before any file is read
     quiet_library_noise()
     return evaluate(Path(argv[0]), argv[1:])
 

@@ -267,3 +267,16 @@ def test_generation_tables_show_the_released_row_after_its_paper_row(tmp_path):
     assert labels == ["gpt2_medium.lora", "gpt2_medium.lora [released checkpoint]"]
     released_row = next(line for line in lines if "[released checkpoint]" in line)
     assert "70.0 [1] / 70.4 (-0.4)" in released_row  # compared with the same paper row's value
+
+
+def test_cli_decodes_and_scores_an_imported_gpt2_on_e2e(tmp_path, data_root):
+    path = tmp_path / "gpt2_lora_e2e.pt"
+    torch.save({"model_state_dict": released(loralib_gpt2(), None)}, path)
+    record = evaluate.main([str(path), *GPT2, f"data.root={data_root}", "data.max_eval_samples=3",
+                            "data.max_seq_len=64", "task.decode.num_beams=2", "task.decode.max_new_tokens=6",
+                            "task.metric_set=samsum", "task.main_metric=ROUGE_L", f"output_root={tmp_path}/runs"])
+    run_dir = tmp_path / "runs" / record["run_id"]
+    assert record["source"] == "imported" and record["best_epoch"] == 0 and "ROUGE_L" in record["best_metrics"]
+    assert "test/loss" in record["best_metrics"]
+    outputs = [json.loads(line) for line in (run_dir / record["best_outputs"]["test"]).read_text().splitlines()]
+    assert len(outputs) == 3 and all({"source", "hypothesis", "references"} <= set(o) for o in outputs)

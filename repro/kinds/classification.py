@@ -233,8 +233,7 @@ class Classification:
     def evaluate(self, cfg: DictConfig, adapted: Adapted, ctx: RunContext) -> Outcome:
         """Score an adapted model without training (`repro.evaluate`): the eval splits, metrics, predictions and
         trivial baseline exactly as a training run records its epochs."""
-        data = load_task_data(cfg.task, cfg.data)
-        data = TaskData(train=[], eval=data.eval)  # nothing is trained: do not tokenise the training split
+        data = load_task_data(cfg.task, cfg.data, with_train=False)  # nothing is trained
         session = make_session(data, load_tokenizer(cfg.model), cfg.task, cfg.train,
                                cfg.data.max_seq_len - adapted.reserved_tokens, cfg.model.get("token_type_ids"),
                                cfg.seed, ctx.device)
