@@ -221,6 +221,13 @@ def test_cli_scores_an_import_on_sst2_and_writes_a_run_record(tmp_path, data_roo
     assert again["run_id"] != record["run_id"]  # another file (adapter/adapter_model.safetensors): another id
     skipped = evaluate.main([str(path), *ROBERTA, *common])  # the same file and config: the same run
     assert skipped["run_id"] == record["run_id"]
+    # a run like any other: re-scored from its saved predictions, exported as a plain transformers model
+    from repro import export, score
+
+    new, _ = score.rescore(read_result(run_dir), run_dir)
+    assert (new["best_epoch"], new["best_metrics"]["accuracy"]) == (0, record["best_metrics"]["accuracy"])
+    summary = export.main([str(run_dir), "--out", str(tmp_path / "plain")])
+    assert summary["merged_lora"] and summary["max_abs_logit_diff"] <= export.TOLERANCE
 
 
 def test_tables_show_a_released_checkpoint_row_beside_the_reproduced_one(tmp_path):
