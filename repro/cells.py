@@ -7,6 +7,9 @@ import math
 
 MISSING = "—"
 NOT_AVAILABLE = "n/a"  # a baseline that cannot be computed from what the runs saved
+# the row label of records written by `repro.evaluate` (result.json `source: imported`): a released (or any other
+# imported) checkpoint scored without training, shown beside the reproduced row and counted in no claim
+RELEASED_LABEL = "released checkpoint"
 
 
 def fmt_cell(median: float | None, std: float | None, n: int | None, paper: float | None, digits: int = 1) -> str:

@@ -45,19 +45,23 @@ def rebuild_run(run_dir: Path, exportable: bool = False) -> tuple[DictConfig, Ad
     if record is None or record.get("status") != "complete":
         raise ReproError(f"{run_dir} is not a complete run (no result.json with status complete)")
     cfg = OmegaConf.create(record["config"])  # its `method` is the configuration the run used
-    method = cfg.method
     if exportable:
         check_exportable(cfg, run_dir)
-    # the frozen weights of a random-initialised (tiny) model are those the run drew: replay its seeding
-    seed_everything(cfg.seed)
-    if cfg.task.kind == "classification":
-        adapted = apply_method(load_model(cfg.model, cfg.task.num_labels, **load_kwargs(method)), method, cfg.model)
-    else:
-        adapted = apply_decoder_method(load_lm(cfg.model, **load_kwargs(method)), method, cfg.model)
+    adapted = build_adapted(cfg)
     weights = record.get("weights") or {}
     if weights.get("dir"):
         adapted.load(run_dir / weights["dir"])
     return cfg, adapted
+
+
+def build_adapted(cfg: DictConfig) -> Adapted:
+    """The config's model with its method applied (fresh method weights), as a run builds it. The frozen weights
+    of a random-initialised (tiny) model are those a run with this seed drew: its seeding is replayed."""
+    method = cfg.method
+    seed_everything(cfg.seed)
+    if cfg.task.kind == "classification":
+        return apply_method(load_model(cfg.model, cfg.task.num_labels, **load_kwargs(method)), method, cfg.model)
+    return apply_decoder_method(load_lm(cfg.model, **load_kwargs(method)), method, cfg.model)
 
 
 def check_exportable(cfg: DictConfig, run_dir: Path) -> None:

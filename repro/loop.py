@@ -261,3 +261,18 @@ def train(model: nn.Module, session: Session, train_cfg: DictConfig, main_metric
     result.train_samples, result.train_tokens = map(int, sum_over_world(world, result.train_samples,
                                                                         result.train_tokens))
     return result
+
+
+def evaluate_once(model: nn.Module, session: Session, train_cfg: DictConfig, device: torch.device,
+                  epoch: int = 0) -> TrainResult:
+    """Score `model` (already on `device`) as `train` scores an epoch, without training: the same session
+    evaluation (metrics, predictions or decoded outputs) under the run's precision, recorded as one epoch
+    (`epoch` 0: no training happened) that is also the best. Used by `repro.evaluate` for imported adapters, so that
+    they are scored exactly as trained ones."""
+    precision = resolve_precision(train_cfg.get("precision", "fp32"), device)
+    result = TrainResult(precision=precision.name)
+    with precision.autocast():
+        metrics = session.evaluate(model, epoch, result)
+    result.epochs.append({"epoch": epoch, "train_loss": None, "metrics": metrics})
+    result.best_epoch, result.best_metrics = epoch, metrics
+    return result

@@ -20,6 +20,7 @@ import pandas as pd
 RESULT_FILE = "result.json"
 WEIGHTS_DIR = "adapter"
 LOCK_FILE = ".lock"  # held (flock) by the process training or re-scoring a run
+SOURCE_IMPORTED = "imported"  # result.json `source` of a checkpoint scored without training (repro.evaluate)
 
 
 def _umask() -> int:

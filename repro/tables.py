@@ -27,13 +27,13 @@ from typing import Callable
 import pandas as pd
 
 from repro.analysis.reference import write_table
-from repro.cells import MISSING, fmt_cell
+from repro.cells import MISSING, RELEASED_LABEL, fmt_cell
 from repro.config import identity_tree
 from repro.errors import ReproError, exit_on_user_error
 from repro.generation.tables import (GENERATION_CELL, GENERATION_TABLES, RANK_SWEEP, generation_long,
                                      generation_notes, generation_wide, rank_sweep_long, run_copy_baseline)
 from repro.paper import paper_data
-from repro.results import corrupt_records, is_complete, load, read_result
+from repro.results import SOURCE_IMPORTED, corrupt_records, is_complete, load, read_result
 from repro.verdicts import Cell, Rule, compare, load_rule, tolerance_from_gap
 
 BASELINE_LABEL = "trivial baseline"
@@ -67,12 +67,14 @@ def runs_frame(root: Path) -> tuple[pd.DataFrame, int]:
         run_dir=[str(d) if d is not None else None for d, _ in extra],
         best_outputs=[r.get("best_outputs") for _, r in extra],
         train_examples=[r.get("train_examples") for _, r in extra],
+        source=[r.get("source") or "trained" for _, r in extra],
         baseline=[classification_baseline(r, main) for (_, r), main in zip(extra, frame["main_metric"])],
     )
     frame = frame.assign(
         scale=cfg.map(lambda c: _get(c, "scale_name")),
         paper_row=cfg.map(lambda c: _get(c, "paper_row")),
-        variant=cfg.map(lambda c: _get(c, "paper_variant.name") or ""),
+        variant=[released_variant(_get(c, "paper_variant.name") or "", source)
+                 for c, source in zip(cfg, frame["source"])],
         sweep=cfg.map(lambda c: _get(c, "sweep_name")),
         paper_task=cfg.map(lambda c: _get(c, "task.paper_key")),
         kind=cfg.map(lambda c: _get(c, "task.kind") or "classification"),
@@ -83,6 +85,19 @@ def runs_frame(root: Path) -> tuple[pd.DataFrame, int]:
                for c, (_, row) in zip(cfg, frame.iterrows())],
     )
     return frame, ignored
+
+
+def released_variant(variant: str, source: str) -> str:
+    """An imported record's variant: "released checkpoint" (after the experiment's own variant, if any), so that
+    Table 2 puts it in a row of its own beside the reproduced row of the same paper row."""
+    if source != SOURCE_IMPORTED:
+        return variant
+    return f"{variant}, {RELEASED_LABEL}" if variant else RELEASED_LABEL
+
+
+def reproduced(frame: pd.DataFrame) -> pd.DataFrame:
+    """Runs trained here (not imported): what claims and training-budget headers are about."""
+    return frame[frame["source"] != SOURCE_IMPORTED] if len(frame) and "source" in frame else frame
 
 
 def classification_baseline(record: dict, main_metric: str | None) -> float:
@@ -237,6 +252,7 @@ def table2_cells(runs: pd.DataFrame) -> Labelled:
     """Per Table 2 row label (paper row [variant]) in the paper's order: its cells per task and trainable count."""
     paper = paper_data("table2_glue")
     order = {row_id: i for i, row_id in enumerate(paper["rows"])}
+    runs = reproduced(runs)
     runs = runs[runs["paper_row"].isin(order)] if not runs.empty else runs
     by_row = cells(runs, ["paper_row", "variant"], task="paper_task")
     out = {}
@@ -617,6 +633,7 @@ def run_budgets(frame: pd.DataFrame) -> dict[tuple[str, str], str]:
                 f"{_get(c, 'train.epochs')} epochs, batch {_get(c, 'train.batch_size')}, "
                 f"length {_get(c, 'data.max_seq_len')}")
 
+    frame = reproduced(frame)  # an imported checkpoint was not trained on these budgets
     if frame.empty:
         return {}
     used = frame["train_examples"] if "train_examples" in frame else [None] * len(frame)

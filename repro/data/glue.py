@@ -108,9 +108,10 @@ def _hub_rows(task: DictConfig, split: str) -> Iterable[tuple[str, dict]]:
         yield f"{task.hub.path}/{task.hub.name}[{split}][{i}]", row
 
 
-def load_task_data(task: DictConfig, data: DictConfig) -> TaskData:
+def load_task_data(task: DictConfig, data: DictConfig, with_train: bool = True) -> TaskData:
     """Read train and eval splits. `data.max_*_samples` take a fixed random subset (`data.subset_seed`), the
-    same for every training seed so that seeds differ only in training randomness."""
+    same for every training seed so that seeds differ only in training randomness. Without `with_train` the
+    training split is not read (an evaluation without training: reading SST-2's 67k rows costs seconds)."""
     if data.root is not None:
         root = Path(data.root)
         check_local_files(task, root)
@@ -119,7 +120,8 @@ def load_task_data(task: DictConfig, data: DictConfig) -> TaskData:
     else:
         columns = task.hub.columns
         read = lambda split: _hub_rows(task, split)  # noqa: E731
-    train = subsample(_normalise(read("train"), columns, task), data.max_train_samples, data.subset_seed)
+    train = subsample(_normalise(read("train"), columns, task), data.max_train_samples, data.subset_seed) \
+        if with_train else []
     evals = {s: subsample(_normalise(read(s), columns, task), data.max_eval_samples, data.subset_seed)
              for s in task.eval_splits}
     return TaskData(train=train, eval=evals)

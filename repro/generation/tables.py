@@ -27,7 +27,8 @@ from pathlib import Path
 import pandas as pd
 
 from repro.paper import paper_data
-from repro.cells import MISSING, NOT_AVAILABLE, fmt_cell
+from repro.cells import MISSING, NOT_AVAILABLE, RELEASED_LABEL, fmt_cell
+from repro.results import SOURCE_IMPORTED
 
 GENERATION_CELL = "mean±std [seeds] / paper (difference), the paper's printed scales"
 BASELINE_ROW = "trivial baseline (copy the input)"
@@ -128,6 +129,15 @@ def _baseline_cell(scores: list[dict[str, float]], key: str) -> tuple[float, int
     return (float(pd.Series(values).median()) if values else math.nan), len(scores)
 
 
+RELEASED_SUFFIX = f" [{RELEASED_LABEL}]"
+
+
+def row_label(row: str, source: str) -> str:
+    """A run's row: its paper row (or method), with " [released checkpoint]" for an imported checkpoint, which then
+    sits beside the reproduced row and is compared with the same paper values."""
+    return row + RELEASED_SUFFIX if source == SOURCE_IMPORTED else row
+
+
 def generation_long(frame: pd.DataFrame, spec: GenerationTable) -> pd.DataFrame:
     """One row per (scale, model, row, column): mean, std (ddof 1) and seed count over runs, and the paper's
     value. Every paper row appears for each (scale, model) that has runs of this task."""
@@ -135,26 +145,33 @@ def generation_long(frame: pd.DataFrame, spec: GenerationTable) -> pd.DataFrame:
     runs = frame[(frame["task"] == spec.task) & frame["sweep"].isna()] if not frame.empty else frame
     if runs.empty:
         return pd.DataFrame(columns=LONG_COLUMNS)
-    runs = runs.assign(row=[r if isinstance(r, str) else m for r, m in zip(runs["paper_row"], runs["method"])])
+    sources = runs["source"] if "source" in runs else pd.Series("trained", index=runs.index)
+    runs = runs.assign(row=[row_label(r if isinstance(r, str) else m, source)
+                            for r, m, source in zip(runs["paper_row"], runs["method"], sources)])
     paper_rows = paper_data(spec.paper)["rows"] if spec.paper else {}
     out = []
     for (scale, model), part in runs.groupby(["scale", "model"], sort=False):
-        labels = list(paper_rows) + sorted(set(part["row"]) - set(paper_rows))
+        # each paper row, then its released checkpoint's row when one was imported; then rows without a paper row
+        released = set(part["row"])
+        labels = [label for row in paper_rows for label in (row, row_label(row, SOURCE_IMPORTED))
+                  if label == row or label in released]
+        labels += sorted(set(part["row"]) - set(labels))
         for label in labels:
             hits = part[part["row"] == label]
             scores = _baselines(hits)
+            reference = paper_rows.get(label.removesuffix(RELEASED_SUFFIX), {})
             for metric in spec.metrics:
                 for split in spec.splits:
                     key = f"best.{column_name(metric, split)}"
                     values = hits[key].dropna() if key in hits else pd.Series(dtype=float)
-                    paper = paper_value(paper_rows.get(label, {}), metric, split)
+                    paper = paper_value(reference, metric, split)
                     baseline, baseline_runs = _baseline_cell(scores, column_name(metric, split))
                     out.append({"scale": scale, "model": model, "row": label, "column": column_name(metric, split),
                                 "mean": values.mean() if len(values) else math.nan,
                                 "std": values.std() if len(values) > 1 else math.nan,
                                 "n_seeds": int(hits.loc[values.index, "seed"].nunique()) if len(values) else 0,
                                 "trainable": hits["params.trainable"].median() if len(hits) else math.nan,
-                                "paper": paper, "paper_params": paper_rows.get(label, {}).get("params_M"),
+                                "paper": paper, "paper_params": reference.get("params_M"),
                                 "baseline": baseline, "baseline_runs": baseline_runs})
     return _with_diff(out)
 

@@ -51,6 +51,10 @@ class TaskKind(Protocol):
     def run(self, cfg: DictConfig, ctx: RunContext) -> Outcome:
         """Data -> model -> method -> `repro.loop.train`."""
 
+    def evaluate(self, cfg: DictConfig, adapted: Adapted, ctx: RunContext) -> Outcome:
+        """Eval data -> `repro.loop.evaluate_once` on an already adapted model (`repro.evaluate`: imported
+        adapters scored as trained ones are); one epoch, 0, with no training."""
+
 
 def method_report(adapted: Adapted) -> dict[str, Any]:
     """What the method reports after training (e.g. AdaLoRA's final ranks), under `method_state` in result.json."""

@@ -22,9 +22,9 @@ from repro.checkpoint import Checkpointer
 from repro.data import TaskData, load_task_data
 from repro.distributed import World
 from repro.kinds.base import Outcome, RunContext, method_report
-from repro.loop import OnStep, TrainResult, train
+from repro.loop import OnStep, TrainResult, evaluate_once, train
 from repro.methods import apply_method, load_kwargs
-from repro.methods.base import TrainingHooks
+from repro.methods.base import Adapted, TrainingHooks
 from repro.metrics import compute_metrics, trivial_baseline
 from repro.models import load_model, load_tokenizer, to_device
 from repro.params import count_parameters
@@ -33,6 +33,8 @@ from repro.params import count_parameters
 def tokenize(rows: list[dict], tokenizer: PreTrainedTokenizerBase, max_length: int,
              token_type_ids: bool | None) -> list[dict]:
     """Tokenise once, unpadded; batches are padded to their longest sequence."""
+    if not rows:  # e.g. no training split when an imported adapter is only evaluated
+        return []
     text_b = [r["text_b"] for r in rows] if rows and "text_b" in rows[0] else None
     enc = tokenizer([r["text_a"] for r in rows], text_b, truncation=True, max_length=max_length,
                     return_token_type_ids=token_type_ids)
@@ -172,17 +174,24 @@ class ClassificationSession:
         return metrics
 
 
+def make_session(data: TaskData, tokenizer: PreTrainedTokenizerBase, task: DictConfig, train_cfg: DictConfig,
+                 max_length: int, token_type_ids: bool | None, seed: int,
+                 device: torch.device) -> ClassificationSession:
+    """Tokenise the training and eval splits once; evaluation batches sorted by length."""
+    return ClassificationSession(
+        tokenize(data.train, tokenizer, max_length, token_type_ids),
+        {split: eval_loader(tokenize(rows, tokenizer, max_length, token_type_ids), tokenizer, train_cfg.eval_batch_size)
+         for split, rows in data.eval.items()},
+        tokenizer, task, train_cfg, seed, device)
+
+
 def train_and_evaluate(model: nn.Module, tokenizer: PreTrainedTokenizerBase, data: TaskData, task: DictConfig,
                        train_cfg: DictConfig, max_length: int, token_type_ids: bool | None, seed: int,
                        device: torch.device, on_epoch=None, checkpointer: Checkpointer | None = None,
                        world: World = World(), hooks: TrainingHooks = TrainingHooks(),
                        on_step: OnStep | None = None) -> TrainResult:
     """Tokenise `data`, train `model` with `repro.loop.train` and evaluate every epoch."""
-    session = ClassificationSession(
-        tokenize(data.train, tokenizer, max_length, token_type_ids),
-        {split: eval_loader(tokenize(rows, tokenizer, max_length, token_type_ids), tokenizer, train_cfg.eval_batch_size)
-         for split, rows in data.eval.items()},
-        tokenizer, task, train_cfg, seed, device)
+    session = make_session(data, tokenizer, task, train_cfg, max_length, token_type_ids, seed, device)
     return train(to_device(model, device), session, train_cfg, task.main_metric, seed, device, hooks=hooks,
                  world=world, checkpointer=checkpointer, on_epoch=on_epoch, on_step=on_step)
 
@@ -220,3 +229,16 @@ class Classification:
             checkpointer=ctx.checkpointer, world=ctx.world, hooks=adapted.hooks)
         return Outcome(adapted, counts, result, len(data.train), {s: len(r) for s, r in data.eval.items()},
                        {**method_report(adapted), "trivial_baseline": classification_baseline(cfg.task, data)})
+
+    def evaluate(self, cfg: DictConfig, adapted: Adapted, ctx: RunContext) -> Outcome:
+        """Score an adapted model without training (`repro.evaluate`): the eval splits, metrics, predictions and
+        trivial baseline exactly as a training run records its epochs."""
+        data = load_task_data(cfg.task, cfg.data, with_train=False)  # nothing is trained
+        session = make_session(data, load_tokenizer(cfg.model), cfg.task, cfg.train,
+                               cfg.data.max_seq_len - adapted.reserved_tokens, cfg.model.get("token_type_ids"),
+                               cfg.seed, ctx.device)
+        model = to_device(adapted.model, ctx.device)
+        result = evaluate_once(model, session, cfg.train, ctx.device)
+        return Outcome(adapted, count_parameters(model, list(cfg.model.head)), result, 0,
+                       {s: len(r) for s, r in data.eval.items()},
+                       {"trivial_baseline": classification_baseline(cfg.task, data)})

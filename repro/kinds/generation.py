@@ -32,10 +32,10 @@ from repro.generation.metrics import score_outputs
 from repro.generation.models import end_token_id, is_seq2seq, load_lm, load_lm_tokenizer
 from repro.generation.seq2seq import Seq2SeqFormat, decoder_start_id
 from repro.kinds.base import Outcome, RunContext, method_report
-from repro.loop import TrainResult, train
-from repro.methods import LORA_FAMILY, load_kwargs
+from repro.loop import TrainResult, evaluate_once, train
+from repro.methods import LORA_FAMILY, Adapted, load_kwargs
 from repro.models import to_device
-from repro.params import count_parameters
+from repro.params import ParamCounts, count_parameters
 
 TextFormat = CausalFormat | Seq2SeqFormat
 
@@ -118,6 +118,7 @@ class GenerationSession:
     device: torch.device
     world: World
     run_dir: Path
+    always_decode: bool = False  # decode every evaluation (an imported adapter is evaluated once, epoch 0)
 
     def train_batches(self, generator: torch.Generator, world: World) -> ShuffledBatches:
         sampler = None
@@ -135,7 +136,7 @@ class GenerationSession:
         if not self.world.is_main:
             return {}
         metrics: dict[str, float] = {}
-        decode_now = self.task.recipe.decode_every_epoch or epoch == self.train_cfg.epochs
+        decode_now = self.always_decode or self.task.recipe.decode_every_epoch or epoch == self.train_cfg.epochs
         for n, (split, rows) in enumerate(self.data.eval.items()):
             metrics[f"{split}/loss"] = eval_loss(model, self.fmt, self.eval_features[split],
                                                  self.train_cfg.eval_batch_size, self.device)
@@ -166,22 +167,44 @@ class Generation:
                                        tokenizer)
         if ctx.init_from is not None:
             adapted.load(ctx.init_from, include_head=False)
-        model = to_device(adapted.model, device)
-        counts = count_parameters(model, list(cfg.model.head))
-        fmt = text_format(cfg.model, tokenizer, model, cfg.data.max_seq_len - adapted.reserved_tokens,
-                          task.recipe.max_target_tokens)
+        model, counts, session = _session(cfg, ctx, adapted, tokenizer, data)
         print(f"{task.name}/{cfg.model.name}/{cfg.method.name}: {len(data.train)} train pairs, "
               + ", ".join(f"{s}: {len(r)} inputs" for s, r in data.eval.items())
               + f"; trainable {counts.trainable:,} of {counts.total:,} parameters")
-        session = GenerationSession(
-            data, fmt, [fmt.encode(p) for p in data.train],
-            {s: [fmt.encode(Pair(g.source, r)) for g in rows for r in g.references] for s, rows in data.eval.items()},
-            task, cfg.train, cfg.seed, device, ctx.world, ctx.run_dir)
         result = train(model, session, cfg.train, task.main_metric, cfg.seed, device, hooks=adapted.hooks,
                        world=ctx.world, checkpointer=ctx.checkpointer, on_epoch=ctx.on_epoch,
                        on_step=ctx.on_step)
-        extra = {**method_report(adapted), "outputs": result.outputs,
-                 # WebNLG's seen categories, so that `repro.score` can split seen/unseen again
-                 "seen_categories": sorted(data.train_categories) if data.train_categories else None,
-                 "best_outputs": {s: result.outputs.get(f"{s}/epoch{result.best_epoch}") for s in data.eval}}
+        extra = {**method_report(adapted), **_outputs_extra(result, data)}
         return Outcome(adapted, counts, result, len(data.train), {s: len(r) for s, r in data.eval.items()}, extra)
+
+    def evaluate(self, cfg: DictConfig, adapted: Adapted, ctx: RunContext) -> Outcome:
+        """Score an adapted model without training (`repro.evaluate`): validation loss, decoding and scoring of
+        every eval split, outputs saved, exactly as a training run's last epoch."""
+        data = load_generation_data(cfg.task, cfg.data)
+        model, counts, session = _session(cfg, ctx, adapted, load_lm_tokenizer(cfg.model),
+                                          GenerationData([], data.eval, data.train_categories), always_decode=True)
+        result = evaluate_once(model, session, cfg.train, ctx.device)
+        return Outcome(adapted, counts, result, 0, {s: len(r) for s, r in data.eval.items()},
+                       _outputs_extra(result, data))
+
+
+def _session(cfg: DictConfig, ctx: RunContext, adapted: Adapted, tokenizer: PreTrainedTokenizerBase,
+             data: GenerationData, always_decode: bool = False) -> tuple[nn.Module, ParamCounts, GenerationSession]:
+    """The model on its device, its parameter counts, and the loop's session over `data` (encoded once)."""
+    model = to_device(adapted.model, ctx.device)
+    counts = count_parameters(model, list(cfg.model.head))
+    fmt = text_format(cfg.model, tokenizer, model, cfg.data.max_seq_len - adapted.reserved_tokens,
+                      cfg.task.recipe.max_target_tokens)
+    session = GenerationSession(
+        data, fmt, [fmt.encode(p) for p in data.train],
+        {s: [fmt.encode(Pair(g.source, r)) for g in rows for r in g.references] for s, rows in data.eval.items()},
+        cfg.task, cfg.train, cfg.seed, ctx.device, ctx.world, ctx.run_dir, always_decode)
+    return model, counts, session
+
+
+def _outputs_extra(result: TrainResult, data: GenerationData) -> dict:
+    """What a generation record adds: the decoded outputs' files, WebNLG's seen categories (so that `repro.score`
+    can split seen/unseen again) and the best epoch's outputs."""
+    return {"outputs": result.outputs,
+            "seen_categories": sorted(data.train_categories) if data.train_categories else None,
+            "best_outputs": {s: result.outputs.get(f"{s}/epoch{result.best_epoch}") for s in data.eval}}
