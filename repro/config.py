@@ -73,6 +73,8 @@ POOLING_CHOICES = ("cls", "mean", "mean_pooler")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # train.precision (repro/precision.py)
 # model families that only encode: they classify, but cannot generate (E2E, WebNLG, DART, SAMSum)
 ENCODER_FAMILIES = ("bert", "roberta", "deberta-v2")
+# task kinds whose model is a language model (the planner builds it as one; encoders cannot run them)
+LM_TASK_KINDS = ("generation", "long_context")
 
 
 def _positive(v: float) -> bool:
@@ -152,7 +154,7 @@ def check_knobs(cfg: DictConfig) -> None:
 
 def check_model_task(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> None:
     """An encoder cannot run a generation task: say which models can."""
-    if cfg.task.get("kind") != "generation" or cfg.model.get("family") not in ENCODER_FAMILIES:
+    if cfg.task.get("kind") not in LM_TASK_KINDS or cfg.model.get("family") not in ENCODER_FAMILIES:
         return
     decoders = [name for name in group_choices("model", conf_dir)
                 if OmegaConf.load(conf_dir / "model" / f"{name}.yaml").get("family") not in ENCODER_FAMILIES]

@@ -12,8 +12,10 @@ from repro.errors import ConfigError
 from repro.kinds.base import Outcome, RunContext, TaskKind
 from repro.kinds.classification import Classification
 from repro.kinds.generation import Generation
+from repro.kinds.long_context import LongContext
 
-KINDS: dict[str, TaskKind] = {"classification": Classification(), "generation": Generation()}
+KINDS: dict[str, TaskKind] = {"classification": Classification(), "generation": Generation(),
+                              "long_context": LongContext()}
 
 
 def kind_of(cfg: DictConfig) -> TaskKind:
