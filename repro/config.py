@@ -184,10 +184,23 @@ def validate(cfg: DictConfig) -> None:
     if "drop_lowest_layers" in method and not (isinstance(method.drop_lowest_layers, int)
                                                and 0 <= method.drop_lowest_layers < model.n_layers):
         raise ConfigError(f"method.drop_lowest_layers must be in [0, {model.n_layers}), got {method.drop_lowest_layers}")
+    if problem := method_misfit(method, model, cfg.task.get("kind")):
+        raise ConfigError(f"{problem} (task {cfg.task.name})")
     if cfg.train.get("precision", "fp32") not in PRECISIONS:
         raise ConfigError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {cfg.train.precision!r}")
     if model.get("pooling", "cls") not in POOLING_CHOICES:
         raise ConfigError(f"model.pooling must be one of {', '.join(POOLING_CHOICES)}, got {model.pooling!r}")
+
+
+def method_misfit(method: DictConfig, model: DictConfig, kind: str | None) -> str | None:
+    """Why a method cannot run on this model and task kind, from the method config (`kinds`: the task kinds it runs
+    on; `model_keys`: what it needs the model config to name, e.g. LongLoRA's `norms`); None when it can."""
+    if "kinds" in method and kind not in method.kinds:
+        return f"method {method.name} runs on task kinds {', '.join(method.kinds)} only, not {kind}"
+    missing = [key for key in method.get("model_keys", []) if not model.get(key)]
+    if missing:
+        return f"method {method.name} needs the model config to name {', '.join(missing)}; {model.name} does not"
+    return None
 
 
 def check_device(name: Any) -> None:

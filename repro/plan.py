@@ -173,7 +173,13 @@ def memory_parts(counts: ParamCounts, act_bytes: int, quantized: bool = False) -
 
 
 def paper_params(row_id: str, task_cfg: DictConfig) -> str | None:
-    """The printed |Theta| of an experiment's paper row: Table 2 for GLUE, Tables 3/13/14 for generation tasks."""
+    """The printed |Theta| of an experiment's paper row: Table 2 for GLUE, Tables 3/13/14 for generation tasks,
+    none for LongLoRA's rows (conf/paper/longlora.yaml: the paper prints no count for its ablation rows)."""
+    if task_cfg.kind == "long_context":
+        rows = paper_data("longlora")["rows"]
+        if row_id not in rows:
+            raise ConfigError(f"paper_row {row_id!r} is not a row of conf/paper/longlora.yaml")
+        return rows[row_id].get("params")
     if task_cfg.kind != "generation":
         rows = paper_data("table2_glue")["rows"]
         if row_id not in rows:
@@ -295,7 +301,8 @@ def render_table(runs: list[PlannedRun]) -> str:
     lines = [pd.DataFrame(rows).to_string(index=False), "",
              f"{len(runs)} run(s). Memory: fp32 weights + grads + AdamW states of the trained parameters (method + "
              "head) + activations (Korthikanti et al. 2022, per layer s*b*h*(34 + 5*a*s/h) bytes at 16 bit, x2 for "
-             "fp32; s = max_seq_len, b = batch_size), no framework overhead: the activation count assumes fused kernels, so "
+             "fp32; s = max_seq_len, or task.target_context for long_context, where S²-Attn's attention term spans one group; "
+             "b = batch_size), no framework overhead: the activation count assumes fused kernels, so "
              "eager PyTorch needs more (measured: python -m repro.bench.plan_memory, results/bench/plan_memory_*)."]
     flagged = sum(r.params_check == "MISMATCH" for r in runs)
     if flagged:

@@ -209,8 +209,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "wall_time_segments_s": segments,
             "train_time_s": train.train_time_s,
             "precision": train.precision,
-            "throughput": {"samples_per_s": train.train_samples / train.train_time_s,
-                           "tokens_per_s": train.train_tokens / train.train_time_s},
+            # an evaluation-only run (method=base) has no training time
+            "throughput": {"samples_per_s": train.train_samples / train.train_time_s if train.train_time_s else None,
+                           "tokens_per_s": train.train_tokens / train.train_time_s if train.train_time_s else None},
             "peak_memory_bytes": provenance.peak_memory_bytes(device),
             "started_at": started.isoformat(),
             "weights": {"dir": WEIGHTS_DIR, "format": "peft" if adapted.is_peft else "safetensors"},

@@ -213,3 +213,50 @@ def test_tiny_longlora_runs_end_to_end_and_resumes_exactly(compose, data_root, t
     assert resumed["best_metrics"] == pytest.approx(reference["best_metrics"], rel=1e-6)
     assert resumed["base_metrics"] == reference["base_metrics"]
     assert [e["train_loss"] for e in resumed["epochs"]] == pytest.approx([e["train_loss"] for e in reference["epochs"]])
+
+
+def test_base_method_evaluates_without_training_and_only_on_long_context(compose, data_root, tmp_path):
+    from repro.config import validate
+    from repro.errors import ConfigError
+    from repro.train import run
+
+    record = run(compose(*RUN, "method=base", "task.position_interpolation=false", f"data.root={data_root}"))
+    assert record["status"] == "complete" and record["optimizer_steps"] == 0 and record["params"]["trainable"] == 0
+    assert record["long_context"]["interpolation_factor"] == 1.0 and record["best_epoch"] == 0
+    assert record["base_metrics"] == record["best_metrics"] and "ppl@128" in record["best_metrics"]
+    with pytest.raises(ConfigError, match="method base runs on task kinds long_context only"):
+        validate(compose("task=glue/sst2", "method=base"))
+
+
+def _record(row: str, seed: int, nll: float, trainable: int = 1000) -> dict:
+    metrics = {"nll@64": nll + 0.5, "ppl@64": math.exp(nll + 0.5), "nll@128": nll, "ppl@128": math.exp(nll),
+               "passkey@64": 0.5, "passkey@128": 0.0, "neg_nll": -nll}
+    return {"status": "complete", "task": "long_context", "model": "tiny-llama", "scale": "cpu", "seed": seed,
+            "config": {"paper_row": row}, "params": {"trainable": trainable}, "best_metrics": metrics,
+            "long_context": {"target_context": 128, "original_context": 64, "interpolation_factor": 2.0,
+                             "s2_attn": row == "longlora.longlora", "eval_lengths": [64, 128], "source": "local"},
+            "trivial_baseline": {"nll@64": 9.0, "ppl@64": math.exp(9.0), "nll@128": 9.0, "ppl@128": math.exp(9.0),
+                                 "passkey@64": 2e-5, "passkey@128": 2e-5}}
+
+
+def test_comparison_table_has_rows_baseline_and_verdicts(tmp_path):
+    import json
+
+    from repro.longcontext.tables import BASELINE_ROW, long_context_runs, write
+
+    nll = {"longlora.lora_qv": (4.0, 4.02), "longlora.lora_embed_norm": (3.5, 3.52), "longlora.longlora": (3.51, 3.53)}
+    for row, values in nll.items():
+        for seed, value in enumerate(values):
+            (tmp_path / "runs" / f"{row}{seed}").mkdir(parents=True)
+            (tmp_path / "runs" / f"{row}{seed}" / "result.json").write_text(json.dumps(_record(row, seed, value)))
+    records = long_context_runs(tmp_path / "runs")
+    assert len(records) == 6
+    write(records, tmp_path / "tables")
+    md = (tmp_path / "tables" / "longlora.md").read_text()
+    lines = [line for line in md.splitlines() if line.startswith("|")]
+    assert "LoRA (W_q, W_v)" in lines[2] and "S²-Attn" in lines[4] and BASELINE_ROW in lines[5]
+    ppl = [math.exp(4.0), math.exp(4.02)]
+    mean, std = sum(ppl) / 2, abs(ppl[1] - ppl[0]) / math.sqrt(2)
+    assert f"{mean:.2f} ± {std:.2f} [2]" in lines[2]  # perplexity at 128: mean ± std over seeds [n]
+    assert "embeddings and norms make LoRA better" in md and "**holds**" in md  # 0.5 nats better, 2 seeds
+    assert "close to full fine-tuning (abstract, Sec. 4): **inconclusive** (no runs of longlora.full_ft)" in md

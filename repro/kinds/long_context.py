@@ -37,7 +37,7 @@ from repro.longcontext.attention import FULL_ATTN, full_attention, group_size, s
 from repro.longcontext.data import chunks, token_stream
 from repro.longcontext.passkey import passkey_accuracy
 from repro.longcontext.positions import interpolate_positions, interpolation_factor, original_context
-from repro.loop import TrainResult, train
+from repro.loop import TrainResult, broadcast_metrics, train
 from repro.methods import load_kwargs
 from repro.models import to_device
 from repro.params import count_parameters
@@ -57,6 +57,27 @@ def mean_nll(model: nn.Module, rows: torch.Tensor, device: torch.device) -> floa
     model.eval()
     total = sum(lm_loss(model, row[None].to(device)).item() for row in rows)
     return total / len(rows)
+
+
+def unigram_nll(train: torch.Tensor, rows: torch.Tensor, vocab_size: int) -> float:
+    """The trivial baseline: NLL of each predicted token (positions 1..L-1, as `lm_loss`) under the training stream's
+    token frequencies with add-one smoothing, a model that ignores all context."""
+    counts = torch.bincount(train, minlength=vocab_size).double() + 1.0
+    log_p = counts.log() - counts.sum().log()
+    return float(-log_p[rows[:, 1:].reshape(-1)].mean())
+
+
+def trivial_baseline(train: torch.Tensor, eval_rows: dict[int, torch.Tensor], vocab_size: int,
+                     passkey: DictConfig) -> dict[str, float]:
+    """Per evaluation length: the unigram model's NLL and perplexity, and passkey retrieval by chance (a uniformly
+    guessed key)."""
+    out: dict[str, float] = {}
+    for length, rows in eval_rows.items():
+        nll = unigram_nll(train, rows, vocab_size)
+        out[f"nll@{length}"], out[f"ppl@{length}"] = nll, math.exp(nll)
+    for length in passkey.lengths:
+        out[f"passkey@{length}"] = 1.0 / (passkey.key_max - passkey.key_min + 1)
+    return out
 
 
 @dataclass
@@ -142,6 +163,14 @@ def base_metrics(session: LongContextSession, model: nn.Module, run_dir: Path | 
     return metrics
 
 
+def evaluation_only(session: LongContextSession, model: nn.Module, ctx: RunContext) -> TrainResult:
+    """A run without training (nothing trainable): one evaluation, recorded as epoch 0."""
+    metrics = broadcast_metrics(ctx.world, session.evaluate(model, 0, TrainResult()))
+    record = {"epoch": 0, "train_loss": None, "metrics": metrics}
+    ctx.on_epoch(record)
+    return TrainResult(epochs=[record], best_epoch=0, best_metrics=metrics)
+
+
 class LongContext:
     """Language modelling at an extended context with every method (LongLoRA's comparisons)."""
 
@@ -179,10 +208,17 @@ class LongContext:
               f"S²-Attn {'on' if method.get('s2_attn') else 'off'}; trainable {counts.trainable:,} of "
               f"{counts.total:,} parameters")
         session = LongContextSession(train_rows, eval_rows, tokenizer, task, cfg.train, cfg.seed, device, ctx.world)
-        before = base_metrics(session, model, ctx.run_dir) if task.eval_before_training else None
-        result = train(model, session, cfg.train, task.main_metric, cfg.seed, device, hooks=adapted.hooks,
-                       world=ctx.world, checkpointer=ctx.checkpointer, on_epoch=ctx.on_epoch, on_step=ctx.on_step)
-        extra = {**method_report(adapted), "base_metrics": before, "long_context": {
+        if counts.trainable == 0:  # method=base: the model before training is the result
+            result = evaluation_only(session, model, ctx)
+            before = result.best_metrics
+        else:
+            before = base_metrics(session, model, ctx.run_dir) if task.eval_before_training else None
+            result = train(model, session, cfg.train, task.main_metric, cfg.seed, device, hooks=adapted.hooks,
+                           world=ctx.world, checkpointer=ctx.checkpointer, on_epoch=ctx.on_epoch, on_step=ctx.on_step)
+        vocab = int(model.get_output_embeddings().weight.shape[0]) if hasattr(model, "get_output_embeddings") \
+            else len(tokenizer)
+        baseline = trivial_baseline(train_stream, eval_rows, vocab, task.passkey)
+        extra = {**method_report(adapted), "base_metrics": before, "trivial_baseline": baseline, "long_context": {
             "target_context": int(task.target_context), "original_context": original,
             "interpolation_factor": factor, "s2_attn": bool(method.get("s2_attn", False)),
             "group_size_ratio": method.get("group_size_ratio") if method.get("s2_attn") else None,
