@@ -260,3 +260,22 @@ def test_comparison_table_has_rows_baseline_and_verdicts(tmp_path):
     assert f"{mean:.2f} ± {std:.2f} [2]" in lines[2]  # perplexity at 128: mean ± std over seeds [n]
     assert "embeddings and norms make LoRA better" in md and "**holds**" in md  # 0.5 nats better, 2 seeds
     assert "close to full fine-tuning (abstract, Sec. 4): **inconclusive** (no runs of longlora.full_ft)" in md
+
+
+def test_every_comparison_row_composes_validates_and_has_a_paper_row(compose):
+    from repro.config import group_choices, validate
+    from repro.paper import paper_data
+
+    rows = [e for e in group_choices("experiment") if e.startswith("longlora/") and "/_" not in e]
+    paper_rows = paper_data("longlora")["rows"]
+    assert len(rows) == len(paper_rows) == 6
+    for experiment in rows:
+        cfg = compose(f"+experiment={experiment}", "scale=cpu")
+        OmegaConf.resolve(cfg)
+        validate(cfg)
+        assert cfg.paper_row in paper_rows and cfg.task.name == "long_context" and cfg.model.name == "smollm2-135m"
+        assert cfg.task.target_context in cfg.task.eval_lengths and cfg.train.batch_size == 1
+        assert len(cfg.seeds) >= 2 and cfg.train.learning_rate > 0
+    longlora = compose("+experiment=longlora/longlora", "scale=cpu")
+    assert longlora.method.s2_attn and longlora.model.original_context == 512
+    assert not compose("+experiment=longlora/lora_embed_norm", "scale=cpu").method.s2_attn
