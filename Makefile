@@ -9,7 +9,7 @@ DATA_ROOT ?= $(if $(wildcard ../shared/datasets),../shared/datasets,)
 STAMP := $(VENV)/.installed-stamp
 RUN := HF_HUB_OFFLINE=$${HF_HUB_OFFLINE-1} WANDB_MODE=$${WANDB_MODE-offline} REPRO_DATA_ROOT=$(DATA_ROOT) $(BIN)/python
 
-.PHONY: install test smoke gpu-check tables report reproduce-glue reproduce-rank learning-curve reproduce-e2e compare-variants rescore bench clean
+.PHONY: install test smoke gpu-check tables report reproduce-glue reproduce-rank learning-curve reproduce-e2e reproduce-longlora compare-variants rescore bench bench-longlora clean
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
@@ -106,6 +106,16 @@ else
 endif
 	$(RUN) -m repro.tables --scale $(SCALE)
 
+# LongLoRA's comparisons at cpu scale (conf/experiment/longlora/: base model with and without position
+# interpolation, LoRA q/v, LoRA + embeddings/norms with full attention and with S²-Attn, full fine-tuning), SmolLM2-135M
+# extended from a declared 512 to 1,024 tokens on concatenated SAMSum dialogues, 2 seeds, one run at a time (each
+# uses LONGLORA_THREADS); then results/tables/longlora.md. SCALE=paper: Llama-2 7B on PG-19 from the hub (GPUs).
+LONGLORA_ROWS ?= longlora/base_no_pi,longlora/base_pi,longlora/lora_qv,longlora/lora_embed_norm,longlora/longlora,longlora/full_ft
+LONGLORA_THREADS ?= 2
+reproduce-longlora: $(STAMP)
+	$(RUN) -m repro.train -m +experiment=$(LONGLORA_ROWS) scale=$(SCALE) train.num_threads=$(LONGLORA_THREADS) $(LAUNCHER)
+	$(RUN) -m repro.longcontext.tables
+
 # LoRA vs rsLoRA, DoRA, AdaLoRA (sweeps/lora_variants.yaml, 3 seeds) on one GLUE task; at SCALE=cpu the embedded
 # MiniLM with Table 2's cpu budget (about 20 minutes on 2 cores). QLoRA needs a GPU: VARIANTS=lora,...,qlora there.
 VARIANT_TASK ?= glue/sst2
@@ -139,6 +149,12 @@ bench: $(STAMP)
 	$(RUN) -m repro.bench.padding
 	$(RUN) -m repro.bench.decode_profile --threads 1
 	$(RUN) -m repro.bench.plan_memory
+	$(MAKE) bench-longlora
+
+# LongLoRA's training step with S²-Attn vs full attention at several context lengths (results/bench/longlora_*.md)
+LONGLORA_BENCH_ARGS ?= --model smollm2-135m --lengths 512 1024 2048 --steps 3 --warmup 1 --threads $(BENCH_THREADS)
+bench-longlora: $(STAMP)
+	$(RUN) -m repro.bench.longlora $(LONGLORA_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV)

@@ -73,6 +73,8 @@ POOLING_CHOICES = ("cls", "mean", "mean_pooler")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # train.precision (repro/precision.py)
 # model families that only encode: they classify, but cannot generate (E2E, WebNLG, DART, SAMSum)
 ENCODER_FAMILIES = ("bert", "roberta", "deberta-v2")
+# task kinds whose model is a language model (the planner builds it as one; encoders cannot run them)
+LM_TASK_KINDS = ("generation", "long_context")
 
 
 def _positive(v: float) -> bool:
@@ -152,7 +154,7 @@ def check_knobs(cfg: DictConfig) -> None:
 
 def check_model_task(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> None:
     """An encoder cannot run a generation task: say which models can."""
-    if cfg.task.get("kind") != "generation" or cfg.model.get("family") not in ENCODER_FAMILIES:
+    if cfg.task.get("kind") not in LM_TASK_KINDS or cfg.model.get("family") not in ENCODER_FAMILIES:
         return
     decoders = [name for name in group_choices("model", conf_dir)
                 if OmegaConf.load(conf_dir / "model" / f"{name}.yaml").get("family") not in ENCODER_FAMILIES]
@@ -182,10 +184,23 @@ def validate(cfg: DictConfig) -> None:
     if "drop_lowest_layers" in method and not (isinstance(method.drop_lowest_layers, int)
                                                and 0 <= method.drop_lowest_layers < model.n_layers):
         raise ConfigError(f"method.drop_lowest_layers must be in [0, {model.n_layers}), got {method.drop_lowest_layers}")
+    if problem := method_misfit(method, model, cfg.task.get("kind")):
+        raise ConfigError(f"{problem} (task {cfg.task.name})")
     if cfg.train.get("precision", "fp32") not in PRECISIONS:
         raise ConfigError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {cfg.train.precision!r}")
     if model.get("pooling", "cls") not in POOLING_CHOICES:
         raise ConfigError(f"model.pooling must be one of {', '.join(POOLING_CHOICES)}, got {model.pooling!r}")
+
+
+def method_misfit(method: DictConfig, model: DictConfig, kind: str | None) -> str | None:
+    """Why a method cannot run on this model and task kind, from the method config (`kinds`: the task kinds it runs
+    on; `model_keys`: what it needs the model config to name, e.g. LongLoRA's `norms`); None when it can."""
+    if "kinds" in method and kind not in method.kinds:
+        return f"method {method.name} runs on task kinds {', '.join(method.kinds)} only, not {kind}"
+    missing = [key for key in method.get("model_keys", []) if not model.get(key)]
+    if missing:
+        return f"method {method.name} needs the model config to name {', '.join(missing)}; {model.name} does not"
+    return None
 
 
 def check_device(name: Any) -> None:

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import repro.budget  # noqa: F401  (registers the budget resolvers the sweeps use)
 from repro.paper import PAPER_DIR, paper_data
-from repro.config import CONF_DIR, check_group_overrides, validate
+from repro.config import CONF_DIR, LM_TASK_KINDS, check_group_overrides, validate
 from repro.errors import ConfigError, exit_on_user_error
 from repro.params import ParamCounts
 
@@ -36,7 +36,7 @@ REPO = CONF_DIR.parent
 PAPER_TABLE2 = PAPER_DIR / "table2_glue.yaml"
 FORMATS = ("table", "json")
 # method keys that set the method's size, shown per run
-SIZE_KEYS = ("r", "alpha", "targets", "bottleneck", "sites", "drop_lowest_layers", "top_layers", "prefix_length",
+SIZE_KEYS = ("r", "alpha", "targets", "train_embeddings", "train_norms", "s2_attn", "bottleneck", "sites", "drop_lowest_layers", "top_layers", "prefix_length",
              "infix_length")
 
 # Training memory, fp32 weights and AdamW (bytes per parameter). Not paper numbers: properties of the trainer.
@@ -120,7 +120,7 @@ def count_on_meta(model_cfg: DictConfig, method_cfg: DictConfig, task_kind: str,
     kwargs = architecture(model_cfg)
     for key in ("architectures", "transformers_version", "torch_dtype", "dtype", "_model_name_or_path"):
         kwargs.pop(key, None)
-    if task_kind == "generation":
+    if task_kind in LM_TASK_KINDS:
         from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
         from repro.generation.methods import apply_decoder_method as apply
@@ -136,7 +136,7 @@ def count_on_meta(model_cfg: DictConfig, method_cfg: DictConfig, task_kind: str,
         config = AutoConfig.for_model(kwargs.pop("model_type"), num_labels=num_labels, **kwargs)
     with torch.device("meta"):
         model = auto.from_config(config)
-        if task_kind != "generation":  # the head training builds: mean pooling drops the pooler from it
+        if task_kind not in LM_TASK_KINDS:  # the head training builds: mean pooling drops the pooler from it
             POOLINGS[model_cfg.get("pooling", "cls")](model)
         adapted = apply(model, method_cfg, model_cfg)
     return count_parameters(adapted.model, list(model_cfg.head))
@@ -149,11 +149,15 @@ def _cached_counts(model_yaml: str, method_yaml: str, task_kind: str, num_labels
 
 # --- memory and the paper's numbers ---------------------------------------------------------------------------
 
-def activation_bytes(arch: dict, model_cfg: DictConfig, seq_len: int, batch_size: int) -> int:
+def activation_bytes(arch: dict, model_cfg: DictConfig, seq_len: int, batch_size: int,
+                     attention_span: int | None = None) -> int:
+    """`attention_span`: keys each query attends to when it is not the whole sequence (S²-Attn: one group), which
+    shrinks the attention-score term."""
     hidden = model_cfg.d_model
     heads = arch.get("num_attention_heads") or arch.get("n_head") or arch.get("num_heads") or \
         arch.get("decoder_attention_heads", 1)
-    per_layer = seq_len * batch_size * hidden * (ACT_PER_TOKEN_HIDDEN + ACT_ATTENTION * heads * seq_len / hidden)
+    span = attention_span or seq_len
+    per_layer = seq_len * batch_size * hidden * (ACT_PER_TOKEN_HIDDEN + ACT_ATTENTION * heads * span / hidden)
     return int(model_cfg.n_layers * per_layer * ACT_FP32_FACTOR)
 
 
@@ -169,7 +173,13 @@ def memory_parts(counts: ParamCounts, act_bytes: int, quantized: bool = False) -
 
 
 def paper_params(row_id: str, task_cfg: DictConfig) -> str | None:
-    """The printed |Theta| of an experiment's paper row: Table 2 for GLUE, Tables 3/13/14 for generation tasks."""
+    """The printed |Theta| of an experiment's paper row: Table 2 for GLUE, Tables 3/13/14 for generation tasks,
+    none for LongLoRA's rows (conf/paper/longlora.yaml: the paper prints no count for its ablation rows)."""
+    if task_cfg.kind == "long_context":
+        rows = paper_data("longlora")["rows"]
+        if row_id not in rows:
+            raise ConfigError(f"paper_row {row_id!r} is not a row of conf/paper/longlora.yaml")
+        return rows[row_id].get("params")
     if task_cfg.kind != "generation":
         rows = paper_data("table2_glue")["rows"]
         if row_id not in rows:
@@ -251,7 +261,13 @@ def plan_run(cfg: DictConfig, overrides: list[str]) -> PlannedRun:
                             cfg.task.get("num_labels", 0))
     row_id = cfg.get("paper_row")
     printed = paper_params(row_id, cfg.task) if row_id else None
-    act = activation_bytes(architecture(cfg.model), cfg.model, cfg.data.max_seq_len, cfg.train.batch_size)
+    seq_len = cfg.task.get("target_context") or cfg.data.max_seq_len  # long_context trains at its target
+    span = None
+    if cfg.method.get("s2_attn") and cfg.task.kind == "long_context":
+        from repro.longcontext.attention import group_size
+
+        span = group_size(seq_len, cfg.method.group_size_ratio)
+    act = activation_bytes(architecture(cfg.model), cfg.model, seq_len, cfg.train.batch_size, span)
     parts = memory_parts(counts, act, quantized=bool(cfg.method.get("quantization")))
     method = OmegaConf.to_container(cfg.method, resolve=True)
     return PlannedRun(task=cfg.task.name, model=cfg.model.name, method=cfg.method.name, seed=cfg.seed,
@@ -285,7 +301,8 @@ def render_table(runs: list[PlannedRun]) -> str:
     lines = [pd.DataFrame(rows).to_string(index=False), "",
              f"{len(runs)} run(s). Memory: fp32 weights + grads + AdamW states of the trained parameters (method + "
              "head) + activations (Korthikanti et al. 2022, per layer s*b*h*(34 + 5*a*s/h) bytes at 16 bit, x2 for "
-             "fp32; s = max_seq_len, b = batch_size), no framework overhead: the activation count assumes fused kernels, so "
+             "fp32; s = max_seq_len, or task.target_context for long_context, where S²-Attn's attention term spans one group; "
+             "b = batch_size), no framework overhead: the activation count assumes fused kernels, so "
              "eager PyTorch needs more (measured: python -m repro.bench.plan_memory, results/bench/plan_memory_*)."]
     flagged = sum(r.params_check == "MISMATCH" for r in runs)
     if flagged:

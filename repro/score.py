@@ -261,6 +261,8 @@ def rescore(record: dict[str, Any], run_dir: Path) -> tuple[dict[str, Any], list
         new.update(rescore_classification(record, run_dir, notes))
     elif kind == "generation":
         new.update(rescore_generation(record, run_dir, notes, kept))
+    elif kind == "long_context":  # its metrics come from the model itself (perplexity, passkey): nothing saved
+        raise Skip("long_context runs save no predictions or outputs to re-score; re-run them (force=true)")
     else:
         raise Skip(f"unknown task kind {kind!r}")
     best_epoch, best_metrics = select_best(new["epochs"], main)

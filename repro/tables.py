@@ -28,7 +28,7 @@ import pandas as pd
 
 from repro.analysis.reference import write_table
 from repro.cells import MISSING, RELEASED_LABEL, fmt_cell
-from repro.config import identity_tree
+from repro.config import LM_TASK_KINDS, identity_tree
 from repro.errors import ReproError, exit_on_user_error
 from repro.generation.tables import (GENERATION_CELL, GENERATION_TABLES, RANK_SWEEP, generation_long,
                                      generation_notes, generation_wide, rank_sweep_long, run_copy_baseline)
@@ -80,8 +80,9 @@ def runs_frame(root: Path) -> tuple[pd.DataFrame, int]:
         kind=cfg.map(lambda c: _get(c, "task.kind") or "classification"),
         r=cfg.map(lambda c: _get(c, "method.r")),
         targets=cfg.map(lambda c: ",".join(_get(c, "method.targets") or [])),
-        # classification metrics are stored as fractions; generation metrics already on the paper's scales
-        value=[row[f"best.{row['main_metric']}"] * (1 if _get(c, "task.kind") == "generation" else SCALE_PERCENT)
+        # classification metrics are stored as fractions; generation metrics already on the paper's scales, and
+        # long_context's (minus the NLL per token) on their own
+        value=[row[f"best.{row['main_metric']}"] * (1 if _get(c, "task.kind") in LM_TASK_KINDS else SCALE_PERCENT)
                for c, (_, row) in zip(cfg, frame.iterrows())],
     )
     return frame, ignored

@@ -33,6 +33,7 @@ from repro.config import (CONF_DIR, check_device, check_group_overrides, check_w
                           validate)
 from repro.data.generation import check_local_generation_files
 from repro.data.glue import check_local_data
+from repro.longcontext.data import check_local_files as check_local_long_text
 from repro.checkpoint import Checkpointer
 from repro.errors import DataError, ReproError, exit_on_user_error
 from repro.distributed import device_for, init_world, resolve_device
@@ -108,6 +109,11 @@ def run_lock(run_dir: Path):
         yield
 
 
+# per task kind: the check that the offline data files a task reads exist (before anything is loaded)
+LOCAL_DATA_CHECKS = {"classification": check_local_data, "generation": check_local_generation_files,
+                     "long_context": check_local_long_text}
+
+
 def preflight(cfg: DictConfig, this_machine: bool = True) -> None:
     """Everything that can be checked before a file is written or a model is loaded: the config's values, and
     with `this_machine` (false for a job that a launcher sends elsewhere, e.g. SLURM) the device, the results
@@ -119,10 +125,7 @@ def preflight(cfg: DictConfig, this_machine: bool = True) -> None:
     check_backend(cfg.method, resolve_device(cfg.train.device))  # e.g. qlora's 4-bit kernels: CUDA only
     check_writable(cfg.output_root, "results folder")
     if cfg.data.root is not None:
-        if cfg.task.kind == "classification":
-            check_local_data(cfg.task, cfg.data.root)
-        else:
-            check_local_generation_files(cfg.task, cfg.data.root)
+        LOCAL_DATA_CHECKS[cfg.task.kind](cfg.task, cfg.data.root)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -206,8 +209,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "wall_time_segments_s": segments,
             "train_time_s": train.train_time_s,
             "precision": train.precision,
-            "throughput": {"samples_per_s": train.train_samples / train.train_time_s,
-                           "tokens_per_s": train.train_tokens / train.train_time_s},
+            # an evaluation-only run (method=base) has no training time
+            "throughput": {"samples_per_s": train.train_samples / train.train_time_s if train.train_time_s else None,
+                           "tokens_per_s": train.train_tokens / train.train_time_s if train.train_time_s else None},
             "peak_memory_bytes": provenance.peak_memory_bytes(device),
             "started_at": started.isoformat(),
             "weights": {"dir": WEIGHTS_DIR, "format": "peft" if adapted.is_peft else "safetensors"},

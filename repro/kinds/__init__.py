@@ -1,4 +1,5 @@
-"""Task kinds keyed by `task.kind`: what differs between classification and generation (data, loss inputs,
+"""Task kinds keyed by `task.kind`: what differs between classification, generation and long_context (language
+modelling at an extended context, LongLoRA) (data, loss inputs,
 evaluation, what is saved); the training loop they share is repro/loop.py, the runner repro/train.py.
 
 A new kind: a module here with a class following `repro.kinds.base.TaskKind` (and a `repro.loop.Session` for its
@@ -12,8 +13,10 @@ from repro.errors import ConfigError
 from repro.kinds.base import Outcome, RunContext, TaskKind
 from repro.kinds.classification import Classification
 from repro.kinds.generation import Generation
+from repro.kinds.long_context import LongContext
 
-KINDS: dict[str, TaskKind] = {"classification": Classification(), "generation": Generation()}
+KINDS: dict[str, TaskKind] = {"classification": Classification(), "generation": Generation(),
+                              "long_context": LongContext()}
 
 
 def kind_of(cfg: DictConfig) -> TaskKind:

@@ -16,9 +16,10 @@ from repro.errors import ConfigError
 from repro.methods.adapters import apply_adapters
 from repro.methods.base import Adapted
 from repro.methods.lora import apply_lora
+from repro.methods.longlora import apply_longlora
 from repro.methods.qlora import check_backend, load_kwargs
 from repro.methods.prefix import apply_prefix_embed, apply_prefix_layer
-from repro.methods.selective import apply_bitfit, apply_ft_top2, apply_full_ft
+from repro.methods.selective import apply_base, apply_bitfit, apply_ft_top2, apply_full_ft
 
 MethodFn = Callable[[nn.Module, DictConfig, DictConfig], Adapted]
 
@@ -26,6 +27,7 @@ MethodFn = Callable[[nn.Module, DictConfig, DictConfig], Adapted]
 LORA_FAMILY = ("lora", "rslora", "dora", "adalora", "qlora")
 
 METHODS: dict[str, MethodFn] = {
+    "base": apply_base,
     "full_ft": apply_full_ft,
     "ft_top2": apply_ft_top2,
     "bitfit": apply_bitfit,
@@ -35,6 +37,8 @@ METHODS: dict[str, MethodFn] = {
     "dora": apply_lora,
     "adalora": apply_lora,
     "qlora": apply_lora,
+    # LongLoRA (Chen et al. 2023): LoRA on q, k, v, o with embeddings and norms trained; decoders (CAUSAL_LM)
+    "longlora": apply_longlora,
     "adapter_h": apply_adapters,
     "adapter_l": apply_adapters,
     "adapter_p": apply_adapters,

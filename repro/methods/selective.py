@@ -1,4 +1,5 @@
-"""Methods that train a subset of the existing weights: full fine-tuning, FT^Top2, BitFit."""
+"""Methods that train a subset of the existing weights: full fine-tuning, FT^Top2, BitFit; and `base`, which trains
+none (the pre-trained model evaluated as it is: LongLoRA's "base model" rows)."""
 
 from __future__ import annotations
 
@@ -24,4 +25,10 @@ def apply_ft_top2(model: nn.Module, method_cfg: DictConfig, model_cfg: DictConfi
 def apply_bitfit(model: nn.Module, method_cfg: DictConfig, model_cfg: DictConfig) -> Adapted:
     """Every bias vector trains, LayerNorm biases included (Zaken et al. 2021)."""
     train_only(model, lambda name, p: name.endswith(".bias"), list(model_cfg.head))
+    return Adapted(model)
+
+
+def apply_base(model: nn.Module, method_cfg: DictConfig, model_cfg: DictConfig) -> Adapted:
+    """Nothing trains: the task kind evaluates the pre-trained model only (`kinds` in conf/method/base.yaml)."""
+    train_only(model, lambda name, p: False, [])
     return Adapted(model)
