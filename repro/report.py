@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import importlib.metadata
 import math
 import os
 import re
@@ -633,14 +632,9 @@ def summary(sections: list[dict]) -> dict:
 
 
 def builder_info() -> dict:
-    from repro.provenance import git_commit  # here, not at the top: it imports torch
+    from repro.provenance import git_commit, package_versions  # here, not at the top: it imports torch
 
-    versions = {}
-    for name in REPORT_PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = MISSING
+    versions = {name: version or MISSING for name, version in package_versions(REPORT_PACKAGES).items()}
     return {"commit": git_commit() or MISSING, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "python": sys.version.split()[0], "versions": versions}
 

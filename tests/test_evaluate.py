@@ -113,11 +113,14 @@ def test_loralib_roberta_classifier_imports_with_loralibs_logits(tmp_path):
     torch.save(released(reference, "classifier"), path)
     _, imported = evaluate.import_adapter(path, [*ROBERTA, f"output_root={tmp_path}/runs"])
     assert (imported.r, imported.alpha) == (R, ALPHA) and imported.cfg.method.r == R
-    inputs = _inputs(30522, pad=0)
+    _check_logits(reference, imported, _inputs(30522, pad=0), "RoBERTa (loralib.Linear q, v + classifier)")
+
+
+def _check_logits(reference, imported, inputs, what: str) -> None:
+    """The imported model gives loralib's logits; a fresh (not imported) one does not: the import is what matters."""
     expected, got = _logits(reference, inputs), _logits(imported.adapted.model, inputs)
-    print(f"RoBERTa (loralib.Linear q, v + classifier): max |logit difference| {_max_diff(got, expected):.3g}")
+    print(f"{what}: max |logit difference| {_max_diff(got, expected):.3g}")
     assert torch.allclose(got, expected, atol=ATOL)
-    # the LoRA update and the head matter: without the import the logits are far from loralib's
     fresh = evaluate.build_adapted(imported.cfg)
     assert _max_diff(_logits(fresh.model, inputs), expected) > 1e-2
 
@@ -129,13 +132,8 @@ def test_loralib_gpt2_merged_linear_maps_onto_split_q_and_v(tmp_path):
     torch.save({"model_state_dict": {f"module.{k}": v for k, v in released(reference, None).items()}}, path)
     _, imported = evaluate.import_adapter(path, [*GPT2, f"output_root={tmp_path}/runs"])
     assert imported.r == R
-    inputs = _inputs(49152)
-    expected, got = _logits(reference, inputs), _logits(imported.adapted.model, inputs)
-    print(f"GPT-2 (MergedLinear enable_lora q, v -> split c_attn.q, c_attn.v): max |logit difference| "
-          f"{_max_diff(got, expected):.3g}")
-    assert torch.allclose(got, expected, atol=ATOL)
-    fresh = evaluate.build_adapted(imported.cfg)
-    assert _max_diff(_logits(fresh.model, inputs), expected) > 1e-2
+    _check_logits(reference, imported, _inputs(49152),
+                  "GPT-2 (MergedLinear enable_lora q, v -> split c_attn.q, c_attn.v)")
 
 
 def test_a_full_state_dict_skips_base_weights_and_records_their_distance(tmp_path):
