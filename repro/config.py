@@ -259,6 +259,12 @@ def identity_config(cfg: DictConfig) -> dict[str, Any]:
     return identity_tree(OmegaConf.to_container(cfg, resolve=True))
 
 
+def config_digest(obj: Any) -> str:
+    """10 hex digits of sha256 over `obj` as sorted JSON: the hash in run ids (same config, same id)."""
+    blob = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
 def run_id(cfg: DictConfig, processes: int = 1) -> str:
     """`<task>_<model>_<method>_s<seed>_<hash>`: readable, and stable for the same resolved config. The number of
     data-parallel processes is part of it (each takes `train.batch_size` per step: a different effective batch);
@@ -266,6 +272,4 @@ def run_id(cfg: DictConfig, processes: int = 1) -> str:
     identity = identity_config(cfg)
     if processes > 1:
         identity["processes"] = processes
-    blob = json.dumps(identity, sort_keys=True, default=str)
-    digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
-    return f"{cfg.task.name}_{cfg.model.name}_{cfg.method.name}_s{cfg.seed}_{digest}"
+    return f"{cfg.task.name}_{cfg.model.name}_{cfg.method.name}_s{cfg.seed}_{config_digest(identity)}"

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.utils.data.distributed import DistributedSampler
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,14 @@ def device_for(world: World, device: torch.device) -> torch.device:
     if device.type == "cuda" and world.distributed:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return device
+
+
+def shard_sampler(items, world: World, seed: int) -> DistributedSampler | None:
+    """This process's shuffled shard of `items` under torchrun (reshuffled per epoch by the loop's `set_epoch`);
+    None in a single process, where the kind shuffles with the loop's generator."""
+    if not world.distributed:
+        return None
+    return DistributedSampler(items, num_replicas=world.size, rank=world.rank, shuffle=True, seed=seed)
 
 
 def sum_over_world(world: World, *values: float) -> list[float]:

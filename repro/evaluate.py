@@ -42,7 +42,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from repro import provenance
-from repro.config import PUBLIC_GROUPS, check_group_overrides, identity_config
+from repro.config import PUBLIC_GROUPS, check_group_overrides, config_digest, identity_config
 from repro.distributed import resolve_device
 from repro.errors import ConfigError, ReproError, exit_on_user_error
 from repro.export import build_adapted, rebuild_run
@@ -376,9 +376,8 @@ def import_adapter(path: Path, overrides: list[str]) -> tuple[Source, Imported]:
 def imported_run_id(cfg: DictConfig, sha256: str) -> str:
     """`<task>_<model>_<method>_imported_<hash>`: never a trained run's id (those end in `_s<seed>_<hash>`); the
     same file under the same config is the same run."""
-    blob = json.dumps({"config": identity_config(cfg), "sha256": sha256}, sort_keys=True, default=str)
-    return f"{cfg.task.name}_{cfg.model.name}_{cfg.method.name}_{SOURCE_IMPORTED}_" \
-           f"{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+    digest = config_digest({"config": identity_config(cfg), "sha256": sha256})
+    return f"{cfg.task.name}_{cfg.model.name}_{cfg.method.name}_{SOURCE_IMPORTED}_{digest}"
 
 
 def evaluate(path: Path, overrides: list[str]) -> dict[str, Any]:

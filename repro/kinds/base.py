@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import torch
 from omegaconf import DictConfig
+from torch.utils.data.distributed import DistributedSampler
 
 from repro.checkpoint import Checkpointer
 from repro.distributed import World
@@ -29,6 +31,28 @@ class RunContext:
     world: World = World()  # data-parallel processes (torchrun)
     run_dir: Path | None = None  # where the run's files go (rank 0 writes)
     on_step: OnStep | None = None  # every train.log_every_steps optimizer steps (loss, lr, samples/s, grad norm)
+
+
+@dataclass
+class ShuffledBatches:
+    """An epoch's batches of `size` training items: a permutation drawn from the loop's generator, or this process's
+    DistributedSampler shard under torchrun (`repro.distributed.shard_sampler`); `collate` turns one batch's item
+    indices into model inputs."""
+
+    size: int
+    batch_size: int
+    generator: torch.Generator
+    collate: Callable[[list[int]], dict[str, torch.Tensor]]
+    sampler: DistributedSampler | None = None
+
+    def __len__(self) -> int:
+        return math.ceil((len(self.sampler) if self.sampler is not None else self.size) / self.batch_size)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        order = list(self.sampler) if self.sampler is not None else \
+            torch.randperm(self.size, generator=self.generator).tolist()
+        for i in range(len(self)):
+            yield self.collate(order[i * self.batch_size:(i + 1) * self.batch_size])
 
 
 @dataclass

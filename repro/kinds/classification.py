@@ -14,13 +14,12 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
-from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from repro.checkpoint import Checkpointer
 from repro.data import TaskData, load_task_data
-from repro.distributed import World
+from repro.distributed import World, shard_sampler
 from repro.kinds.base import Outcome, RunContext, method_report
 from repro.loop import OnStep, TrainResult, evaluate_once, train
 from repro.methods import apply_method, load_kwargs
@@ -153,11 +152,8 @@ class ClassificationSession:
     device: torch.device
 
     def train_batches(self, generator: torch.Generator, world: World) -> DataLoader:
-        sampler = None
-        if world.distributed:
-            sampler = DistributedSampler(self.features, num_replicas=world.size, rank=world.rank, shuffle=True,
-                                         seed=self.seed)
-        elif self.train_cfg.get("group_by_length", False):
+        sampler = shard_sampler(self.features, world, self.seed)
+        if sampler is None and self.train_cfg.get("group_by_length", False):
             sampler = LengthGroupedSampler([len(f["input_ids"]) for f in self.features], self.train_cfg.batch_size,
                                            generator)
         return make_loader(self.features, self.tokenizer, self.train_cfg.batch_size, shuffle=True,

@@ -12,26 +12,23 @@ its shard (DDP) and rank 0 alone decodes, scores and writes.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torch.utils.data.distributed import DistributedSampler
 from transformers import PreTrainedTokenizerBase
 
 from repro.data.generation import GenerationData, Grouped, Pair, load_generation_data
-from repro.distributed import World
+from repro.distributed import World, shard_sampler
 from repro.generation.causal import CausalFormat
 from repro.generation.decoding import beam_search
 from repro.generation.methods import apply_decoder_method
 from repro.generation.metrics import score_outputs
 from repro.generation.models import end_token_id, is_seq2seq, load_lm, load_lm_tokenizer
 from repro.generation.seq2seq import Seq2SeqFormat, decoder_start_id
-from repro.kinds.base import Outcome, RunContext, method_report
+from repro.kinds.base import Outcome, RunContext, ShuffledBatches, method_report
 from repro.loop import TrainResult, evaluate_once, train
 from repro.methods import LORA_FAMILY, Adapted, load_kwargs
 from repro.models import to_device
@@ -82,29 +79,6 @@ def method_config(cfg: DictConfig) -> DictConfig:
 
 
 @dataclass
-class ShuffledBatches:
-    """An epoch's batches: a permutation drawn from the loop's generator, or this process's DistributedSampler
-    shard under torchrun."""
-
-    features: list[dict]
-    fmt: TextFormat
-    batch_size: int
-    generator: torch.Generator
-    sampler: DistributedSampler | None = None
-
-    def __len__(self) -> int:
-        return math.ceil((len(self.sampler) if self.sampler else len(self.features)) / self.batch_size)
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        if self.sampler is not None:
-            order = list(self.sampler)
-        else:
-            order = torch.randperm(len(self.features), generator=self.generator).tolist()
-        for i in range(len(self)):
-            yield self.fmt.collate([self.features[j] for j in order[i * self.batch_size:(i + 1) * self.batch_size]])
-
-
-@dataclass
 class GenerationSession:
     """The loop's view of a generation run (`repro.loop.Session`)."""
 
@@ -121,11 +95,9 @@ class GenerationSession:
     always_decode: bool = False  # decode every evaluation (an imported adapter is evaluated once, epoch 0)
 
     def train_batches(self, generator: torch.Generator, world: World) -> ShuffledBatches:
-        sampler = None
-        if world.distributed:
-            sampler = DistributedSampler(self.features, num_replicas=world.size, rank=world.rank, shuffle=True,
-                                         seed=self.seed)
-        return ShuffledBatches(self.features, self.fmt, self.train_cfg.batch_size, generator, sampler)
+        return ShuffledBatches(len(self.features), self.train_cfg.batch_size, generator,
+                               lambda ids: self.fmt.collate([self.features[j] for j in ids]),
+                               shard_sampler(self.features, world, self.seed))
 
     def loss(self, net: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.fmt.loss(net, batch, self.task.recipe.label_smoothing)

@@ -19,20 +19,18 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
-from torch.utils.data.distributed import DistributedSampler
 from transformers import PreTrainedTokenizerBase
 
-from repro.distributed import World
+from repro.distributed import World, shard_sampler
 from repro.errors import ConfigError
 from repro.generation.methods import apply_decoder_method
 from repro.generation.models import is_seq2seq, load_causal_lm, load_lm_tokenizer
-from repro.kinds.base import Outcome, RunContext, method_report
+from repro.kinds.base import Outcome, RunContext, ShuffledBatches, method_report
 from repro.longcontext.attention import FULL_ATTN, full_attention, group_size, set_attention, use_s2_attn
 from repro.longcontext.data import chunks, token_stream
 from repro.longcontext.passkey import passkey_accuracy
@@ -81,27 +79,6 @@ def trivial_baseline(train: torch.Tensor, eval_rows: dict[int, torch.Tensor], vo
 
 
 @dataclass
-class ChunkBatches:
-    """An epoch's batches of training chunks: a permutation from the loop's generator, or this process's
-    DistributedSampler shard under torchrun."""
-
-    rows: torch.Tensor
-    batch_size: int
-    generator: torch.Generator
-    sampler: DistributedSampler | None = None
-
-    def __len__(self) -> int:
-        return math.ceil((len(self.sampler) if self.sampler else len(self.rows)) / self.batch_size)
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        order = list(self.sampler) if self.sampler is not None else \
-            torch.randperm(len(self.rows), generator=self.generator).tolist()
-        for i in range(len(self)):
-            ids = self.rows[order[i * self.batch_size:(i + 1) * self.batch_size]]
-            yield {"input_ids": ids, "attention_mask": torch.ones_like(ids)}  # the mask only counts tokens
-
-
-@dataclass
 class LongContextSession:
     """The loop's view of a long-context run (`repro.loop.Session`)."""
 
@@ -114,12 +91,13 @@ class LongContextSession:
     device: torch.device
     world: World
 
-    def train_batches(self, generator: torch.Generator, world: World) -> ChunkBatches:
-        sampler = None
-        if world.distributed:
-            sampler = DistributedSampler(self.train_rows, num_replicas=world.size, rank=world.rank, shuffle=True,
-                                         seed=self.seed)
-        return ChunkBatches(self.train_rows, self.train_cfg.batch_size, generator, sampler)
+    def train_batches(self, generator: torch.Generator, world: World) -> ShuffledBatches:
+        return ShuffledBatches(len(self.train_rows), self.train_cfg.batch_size, generator, self.collate,
+                               shard_sampler(self.train_rows, world, self.seed))
+
+    def collate(self, ids: list[int]) -> dict[str, torch.Tensor]:
+        rows = self.train_rows[ids]
+        return {"input_ids": rows, "attention_mask": torch.ones_like(rows)}  # the mask only counts tokens
 
     def loss(self, net: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return lm_loss(net, batch["input_ids"])
