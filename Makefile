@@ -109,11 +109,12 @@ endif
 # LongLoRA's comparisons at cpu scale (conf/experiment/longlora/: base model with and without position
 # interpolation, LoRA q/v, LoRA + embeddings/norms with full attention and with S²-Attn, full fine-tuning), SmolLM2-135M
 # extended from a declared 512 to 1,024 tokens on concatenated SAMSum dialogues, 2 seeds, one run at a time (each
-# uses LONGLORA_THREADS); then results/tables/longlora.md. SCALE=paper: Llama-2 7B on PG-19 from the hub (GPUs).
+# uses LONGLORA_THREADS); then results/tables/longlora.md. SCALE=paper: Llama-2 7B 4k -> 8k on PG-19 from the hub with
+# the released recipe (conf/longlora_scale/paper.yaml; GPUs).
 LONGLORA_ROWS ?= longlora/base_no_pi,longlora/base_pi,longlora/lora_qv,longlora/lora_embed_norm,longlora/longlora,longlora/full_ft
 LONGLORA_THREADS ?= 2
 reproduce-longlora: $(STAMP)
-	$(RUN) -m repro.train -m +experiment=$(LONGLORA_ROWS) scale=$(SCALE) train.num_threads=$(LONGLORA_THREADS) $(LAUNCHER)
+	$(RUN) -m repro.train -m +experiment=$(LONGLORA_ROWS) scale=$(SCALE) $(if $(filter paper,$(SCALE)),+longlora_scale=paper,train.num_threads=$(LONGLORA_THREADS)) $(LAUNCHER)
 	$(RUN) -m repro.longcontext.tables
 
 # LoRA vs rsLoRA, DoRA, AdaLoRA (sweeps/lora_variants.yaml, 3 seeds) on one GLUE task; at SCALE=cpu the embedded

@@ -28,7 +28,7 @@ NOT_IN_RUN_ID = ("output_root", "force", "logger", "hydra", "paper_hparams", "_h
 
 
 # knob -> the value every run had before the knob existed (fp32, no torch.compile)
-ADDED_KNOBS = {"train.precision": "fp32", "train.compile": False}
+ADDED_KNOBS = {"train.precision": "fp32", "train.compile": False, "train.lr_schedule": "linear"}
 
 
 def _when_in(value: Any, members: Iterable[Any], result: Any) -> Any:
@@ -71,6 +71,7 @@ def check_group_overrides(overrides: Iterable[str], conf_dir: Path = CONF_DIR) -
 # classification heads (repro.models.POOLINGS): the first token, as the paper's models, or the masked mean
 POOLING_CHOICES = ("cls", "mean", "mean_pooler")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # train.precision (repro/precision.py)
+LR_SCHEDULES = ("linear", "constant")  # train.lr_schedule (repro.loop.lr_schedule)
 # model families that only encode: they classify, but cannot generate (E2E, WebNLG, DART, SAMSum)
 ENCODER_FAMILIES = ("bert", "roberta", "deberta-v2")
 # task kinds whose model is a language model (the planner builds it as one; encoders cannot run them)
@@ -188,6 +189,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"{problem} (task {cfg.task.name})")
     if cfg.train.get("precision", "fp32") not in PRECISIONS:
         raise ConfigError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {cfg.train.precision!r}")
+    if cfg.train.get("lr_schedule", "linear") not in LR_SCHEDULES:
+        raise ConfigError(f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {cfg.train.lr_schedule!r}")
     if model.get("pooling", "cls") not in POOLING_CHOICES:
         raise ConfigError(f"model.pooling must be one of {', '.join(POOLING_CHOICES)}, got {model.pooling!r}")
 

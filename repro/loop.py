@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
+from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
 from repro.checkpoint import Checkpointer, restore_training_state, trainable_state, training_state
 from repro.distributed import World, sum_over_world
@@ -81,6 +81,16 @@ def warmup_steps(train: DictConfig, total_steps: int) -> int:
     if steps >= total_steps:
         print(f"note: warm-up ({steps} steps) >= all {total_steps} optimizer steps: the learning rate never peaks")
     return steps
+
+
+def lr_schedule(optimizer: torch.optim.Optimizer, train: DictConfig, total_steps: int) -> Any:
+    """`train.lr_schedule`: `linear` (warm-up, then linear decay to 0 at the last step: the LoRA paper's) or
+    `constant` (warm-up, then the peak rate to the end: LongLoRA's released fine-tune.py)."""
+    name, warmup = train.get("lr_schedule", "linear"), warmup_steps(train, total_steps)
+    if name == "linear":
+        return get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+    assert name == "constant", name  # repro.config.validate allows these two
+    return get_constant_schedule_with_warmup(optimizer, warmup)
 
 
 def is_better(value: float, best: float | None) -> bool:
@@ -178,7 +188,7 @@ def train(model: nn.Module, session: Session, train_cfg: DictConfig, main_metric
     steps_per_epoch = math.ceil(len(batches) / train_cfg.grad_accum_steps)
     total_steps = steps_per_epoch * train_cfg.epochs
     hooks.on_schedule(total_steps)
-    scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps(train_cfg, total_steps), total_steps)
+    scheduler = lr_schedule(optimizer, train_cfg, total_steps)
     trainable = [p for p in model.parameters() if p.requires_grad]
     progress = Progress(train_cfg.get("log_every_steps"), total_steps, on_step=on_step)
     precision = resolve_precision(train_cfg.get("precision", "fp32"), device)

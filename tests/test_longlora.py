@@ -279,3 +279,26 @@ def test_every_comparison_row_composes_validates_and_has_a_paper_row(compose):
     longlora = compose("+experiment=longlora/longlora", "scale=cpu")
     assert longlora.method.s2_attn and longlora.model.original_context == 512
     assert not compose("+experiment=longlora/lora_embed_norm", "scale=cpu").method.s2_attn
+
+
+def test_paper_setting_gives_every_row_llama2_at_8k_and_the_planner_counts_it(compose):
+    """`+longlora_scale=paper` turns each cpu-scale row into the paper's setting (Llama-2 from its own 4k context to
+    the target, the released recipe's constant schedule); a `model=` on the command line still wins."""
+    from repro.config import group_choices, validate
+    from repro.plan import plan
+
+    rows = [e for e in group_choices("experiment") if e.startswith("longlora/") and "/_" not in e]
+    for experiment in rows:
+        cfg = compose(f"+experiment={experiment}", "scale=paper", "+longlora_scale=paper")
+        OmegaConf.resolve(cfg)
+        validate(cfg)
+        assert cfg.model.name == "llama2-7b" and cfg.model.original_context is None
+        assert cfg.data.max_seq_len == cfg.task.target_context == max(cfg.task.eval_lengths)
+        assert cfg.train.lr_schedule == "constant" and cfg.task.source == "hub"
+        # whole optimizer steps of the paper's effective batch in the one epoch
+        assert cfg.train.epochs == 1 and cfg.data.max_train_samples % (cfg.train.batch_size * cfg.train.grad_accum_steps) == 0
+    assert compose("+experiment=longlora/longlora", "scale=paper", "+longlora_scale=paper",
+                   "model=llama2-13b").model.name == "llama2-13b"
+    run = plan(["+experiment=longlora/longlora", "scale=paper", "+longlora_scale=paper"])[0]
+    cpu = plan(["+experiment=longlora/longlora", "scale=cpu"])[0]
+    assert run.total > 6.7e9 and run.trainable > 1e8 and cpu.total < 2e8

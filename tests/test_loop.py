@@ -114,3 +114,29 @@ def test_step_observer_gets_loss_lr_throughput_and_grad_norm_every_n_steps(monke
     train(nn.Linear(3, 1), ToySession(), cfg(epochs=1, max_grad_norm=None), "neg_loss", seed=0,
           device=torch.device("cpu"), on_step=lambda step, values: seen.append(values))
     assert seen and all("train/grad_norm" not in v for v in seen)  # not computed without clipping
+
+
+@pytest.mark.parametrize("schedule", ["linear", "constant"])
+def test_lr_schedule_warms_up_then_decays_or_stays(schedule):
+    from repro.loop import lr_schedule
+
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = lr_schedule(optimizer, cfg(warmup_steps=4, lr_schedule=schedule), total_steps=20)
+    rates = []
+    for _ in range(20):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == 0.0 and rates[4] == pytest.approx(0.1)  # warm-up to the peak in 4 steps
+    if schedule == "linear":
+        assert rates[19] == pytest.approx(0.1 / 16) and rates[10] < rates[5]
+    else:
+        assert rates[4:] == pytest.approx([0.1] * 16)
+
+
+def test_unknown_lr_schedule_is_one_line_config_error(compose):
+    from repro.config import validate
+    from repro.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train.lr_schedule must be one of linear, constant, got 'cosine'"):
+        validate(compose("train.lr_schedule=cosine"))
