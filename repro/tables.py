@@ -234,7 +234,8 @@ def target_notes(long: pd.DataFrame, curve_tasks: set[str] = frozenset()) -> lis
             median, n = hit["median"].iloc[0], int(hit["n_seeds"].iloc[0])
             state = "met" if median >= target else "below"
             below |= state == "below"
-            verdicts.append(f"{row} {median:.1f} [{n}] {state}" + ("" if n >= spec["min_seeds"] else
+            shown = f"{median:.1f}" if state == "met" or round(median, 1) < target else f"{median:.2f}"  # 19.95, not 20.0
+            verdicts.append(f"{row} {shown} [{n}] {state}" + ("" if n >= spec["min_seeds"] else
                                                                       f" (needs {spec['min_seeds']} seeds)"))
         curve = ""
         if below:

@@ -168,6 +168,9 @@ def test_cpu_targets_say_met_below_and_too_few_seeds(tmp_path):
                 value=ft, trainable=100_000, baseline=0.509)
     _record(root, "lora_rte_0", row="roberta_base.lora", task="rte", paper_task="RTE", seed=0, value=0.60,
             trainable=300, baseline=0.527)
+    for seed, mcc in enumerate([0.1995, 0.1993, 0.2198]):  # median 19.95: below 20, though it rounds to 20.0
+        _record(root, f"lora_cola_{seed}", row="roberta_base.lora", task="cola", paper_task="CoLA", seed=seed,
+                value=mcc, trainable=300, baseline=0.0)
     build(root, tmp_path / "tables")
     md = (tmp_path / "tables" / "table2.md").read_text()
     sst2 = next(line for line in md.splitlines() if line.startswith("- SST-2 >= 85"))
@@ -175,6 +178,8 @@ def test_cpu_targets_say_met_below_and_too_few_seeds(tmp_path):
     assert "no learning curve yet" in sst2
     rte = next(line for line in md.splitlines() if line.startswith("- RTE >= 58"))
     assert "roberta_base.lora 60.0 [1] met (needs 3 seeds)" in rte and "roberta_base.ft no run" in rte
+    cola = next(line for line in md.splitlines() if line.startswith("- CoLA >= 20"))
+    assert "roberta_base.lora 19.95 [3] below" in cola
 
 
 def test_all_runs_table_names_each_runs_tables_and_what_differs(runs, tmp_path):
