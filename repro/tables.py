@@ -481,16 +481,53 @@ def plot_sweep(long: pd.DataFrame, name: str, path: Path) -> None:
 # --- learning curves (sweeps/learning_curve.yaml) -------------------------------------------------------------
 
 CURVE_SWEEP = "learning_curve"
-CURVE_COLUMNS = ["scale", "model", "task", "method", "train_examples", "median", "std", "n", "baseline"]
+CURVE_COLUMNS = ["scale", "model", "task", "method", "train_examples", "median", "std", "n", "baseline", "from_table2"]
+# Everything a classification run's result depends on besides its training subset's size and seed: a Table 2 run
+# that agrees with a learning-curve run on all of these is the curve's point at Table 2's own training size.
+CURVE_RECIPE_KEYS = ("method", "model.name", "model.pooling", "init_from_task", "train.learning_rate", "train.epochs",
+                     "train.batch_size", "train.grad_accum_steps", "train.warmup_ratio", "train.weight_decay",
+                     "train.max_grad_norm", "train.group_by_length", "train.lr_schedule", "data.max_seq_len",
+                     "data.subset_seed", "data.max_eval_samples")
+
+
+def curve_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    """The learning-curve sweep's runs, and Table 2's runs of the same recipe at sizes the sweep did not run (e.g.
+    SST-2's 6,000 examples against the sweep's 500-4,000), so that each curve reaches the size its Table 2 cell was
+    trained at. Same recipe: equal scale, model, task, method and every CURVE_RECIPE_KEYS setting (on RTE, where
+    both ran all 2,490 examples, the two gave the same number for every seed). Column `from_table2` marks them."""
+    curve = sweep_runs(frame, CURVE_SWEEP)
+    if curve.empty:
+        return curve.assign(from_table2=False)
+
+    def recipe(config: dict) -> str:  # identity_tree: a knob added later equals its absence at the old value
+        tree = identity_tree(config)
+        return repr([_get(tree, key) for key in CURVE_RECIPE_KEYS])
+
+    keys = ["scale", "model", "task", "method"]
+    recipes = {(*row, recipe(c)) for row, c in zip(curve[keys].itertuples(index=False), curve["config"])}
+    points = set(curve[keys + ["train_examples"]].itertuples(index=False, name=None))
+    table2 = reproduced(frame[frame["paper_row"].notna() & frame["variant"].fillna("").eq("")])
+    same = [(*row, recipe(c)) in recipes and (*row, n) not in points
+            for row, c, n in zip(table2[keys].itertuples(index=False), table2["config"], table2["train_examples"])]
+    return pd.concat([curve.assign(from_table2=False), table2[same].assign(from_table2=True)], ignore_index=True)
 
 
 def curve_long(frame: pd.DataFrame) -> pd.DataFrame:
     """Per (scale, model, task, method, number of training examples): the main metric over seeds and the baseline."""
-    runs = sweep_runs(frame, CURVE_SWEEP)
+    runs = curve_runs(frame)
     if runs.empty:
         return pd.DataFrame(columns=CURVE_COLUMNS)
-    agg = aggregate(runs, ["scale", "model", "task", "method", "train_examples"])
+    agg = aggregate(runs, ["scale", "model", "task", "method", "train_examples", "from_table2"])
     return agg[CURVE_COLUMNS].sort_values(["scale", "model", "task", "method", "train_examples"]).reset_index(drop=True)
+
+
+def curve_notes(long: pd.DataFrame) -> list[str]:
+    """The baseline note, and which points are Table 2's own runs."""
+    table2 = long[long["from_table2"].astype(bool)]
+    sizes = [f"{task} {', '.join(str(int(n)) for n in sorted(set(part['train_examples'])))}"
+             for task, part in table2.groupby("task", sort=False)]
+    return [*sweep_notes(long), *([f"Points from Table 2's runs (the same recipe at its own training size): "
+                                  f"{'; '.join(sizes)} examples."] if sizes else [])]
 
 
 def curve_tasks(frame: pd.DataFrame) -> set[str]:
@@ -717,8 +754,8 @@ def build(runs: Path, out: Path, scale: str | None = None) -> dict[str, list[Pat
     long = curve_long(frame)
     written[CURVE_SWEEP] = write_tables(
         curve_wide(long), long, out, CURVE_SWEEP, *TITLES[CURVE_SWEEP],
-        notes=lambda s, m, part: sweep_notes(part),
-        budgets=run_budgets(frame[frame["sweep"] == CURVE_SWEEP] if len(frame) else frame), cell="median±std [seeds]")
+        notes=lambda s, m, part: curve_notes(part),
+        budgets=run_budgets(curve_runs(frame) if len(frame) else frame), cell="median±std [seeds]")
     written[CURVE_SWEEP] += plot_curves(long, out)
     long = variants_long(frame)
     written[VARIANTS_SWEEP] = write_tables(

@@ -158,6 +158,37 @@ def test_learning_curve_table_and_figure(tmp_path):
     assert (tmp_path / "tables" / "learning_curve_mrpc.png").stat().st_size > 1000
 
 
+def test_learning_curve_takes_table2_runs_of_the_same_recipe(tmp_path):
+    """A Table 2 run with the curve's recipe is the curve's point at Table 2's own size (e.g. SST-2's 6,000
+    examples); one at a size the sweep ran, one of another recipe (learning rate) and BitFit (no curve) are not."""
+    import json
+
+    root = tmp_path / "runs"
+
+    def add(name, *, row, sweep, method, n, value, seed=0, lr=1e-3):
+        _record(root, name, row=row, task="sst2", paper_task="SST-2", seed=seed, value=value, trainable=5,
+                sweep=sweep, baseline=0.509)
+        record = json.loads((root / name / RESULT_FILE).read_text())
+        record["config"]["train"] = {"learning_rate": lr, "epochs": 4}
+        write_json_atomic(root / name / RESULT_FILE, {**record, "method": method, "train_examples": n})
+
+    for seed in range(2):
+        add(f"curve_{seed}", row=None, sweep="learning_curve", method="lora", n=500, value=0.70 + seed / 100,
+            seed=seed)
+        add(f"table2_{seed}", row="roberta_base.lora", sweep=None, method="lora", n=6000, value=0.84 + seed / 100,
+            seed=seed)
+    add("table2_at_500", row="roberta_base.lora", sweep=None, method="lora", n=500, value=0.99)
+    add("other_lr", row="roberta_base.lora", sweep=None, method="lora", n=4000, value=0.99, lr=3e-3)
+    add("bitfit", row="roberta_base.bitfit", sweep=None, method="bitfit", n=6000, value=0.99)
+    build(root, tmp_path / "tables")
+    long = pd.read_csv(tmp_path / "tables" / "learning_curve.csv")
+    assert list(zip(long["method"], long["train_examples"], long["from_table2"])) == [
+        ("lora", 500, False), ("lora", 6000, True)]
+    assert long["median"].tolist() == pytest.approx([70.5, 84.5])  # the 0.99 runs are left out
+    md = (tmp_path / "tables" / "learning_curve.md").read_text()
+    assert "Points from Table 2's runs (the same recipe at its own training size): sst2 6000 examples." in md
+
+
 def test_cpu_targets_say_met_below_and_too_few_seeds(tmp_path):
     """Under a cpu-scale Table 2: each target row's cell against conf/paper/cpu_targets.yaml, never silently."""
     root = tmp_path / "runs"
