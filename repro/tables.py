@@ -566,8 +566,11 @@ def plot_curves(long: pd.DataFrame, out: Path) -> list[Path]:
     for (scale, model, task), part in long.groupby(["scale", "model", "task"]):
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for method, line in part.groupby("method"):
-            ax.errorbar(line["train_examples"], line["median"], yerr=line["std"].fillna(0), marker="o", capsize=3,
-                        label=f"{method} (median of {int(line['n'].max())} seeds)")
+            bars = ax.errorbar(line["train_examples"], line["median"], yerr=line["std"].fillna(0), marker="o",
+                               capsize=3, label=f"{method} (median of {int(line['n'].max())} seeds)")
+            table2 = line[line["from_table2"].astype(bool)]
+            ax.plot(table2["train_examples"], table2["median"], "s", markersize=10, markerfacecolor="none",
+                    color=bars[0].get_color(), label=f"{method}: Table 2's runs" if len(table2) else None)
         if part["baseline"].notna().any():
             ax.axhline(part["baseline"].median(), color="grey", linestyle="--", label=BASELINE_LABEL)
         ax.set_xscale("log", base=2)
