@@ -665,13 +665,15 @@ def _header(title: str, scale: str, model: str, note: str, budget: str = "", cel
             f"{MISSING} = no run. {note}")
 
 
-def run_budgets(frame: pd.DataFrame) -> dict[tuple[str, str], str]:
-    """(scale, model) -> the training budgets of its runs, so a table says how much data and training it saw."""
+def run_budgets(frame: pd.DataFrame, train_size: bool = True) -> dict[tuple[str, str], str]:
+    """(scale, model) -> the training budgets of its runs, so a table says how much data and training it saw
+    (without the training-set size where the table's columns give it: the learning curves)."""
     def describe(c: dict, used: float | None) -> str:
         train, dev = _get(c, "data.max_train_samples"), _get(c, "data.max_eval_samples")
         if train and used is not None and not pd.isna(used) and used < train:  # a cap above the task's size
             train = f"{int(used)} (all)"
-        return (f"{_get(c, 'task.name')}: {train or 'all'} train / {dev or 'all'} eval examples, "
+        size = f"{train or 'all'} train / " if train_size else ""
+        return (f"{_get(c, 'task.name')}: {size}{dev or 'all'} eval examples, "
                 f"{_get(c, 'train.epochs')} epochs, batch {_get(c, 'train.batch_size')}, "
                 f"length {_get(c, 'data.max_seq_len')}")
 
@@ -758,7 +760,7 @@ def build(runs: Path, out: Path, scale: str | None = None) -> dict[str, list[Pat
     written[CURVE_SWEEP] = write_tables(
         curve_wide(long), long, out, CURVE_SWEEP, *TITLES[CURVE_SWEEP],
         notes=lambda s, m, part: curve_notes(part),
-        budgets=run_budgets(curve_runs(frame) if len(frame) else frame), cell="median±std [seeds]")
+        budgets=run_budgets(curve_runs(frame) if len(frame) else frame, train_size=False), cell="median±std [seeds]")
     written[CURVE_SWEEP] += plot_curves(long, out)
     long = variants_long(frame)
     written[VARIANTS_SWEEP] = write_tables(

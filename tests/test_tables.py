@@ -187,6 +187,7 @@ def test_learning_curve_takes_table2_runs_of_the_same_recipe(tmp_path):
     assert long["median"].tolist() == pytest.approx([70.5, 84.5])  # the 0.99 runs are left out
     md = (tmp_path / "tables" / "learning_curve.md").read_text()
     assert "Points from Table 2's runs (the same recipe at its own training size): sst2 6000 examples." in md
+    assert "train /" not in md and "all eval examples" in md  # the columns give the training-set sizes
 
 
 def test_cpu_targets_say_met_below_and_too_few_seeds(tmp_path):
