@@ -481,7 +481,8 @@ def plot_sweep(long: pd.DataFrame, name: str, path: Path) -> None:
 # --- learning curves (sweeps/learning_curve.yaml) -------------------------------------------------------------
 
 CURVE_SWEEP = "learning_curve"
-CURVE_COLUMNS = ["scale", "model", "task", "method", "train_examples", "median", "std", "n", "baseline", "from_table2"]
+CURVE_COLUMNS = ["scale", "model", "task", "method", "train_examples", "median", "std", "n", "baseline", "from_table2",
+                 "paper_task"]
 # Everything a classification run's result depends on besides its training subset's size and seed: a Table 2 run
 # that agrees with a learning-curve run on all of these is the curve's point at Table 2's own training size.
 CURVE_RECIPE_KEYS = ("method", "model.name", "model.pooling", "init_from_task", "train.learning_rate", "train.epochs",
@@ -517,7 +518,7 @@ def curve_long(frame: pd.DataFrame) -> pd.DataFrame:
     runs = curve_runs(frame)
     if runs.empty:
         return pd.DataFrame(columns=CURVE_COLUMNS)
-    agg = aggregate(runs, ["scale", "model", "task", "method", "train_examples", "from_table2"])
+    agg = aggregate(runs, ["scale", "model", "task", "paper_task", "method", "train_examples", "from_table2"])
     return agg[CURVE_COLUMNS].sort_values(["scale", "model", "task", "method", "train_examples"]).reset_index(drop=True)
 
 
@@ -556,12 +557,13 @@ def curve_wide(long: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
 
 def plot_curves(long: pd.DataFrame, out: Path) -> list[Path]:
     """One figure per task: main metric (median, error bar = std over seeds) against training examples (log scale),
-    one line per method, the trivial baseline dashed."""
+    one line per method, Table 2's points boxed, the trivial baseline dashed and the cpu target dotted."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    targets = paper_data("cpu_targets")
     paths = []
     for (scale, model, task), part in long.groupby(["scale", "model", "task"]):
         fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -573,6 +575,9 @@ def plot_curves(long: pd.DataFrame, out: Path) -> list[Path]:
                     color=bars[0].get_color(), label=f"{method}: Table 2's runs" if len(table2) else None)
         if part["baseline"].notna().any():
             ax.axhline(part["baseline"].median(), color="grey", linestyle="--", label=BASELINE_LABEL)
+        target = targets["targets"].get(part["paper_task"].iloc[0]) if scale == targets["scale"] else None
+        if target is not None:
+            ax.axhline(target, color="black", linestyle=":", label="target (conf/paper/cpu_targets.yaml)")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("training examples")
         ax.set_ylabel("main metric x 100")
