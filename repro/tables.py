@@ -513,9 +513,9 @@ def curve_runs(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([curve.assign(from_table2=False), table2[same].assign(from_table2=True)], ignore_index=True)
 
 
-def curve_long(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per (scale, model, task, method, number of training examples): the main metric over seeds and the baseline."""
-    runs = curve_runs(frame)
+def curve_long(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (scale, model, task, method, number of training examples) of `curve_runs`: the main metric over seeds
+    and the baseline."""
     if runs.empty:
         return pd.DataFrame(columns=CURVE_COLUMNS)
     agg = aggregate(runs, ["scale", "model", "task", "paper_task", "method", "train_examples", "from_table2"])
@@ -761,11 +761,12 @@ def build(runs: Path, out: Path, scale: str | None = None) -> dict[str, list[Pat
         if not long.empty:
             plot_sweep(long, name, out / f"{name}.png")
             written[name].append(out / f"{name}.png")
-    long = curve_long(frame)
+    curve = curve_runs(frame)
+    long = curve_long(curve)
     written[CURVE_SWEEP] = write_tables(
         curve_wide(long), long, out, CURVE_SWEEP, *TITLES[CURVE_SWEEP],
         notes=lambda s, m, part: curve_notes(part),
-        budgets=run_budgets(curve_runs(frame) if len(frame) else frame, train_size=False), cell="median±std [seeds]")
+        budgets=run_budgets(curve, train_size=False), cell="median±std [seeds]")
     written[CURVE_SWEEP] += plot_curves(long, out)
     long = variants_long(frame)
     written[VARIANTS_SWEEP] = write_tables(
