@@ -32,7 +32,7 @@ import yaml
 
 from repro import tables as T
 from repro.cells import MISSING
-from repro.config import CONF_DIR, group_choices, load_group_config
+from repro.config import CONF_DIR
 from repro.errors import ReproError, exit_on_user_error
 from repro.generation.tables import (GENERATION_CELL, GENERATION_TABLES, LONG_COLUMNS, RANK_SWEEP, VALIDATION_LOSS,
                                      generation_notes, generation_wide)
@@ -71,7 +71,8 @@ def _row_label(row_id: str, variant: str) -> str:
 
 @dataclass(frozen=True)
 class TableSpec:
-    """One generated table: its CSV (`name`.csv), layout and the runs behind each cell."""
+    """One generated table: its CSV (`name`.csv, or `name`_<task>.csv per task), layout and the runs behind each
+    cell."""
 
     name: str
     title: str
@@ -85,10 +86,11 @@ class TableSpec:
     n: str                                          # ... and with its seed count
     runs: Callable[[pd.DataFrame], pd.DataFrame]    # the runs this table counts (repro.tables.runs_frame rows)
     run_keys: tuple[tuple[str, str], ...]           # (long column, runs column) that select one cell's runs
-    notes: Callable[[pd.DataFrame, set[str]], list[str]]  # (long rows, tasks with a learning curve) -> lines under it
+    notes: Callable[[pd.DataFrame, dict[str, str]], list[str]]  # (long rows, task -> its curve file) -> lines under it
     claims: Callable[[pd.DataFrame, object], list[str]] | None = None  # (one section's runs, rule) -> verdict lines
     text_columns: tuple[str, ...] = ()              # long columns read as text (empty = "")
-    headline: Callable[[pd.DataFrame, set[str]], list[str]] | None = None  # ... lines for "At a glance" (targets)
+    headline: Callable[[pd.DataFrame, dict[str, str]], list[str]] | None = None  # ... lines for "At a glance"
+    per_task: bool = False                          # one file set per task, `name`_<task>.csv (the learning curves)
 
 
 def _glue_runs(frame: pd.DataFrame) -> pd.DataFrame:
@@ -153,7 +155,7 @@ def table_specs() -> list[TableSpec]:
                                        f"{_label(r['train_examples'])} examples"),
         "median", "n", _sweep(T.CURVE_SWEEP),
         tuple((c, c) for c in ("scale", "model", "task", "method", "train_examples")),
-        lambda long, _: T.sweep_notes(long)))
+        lambda long, _: T.sweep_notes(long), per_task=True))
     specs.append(TableSpec(
         T.VARIANTS_SWEEP, *T.TITLES[T.VARIANTS_SWEEP], "median±std [seeds]", VARIANTS_COLUMNS, T.variants_wide,
         ("task", "method"), lambda r: ((_label(r["task"]), _label(r["method"])), "main metric"), "median", "n",
@@ -404,27 +406,28 @@ def _section_of(frame: pd.DataFrame, scale: str, model: str) -> pd.DataFrame:
 def table_section(page: Page, spec: TableSpec, tables: Path, frame: pd.DataFrame, records: dict[str, dict],
                   rule, runs_root: Path | None) -> dict:
     """One table: per (scale, model) its coloured grid, notes, verdicts and cell cards; its plots; its files."""
-    csv = tables / f"{spec.name}.csv"
+    csvs = sorted(tables.glob(f"{spec.name}_*.csv")) if spec.per_task else [tables / f"{spec.name}.csv"]
+    csv_name = f"{spec.name}_<task>.csv" if spec.per_task else f"{spec.name}.csv"
     section = {"name": spec.name, "title": spec.title, "note": spec.note, "cell_text": spec.cell_text,
                "parts": [], "missing": None, "files": [], "figures": [], "stale": []}
-    section["files"] = [{"name": p.name, "href": page.href(p)} for p in
-                        (tables / f"{spec.name}.{ext}" for ext in ("md", "csv", "tex")) if p.is_file()]
+    section["files"] = [{"name": p.name, "href": page.href(p)} for csv in csvs
+                        for p in (csv.with_suffix(f".{ext}") for ext in ("md", "csv", "tex")) if p.is_file()]
     for png in sorted(tables.glob(f"{spec.name}*.png")):
         section["figures"].append({"src": page.copy_figure(png, "tables"), "caption": png.name})
-    if not csv.is_file():
-        section["missing"] = f"no {csv.name} under {tables} (run `make tables`)"
+    if not any(csv.is_file() for csv in csvs):
+        section["missing"] = f"no {csv_name} under {tables} (run `make tables`)"
         return section
     try:
-        long = read_long(csv, spec)
+        long = pd.concat([read_long(csv, spec) for csv in csvs], ignore_index=True)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        section["missing"] = f"{csv.name} is unreadable ({type(exc).__name__}); run `make tables`"
+        section["missing"] = f"{csv_name} is unreadable ({type(exc).__name__}); run `make tables`"
         return section
     runs = spec.runs(frame) if not frame.empty else frame
     if long.empty:
         section["missing"] = "no complete runs for this table"
     budgets = T.run_budgets(runs) if not runs.empty else {}
     wide = spec.wide(long) if not long.empty else {}
-    curves = curve_tasks(tables)
+    curves = T.curve_files(tables)
     for (scale, model), table in wide.items():
         scale, model = _label(scale), _label(model)
         part_long = _section_of(long, scale, model)
@@ -437,39 +440,22 @@ def table_section(page: Page, spec: TableSpec, tables: Path, frame: pd.DataFrame
         cells = grid(page, spec, table, part_long, part_runs, records, scale, model)
         stale = ""
         if cells["mismatches"]:
-            stale = (f"The runs under --runs do not match {csv.name} in {len(cells['mismatches'])} cell(s) (e.g. "
+            stale = (f"The runs under --runs do not match {csv_name} in {len(cells['mismatches'])} cell(s) (e.g. "
                      f"{cells['mismatches'][0]}): the table shows the CSV; its curves"
                      f"{' and claim verdicts' if spec.claims else ''} come from the runs under --runs. "
                      f"`make tables` rebuilds the table from those runs.")
         section["parts"].append({
             "scale": scale, "model": model, "budget": budgets.get((scale, model), ""), "grid": cells, "stale": stale,
-            "notes": [line for line in spec.notes(part_long, curves.get((scale, model), set())) if line],
+            "notes": [line for line in spec.notes(part_long, curves.get((scale, model), {})) if line],
             "claims": claims, "runs": len(part_runs),
-            "headline": spec.headline(part_long, curves.get((scale, model), set())) if spec.headline else []})
+            "headline": spec.headline(part_long, curves.get((scale, model), {})) if spec.headline else []})
     if not runs.empty:
         shown = {(p["scale"], p["model"]) for p in section["parts"]}
         for (scale, model), part in runs.groupby(["scale", "model"]):
             if (_label(scale), _label(model)) not in shown:
                 section["stale"].append(f"{len(part)} run(s) at scale {scale} with model {model} are under --runs "
-                                        f"but not in {csv.name} (run `make tables` to add them)")
+                                        f"but not in {csv_name} (run `make tables` to add them)")
     return section
-
-
-def curve_tasks(tables: Path) -> dict[tuple[str, str], set[str]]:
-    """(scale, model) -> the paper names (MRPC, RTE ...) of the GLUE tasks in learning_curve.csv: Table 2's target
-    notes point a task below its target at its learning curve (the table shown, not the runs)."""
-    path = tables / f"{T.CURVE_SWEEP}.csv"
-    try:
-        long = pd.read_csv(path)
-    except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError):
-        return {}
-    glue = set(group_choices("task/glue"))
-    out: dict[tuple[str, str], set[str]] = {}
-    for (scale, model, task), _ in long.groupby(["scale", "model", "task"]):
-        if task in glue:
-            out.setdefault((_label(scale), _label(model)), set()).add(
-                load_group_config("task/glue", task)["paper_key"])
-    return out
 
 
 def plain_table(frame: pd.DataFrame, max_rows: int) -> dict:

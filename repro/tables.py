@@ -210,15 +210,17 @@ def table2_wide(long: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
     return out
 
 
-def table2_notes(long: pd.DataFrame, curve_tasks: set[str] = frozenset()) -> list[str]:
+def table2_notes(long: pd.DataFrame, curves: dict[str, str] | None = None) -> list[str]:
     has_runs = long.groupby("task", sort=False)["n_seeds"].max() > 0
     return [*baseline_notes(long.groupby("task", sort=False)["baseline"].median(), has_runs),
-            *target_notes(long, curve_tasks)]
+            *target_notes(long, curves)]
 
 
-def target_notes(long: pd.DataFrame, curve_tasks: set[str] = frozenset()) -> list[str]:
+def target_notes(long: pd.DataFrame, curves: dict[str, str] | None = None) -> list[str]:
     """At the scale conf/paper/cpu_targets.yaml names: each target row's cell against its target (met, below, or too
-    few seeds to tell), and for a task below its target whether a learning curve exists (`make learning-curve`)."""
+    few seeds to tell), and for a task below its target its learning curve's table (`curves`: paper task name ->
+    file, see `curve_files`) or that it has none yet (`make learning-curve`)."""
+    curves = curves or {}
     spec = paper_data("cpu_targets")
     if long.empty or set(long["scale"]) != {spec["scale"]}:
         return []
@@ -239,7 +241,7 @@ def target_notes(long: pd.DataFrame, curve_tasks: set[str] = frozenset()) -> lis
                                                                       f" (needs {spec['min_seeds']} seeds)"))
         curve = ""
         if below:
-            curve = ("; learning curve: learning_curve.md" if task in curve_tasks else
+            curve = (f"; learning curve: {curves[task]}" if task in curves else
                      "; no learning curve yet (make learning-curve CURVE_TASK=glue/<task>)")
         lines.append(f"- {task} >= {target:g}: {'; '.join(verdicts)}{curve}")
     return lines
@@ -531,10 +533,25 @@ def curve_notes(long: pd.DataFrame) -> list[str]:
                                   f"{'; '.join(sizes)} examples."] if sizes else [])]
 
 
-def curve_tasks(frame: pd.DataFrame) -> set[str]:
-    """The paper names (e.g. MRPC) of the tasks that have learning-curve runs."""
-    runs = sweep_runs(frame, CURVE_SWEEP)
-    return set(runs["paper_task"].dropna()) if not runs.empty else set()
+def curve_name(task: str) -> str:
+    """The files of one task's learning curve (learning_curve_<task>.{md,csv,tex,png}). Each task's curve is its own
+    experiment (`make learning-curve CURVE_TASK=...`, about an hour on 2 cores), so each has its own files: building
+    the tables from one task's runs rewrites that task's curve and leaves the others' committed curves as they are."""
+    return f"{CURVE_SWEEP}_{task}"
+
+
+def curve_files(tables: Path) -> dict[tuple[str, str], dict[str, str]]:
+    """(scale, model) -> {paper task name (e.g. MRPC): its learning-curve table's .md file name}, from the curve
+    CSVs under `tables`: the curves a reader of that folder sees, whether or not their runs are at hand."""
+    out: dict[tuple[str, str], dict[str, str]] = {}
+    for path in sorted(tables.glob(f"{CURVE_SWEEP}_*.csv")):
+        try:
+            long = pd.read_csv(path)
+        except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError):
+            continue
+        for (scale, model, paper_task), _ in long.groupby(["scale", "model", "paper_task"]):
+            out.setdefault((str(scale), str(model)), {})[paper_task] = path.with_suffix(".md").name
+    return out
 
 
 def curve_wide(long: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
@@ -584,7 +601,7 @@ def plot_curves(long: pd.DataFrame, out: Path) -> list[Path]:
         ax.set_title(f"{task}: {model}, scale {scale}")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        path = out / f"{CURVE_SWEEP}_{task}.png"
+        path = out / f"{curve_name(task)}.png"
         fig.savefig(path, dpi=120)
         plt.close(fig)
         paths.append(path)
@@ -731,12 +748,22 @@ def build(runs: Path, out: Path, scale: str | None = None) -> dict[str, list[Pat
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     rule = load_rule()
+    curve = curve_runs(frame)
+    long = curve_long(curve)
+    written[CURVE_SWEEP] = []
+    for task, part in long.groupby("task"):  # before Table 2, whose target notes point to the curves
+        written[CURVE_SWEEP] += write_tables(
+            curve_wide(part), part, out, curve_name(task), *TITLES[CURVE_SWEEP],
+            notes=lambda s, m, part: curve_notes(part),
+            budgets=run_budgets(curve[curve["task"] == task], train_size=False), cell="median±std [seeds]")
+    written[CURVE_SWEEP] += plot_curves(long, out)
+    curves = curve_files(out)
     glue = frame[frame["paper_task"].isin(paper_data("table2_glue")["tasks"])] if len(frame) else frame
     glue_rows = glue[glue["paper_row"].notna()] if len(glue) else glue
     long = table2_long(glue)
     written["table2"] = write_tables(
         table2_wide(long), long, out, "table2", *TITLES["table2"],
-        notes=lambda s, m, part: [*table2_notes(part, curve_tasks(_section(frame, s, m))), "",
+        notes=lambda s, m, part: [*table2_notes(part, curves.get((str(s), str(m)))), "",
                                   *claims_summary(table2_cells(_section(glue_rows, s, m)), rule)],
         budgets=run_budgets(glue_rows))
     for spec in GENERATION_TABLES:
@@ -761,13 +788,6 @@ def build(runs: Path, out: Path, scale: str | None = None) -> dict[str, list[Pat
         if not long.empty:
             plot_sweep(long, name, out / f"{name}.png")
             written[name].append(out / f"{name}.png")
-    curve = curve_runs(frame)
-    long = curve_long(curve)
-    written[CURVE_SWEEP] = write_tables(
-        curve_wide(long), long, out, CURVE_SWEEP, *TITLES[CURVE_SWEEP],
-        notes=lambda s, m, part: curve_notes(part),
-        budgets=run_budgets(curve, train_size=False), cell="median±std [seeds]")
-    written[CURVE_SWEEP] += plot_curves(long, out)
     long = variants_long(frame)
     written[VARIANTS_SWEEP] = write_tables(
         variants_wide(long), long, out, VARIANTS_SWEEP, *TITLES[VARIANTS_SWEEP],
@@ -779,13 +799,12 @@ def build(runs: Path, out: Path, scale: str | None = None) -> dict[str, list[Pat
                                       "for GLUE, generation on its printed scale), the tables it appears in, and "
                                       "the settings that differ among runs of the same task, model and method "
                                       "(run identity, seed aside). A run in no table says why.", ".4g")
-    for paths in written.values():
+    for paths in filter(None, written.values()):
         print("wrote " + ", ".join(str(p) for p in paths))
     return written
 
 
-SWEEP_TABLES = {RANK_SWEEP: "table18", "rank": "rank", "targets": "targets", CURVE_SWEEP: CURVE_SWEEP,
-                VARIANTS_SWEEP: VARIANTS_SWEEP}
+SWEEP_TABLES = {RANK_SWEEP: "table18", "rank": "rank", "targets": "targets", VARIANTS_SWEEP: VARIANTS_SWEEP}
 NOT_IN_A_TABLE = "none: no paper row (run without +experiment=...) and no sweep of a paper table"
 
 
@@ -795,7 +814,7 @@ def tables_of(row: pd.Series) -> str:
     if isinstance(row["paper_row"], str) and row["paper_task"] in paper_data("table2_glue")["tasks"]:
         names.append("table2")
     if isinstance(row["sweep"], str):
-        names.append(SWEEP_TABLES.get(row["sweep"], ""))
+        names.append(curve_name(row["task"]) if row["sweep"] == CURVE_SWEEP else SWEEP_TABLES.get(row["sweep"], ""))
     else:
         names += [spec.name for spec in GENERATION_TABLES if spec.task == row["task"]]
     names = [n for n in names if n]

@@ -91,6 +91,11 @@ def built(tmp_path_factory):
     for r, v in ((1, 0.6), (8, 0.7)):
         _record(runs, f"rank_{r}", row=None, task="rte", paper_task="RTE", seed=0, value=v, trainable=r, r=r,
                 targets=("q",), sweep="rank")
+    for task, paper_task in (("mrpc", "MRPC"), ("sst2", "SST-2")):  # two tasks' learning curves, a file set each
+        _record(runs, f"curve_{task}", row=None, task=task, paper_task=paper_task, seed=0, value=0.7, trainable=300,
+                sweep="learning_curve")
+        record = json.loads((runs / f"curve_{task}" / RESULT_FILE).read_text())
+        write_json_atomic(runs / f"curve_{task}" / RESULT_FILE, {**record, "train_examples": 500})
     tables = base / "tables"
     build_tables(runs, tables)
     (tables / "samsum.csv").unlink()
@@ -111,6 +116,13 @@ def built(tmp_path_factory):
     page = Page()
     page.feed((out / "index.html").read_text(encoding="utf-8"))
     return {"base": base, "out": out, "page": page}
+
+
+def test_learning_curves_of_every_task_are_shown(built):
+    page = built["page"]
+    for task in ("mrpc", "sst2"):
+        assert any(link.endswith(f"learning_curve_{task}.md") for link in page.links), task
+        assert any(src.endswith(f"learning_curve_{task}.png") for src in page.images), task
 
 
 def test_every_image_link_and_anchor_resolves(built):
@@ -155,8 +167,9 @@ def test_every_table_section_missing_cells_and_verdicts(built):
 
 def test_curves_one_figure_per_cell(built):
     curves = sorted((built["out"] / "curves").glob("*.png"))
-    # Table 2: LoRA and FT on RTE; the rank sweep: r=1 and r=8 (targets, lora_variants ... have no runs)
-    assert len(curves) == 4 and all(p.stat().st_size > 2000 for p in curves)
+    # Table 2: LoRA and FT on RTE; the rank sweep: r=1 and r=8; the learning curves: MRPC and SST-2 (targets,
+    # lora_variants ... have no runs)
+    assert len(curves) == 6 and all(p.stat().st_size > 2000 for p in curves)
 
 
 def test_embed_makes_one_file_and_tables_only_page(built, tmp_path):

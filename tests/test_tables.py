@@ -132,8 +132,9 @@ def test_scale_filter_and_cli(runs, tmp_path, capsys):
 
 
 def test_learning_curve_table_and_figure(tmp_path):
-    """sweeps/learning_curve.yaml runs: one row per (task, method), a column per training-set size, the baseline row
-    first, and one figure per task."""
+    """sweeps/learning_curve.yaml runs: per task its own table (one row per method, a column per training-set size,
+    the baseline row first) and figure; a build from another task's runs leaves them as they are, and Table 2's
+    target note points a task below its target to its curve's file."""
     import json
 
     root = tmp_path / "runs"
@@ -146,16 +147,28 @@ def test_learning_curve_table_and_figure(tmp_path):
                         sweep="learning_curve", baseline=0.684)
                 record = json.loads((root / name / RESULT_FILE).read_text())
                 write_json_atomic(root / name / RESULT_FILE, {**record, "method": method, "train_examples": n})
-    build(root, tmp_path / "tables")
-    md = (tmp_path / "tables" / "learning_curve.md").read_text()
+    tables = tmp_path / "tables"
+    build(root, tables)
+    md = (tables / "learning_curve_mrpc.md").read_text()
     table = [line for line in md.splitlines() if line.startswith("|")]
     assert "500 examples" in table[0] and "2000 examples" in table[0]
     assert "trivial baseline" in table[2] and "68.4" in table[2]  # the task's baseline row comes first
     lora = next(line for line in table if "| lora" in line)
     assert "62.0±2.0 [3]" in lora and "71.0±1.0 [3]" in lora
-    long = pd.read_csv(tmp_path / "tables" / "learning_curve.csv")
+    long = pd.read_csv(tables / "learning_curve_mrpc.csv")
     assert len(long) == 4 and set(long["train_examples"]) == {500, 2000}
-    assert (tmp_path / "tables" / "learning_curve_mrpc.png").stat().st_size > 1000
+    assert (tables / "learning_curve_mrpc.png").stat().st_size > 1000
+    assert not (tables / "learning_curve.md").exists()
+
+    other = tmp_path / "other_runs"  # only Table 2's MRPC runs, LoRA below its target of 75
+    for seed in range(3):
+        _record(other, f"lora_{seed}", row="roberta_base.lora", task="mrpc", paper_task="MRPC", seed=seed,
+                value=0.74, trainable=5, baseline=0.684)
+    build(other, tables)
+    assert (tables / "learning_curve_mrpc.md").read_text() == md  # the curve's runs are not here: kept
+    table2 = (tables / "table2.md").read_text()
+    mrpc = next(line for line in table2.splitlines() if line.startswith("- MRPC >= 75"))
+    assert "roberta_base.lora 74.0 [3] below" in mrpc and mrpc.endswith("; learning curve: learning_curve_mrpc.md")
 
 
 def test_learning_curve_takes_table2_runs_of_the_same_recipe(tmp_path):
@@ -181,11 +194,11 @@ def test_learning_curve_takes_table2_runs_of_the_same_recipe(tmp_path):
     add("other_lr", row="roberta_base.lora", sweep=None, method="lora", n=4000, value=0.99, lr=3e-3)
     add("bitfit", row="roberta_base.bitfit", sweep=None, method="bitfit", n=6000, value=0.99)
     build(root, tmp_path / "tables")
-    long = pd.read_csv(tmp_path / "tables" / "learning_curve.csv")
+    long = pd.read_csv(tmp_path / "tables" / "learning_curve_sst2.csv")
     assert list(zip(long["method"], long["train_examples"], long["from_table2"])) == [
         ("lora", 500, False), ("lora", 6000, True)]
     assert long["median"].tolist() == pytest.approx([70.5, 84.5])  # the 0.99 runs are left out
-    md = (tmp_path / "tables" / "learning_curve.md").read_text()
+    md = (tmp_path / "tables" / "learning_curve_sst2.md").read_text()
     assert "Points from Table 2's runs (the same recipe at its own training size): sst2 6000 examples." in md
     assert "train /" not in md and "all eval examples" in md  # the columns give the training-set sizes
 
