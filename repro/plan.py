@@ -90,9 +90,16 @@ def _architecture_embedded(model_cfg: DictConfig) -> dict:
 
 
 def _architecture_gguf(model_cfg: DictConfig) -> dict:
-    from repro.generation.models import dequantised_dir
+    """The dequantised copy's config where it is cached, else the GGUF file's metadata (seconds; dequantising the
+    weights only to count them takes ~30 s more and is what training does the first time anyway)."""
+    from transformers import AutoConfig
 
-    return json.loads((dequantised_dir(model_cfg) / "config.json").read_text())
+    from repro.generation.models import cached_dequantised_dir, gguf_path
+
+    if (cached := cached_dequantised_dir(model_cfg)) is not None:
+        return json.loads((cached / "config.json").read_text())
+    source = gguf_path(model_cfg)
+    return AutoConfig.from_pretrained(source.parent, gguf_file=source.name).to_dict()
 
 
 ARCHITECTURES: dict[str, Callable[[DictConfig], dict]] = {

@@ -45,11 +45,17 @@ def gguf_path(model_cfg: DictConfig) -> Path:
     return path
 
 
+def cached_dequantised_dir(model_cfg: DictConfig) -> Path | None:
+    """The dequantised copy of a GGUF model if it has been written, else None."""
+    target = cache_dir() / "dequantised" / model_cfg.name
+    return target if (target / "config.json").is_file() else None
+
+
 def dequantised_dir(model_cfg: DictConfig) -> Path:
     """The GGUF model as a plain float32 HF folder, written once (atomically: temp folder, then rename)."""
+    if (cached := cached_dequantised_dir(model_cfg)) is not None:
+        return cached
     target = cache_dir() / "dequantised" / model_cfg.name
-    if (target / "config.json").is_file():
-        return target
     source = gguf_path(model_cfg)
     print(f"dequantising {source.name} once into {target} (about a minute)")
     model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
@@ -64,9 +70,10 @@ def dequantised_dir(model_cfg: DictConfig) -> Path:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        if not (isinstance(exc, OSError) and cached_dequantised_dir(model_cfg)):  # else another process won the race
+            raise
     return target
 
 
