@@ -118,11 +118,24 @@ def built(tmp_path_factory):
     return {"base": base, "out": out, "page": page}
 
 
-def test_learning_curves_of_every_task_are_shown(built):
+def test_learning_curves_of_every_task_are_shown(built, tmp_path):
     page = built["page"]
     for task in ("mrpc", "sst2"):
         assert any(link.endswith(f"learning_curve_{task}.md") for link in page.links), task
         assert any(src.endswith(f"learning_curve_{task}.png") for src in page.images), task
+    # with only MRPC's curve runs at hand, SST-2's committed curve is shown, not called stale
+    runs = tmp_path / "runs"
+    shutil.copytree(built["base"] / "runs" / "curve_mrpc", runs / "curve_mrpc")
+    out = tmp_path / "report"
+    report.main(["--runs", str(runs), "--tables", str(built["base"] / "tables"), "--out", str(out), "--no-pdf"])
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert "learning_curve_sst2.md" in html and "do not match learning_curve" not in html
+    # a second MRPC seed under --runs: MRPC's curve (1 seed) no longer matches them, and the page says so
+    record = json.loads((runs / "curve_mrpc" / RESULT_FILE).read_text())
+    write_json_atomic(runs / "curve_mrpc_s1" / RESULT_FILE, {**record, "run_id": "curve_mrpc_s1", "seed": 1})
+    report.main(["--runs", str(runs), "--tables", str(built["base"] / "tables"), "--out", str(out), "--no-pdf"])
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert "do not match learning_curve_&lt;task&gt;.csv in 1 cell(s) (e.g. mrpc · lora · 500 examples" in html
 
 
 def test_every_image_link_and_anchor_resolves(built):
