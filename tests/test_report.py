@@ -93,9 +93,7 @@ def built(tmp_path_factory):
                 targets=("q",), sweep="rank")
     for task, paper_task in (("mrpc", "MRPC"), ("sst2", "SST-2")):  # two tasks' learning curves, a file set each
         _record(runs, f"curve_{task}", row=None, task=task, paper_task=paper_task, seed=0, value=0.7, trainable=300,
-                sweep="learning_curve")
-        record = json.loads((runs / f"curve_{task}" / RESULT_FILE).read_text())
-        write_json_atomic(runs / f"curve_{task}" / RESULT_FILE, {**record, "train_examples": 500})
+                sweep="learning_curve", train_examples=500)
     tables = base / "tables"
     build_tables(runs, tables)
     (tables / "samsum.csv").unlink()
@@ -131,8 +129,8 @@ def test_learning_curves_of_every_task_are_shown(built, tmp_path):
     html = (out / "index.html").read_text(encoding="utf-8")
     assert "learning_curve_sst2.md" in html and "do not match learning_curve" not in html
     # a second MRPC seed under --runs: MRPC's curve (1 seed) no longer matches them, and the page says so
-    record = json.loads((runs / "curve_mrpc" / RESULT_FILE).read_text())
-    write_json_atomic(runs / "curve_mrpc_s1" / RESULT_FILE, {**record, "run_id": "curve_mrpc_s1", "seed": 1})
+    _record(runs, "curve_mrpc_s1", row=None, task="mrpc", paper_task="MRPC", seed=1, value=0.7, trainable=300,
+            sweep="learning_curve", train_examples=500)
     report.main(["--runs", str(runs), "--tables", str(built["base"] / "tables"), "--out", str(out), "--no-pdf"])
     html = (out / "index.html").read_text(encoding="utf-8")
     assert "do not match learning_curve_&lt;task&gt;.csv in 1 cell(s) (e.g. mrpc · lora · 500 examples" in html

@@ -14,7 +14,8 @@ from repro.tables import build, main
 
 
 def _record(root, name, *, row, task, paper_task, seed, value, trainable, variant=None, status="complete",
-            metric="accuracy", sweep=None, r=8, targets=("q", "v"), model="minilm-l6", baseline=None):
+            metric="accuracy", sweep=None, r=8, targets=("q", "v"), model="minilm-l6", baseline=None, **fields):
+    """A synthetic result.json; `fields` set or replace top-level entries (e.g. method, train_examples)."""
     config = {"scale_name": "cpu", "paper_row": row, "task": {"name": task, "paper_key": paper_task},
               "method": {"r": r, "targets": list(targets)}, "sweep_name": sweep}
     if variant:
@@ -24,7 +25,7 @@ def _record(root, name, *, row, task, paper_task, seed, value, trainable, varian
               "best_metrics": {metric: value}, "config": config}
     if baseline is not None:  # runs made before `trivial_baseline` was stored have none
         record["trivial_baseline"] = {metric: baseline, f"validation/{metric}": baseline}
-    write_json_atomic(root / name / RESULT_FILE, record)
+    write_json_atomic(root / name / RESULT_FILE, {**record, **fields})
 
 
 @pytest.fixture
@@ -135,8 +136,6 @@ def test_learning_curve_table_and_figure(tmp_path):
     """sweeps/learning_curve.yaml runs: per task its own table (one row per method, a column per training-set size,
     the baseline row first) and figure; a build from another task's runs leaves them as they are, and Table 2's
     target note points a task below its target to its curve's file."""
-    import json
-
     root = tmp_path / "runs"
     for method, values in (("lora", {500: [0.60, 0.62, 0.64], 2000: [0.70, 0.72, 0.71]}),
                            ("full_ft", {500: [0.61, 0.63, 0.65], 2000: [0.75, 0.74, 0.76]})):
@@ -144,9 +143,7 @@ def test_learning_curve_table_and_figure(tmp_path):
             for seed, v in enumerate(seeds):
                 name = f"{method}_{n}_{seed}"
                 _record(root, name, row=None, task="mrpc", paper_task="MRPC", seed=seed, value=v, trainable=5,
-                        sweep="learning_curve", baseline=0.684)
-                record = json.loads((root / name / RESULT_FILE).read_text())
-                write_json_atomic(root / name / RESULT_FILE, {**record, "method": method, "train_examples": n})
+                        sweep="learning_curve", baseline=0.684, method=method, train_examples=n)
     tables = tmp_path / "tables"
     build(root, tables)
     md = (tables / "learning_curve_mrpc.md").read_text()
