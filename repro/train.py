@@ -14,6 +14,9 @@ import random
 import shutil
 import sys
 import tempfile
+import threading
+import time
+import _thread
 import traceback
 import warnings
 from contextlib import contextmanager, nullcontext
@@ -107,6 +110,34 @@ def run_lock(run_dir: Path):
         except BlockingIOError:
             raise RunInProgress(f"{run_dir.name} is being run by another process") from None
         yield
+
+
+def watch_sweep(sweep_pid: int, interval_s: float = 2.0, grace_s: float = 10.0) -> bool:
+    """Stop this job when the sweep process that started it is gone. A parallel sweep's jobs run in worker
+    processes (joblib/loky); killing only the sweep (SIGTERM from a script, a scheduler, `kill PID`) leaves them
+    training on, unseen, and writing into the results folder. A daemon thread checks every `interval_s` that this
+    process is still the sweep's child; when it is not, it interrupts the job as Ctrl-C would (the run keeps its
+    last checkpoint and resumes on the next call) and ends the process `grace_s` later (an orphaned worker would
+    otherwise hang on its dead parent's queue; checkpoints and results are written atomically, so no exit corrupts
+    them).
+    Armed once per process (a worker runs many jobs), only in a direct child of `sweep_pid` (a SLURM job that
+    inherits the variable on another node is not one); returns whether a watcher is running."""
+    if any(thread.name == "watch-sweep" for thread in threading.enumerate()):
+        return True
+    if sweep_pid == os.getpid() or os.getppid() != sweep_pid:
+        return False
+
+    def watch() -> None:
+        while os.getppid() == sweep_pid:
+            time.sleep(interval_s)
+        print(f"error: the sweep (pid {sweep_pid}) that started this job is gone; stopping the job",
+              file=sys.stderr, flush=True)
+        _thread.interrupt_main()
+        time.sleep(grace_s)
+        os._exit(EXIT_INTERRUPTED)
+
+    threading.Thread(target=watch, name="watch-sweep", daemon=True).start()
+    return True
 
 
 # per task kind: the check that the offline data files a task reads exist (before anything is loaded)
@@ -234,6 +265,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 EXIT_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 1, 2, 130
 TRACEBACK_FILE = "traceback.txt"  # in the job's Hydra folder: the full traceback of an unexpected error
 REPORT_ENV = "REPRO_SWEEP_REPORT"  # folder where each job of a multirun leaves its outcome for the summary
+SWEEP_PID_ENV = "REPRO_SWEEP_PID"  # the sweep's process, which parallel jobs watch (`watch_sweep`)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -289,6 +321,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     job_dir = Path(hydra_cfg.runtime.output_dir)
     rid = run_id(cfg)
+    if multirun and os.environ.get(SWEEP_PID_ENV, "").isdigit():
+        watch_sweep(int(os.environ[SWEEP_PID_ENV]))
     try:
         skipped = is_complete(Path(cfg.output_root) / rid) and not cfg.force
         record = run(cfg)
@@ -394,6 +428,7 @@ def _main(argv: list[str]) -> None:
     reports.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=".sweep-report-", dir=reports))
     os.environ[REPORT_ENV] = str(folder)
+    os.environ[SWEEP_PID_ENV] = str(os.getpid())
     try:
         _hydra_main()
         summary, failed = sweep_summary(folder, checked[1])

@@ -1,7 +1,7 @@
 """Fault tolerance: a SIGKILLed run resumes from its checkpoint and ends with the same metrics as an
 uninterrupted one; failures are recorded with their reason and a sweep goes on; re-running a sweep runs only
 what is missing or failed; concurrent writers never leave a partial record; a dependency run (MNLI init) is
-resolved by the runner."""
+resolved by the runner; the jobs of a parallel sweep stop when the sweep process is killed."""
 
 from __future__ import annotations
 
@@ -67,6 +67,46 @@ def test_sigkilled_run_resumes_and_matches_uninterrupted(compose, data_root, tmp
     assert not (run_dir / CHECKPOINT_FILE).exists()
     # the killed process's time counts too
     assert len(record["wall_time_segments_s"]) == 2 and record["wall_time_s"] == sum(record["wall_time_segments_s"])
+
+
+def _session_workers(sid: int) -> list[str]:
+    """The joblib (loky) worker processes left in a session (`ps -ww`: never cut at the terminal width)."""
+    listing = subprocess.run(["ps", "-ww", "-o", "args=", "--sid", str(sid)], capture_output=True, text=True).stdout
+    return [line for line in listing.splitlines() if "LokyProcess" in line]
+
+
+@pytest.mark.slow
+def test_killing_a_parallel_sweep_stops_its_jobs(data_root, tmp_path):
+    """SIGTERM to the sweep process alone (as a script or scheduler sends it) must not leave its joblib workers
+    training unseen: each job notices its sweep is gone, stops as on Ctrl-C (keeping its checkpoint) and exits."""
+    args = [sys.executable, "-m", "repro.train", "--multirun", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+            *tiny_overrides(data_root, "train.epochs=100", "seed=3,4")]  # each job alone would train for minutes
+    log = tmp_path / "sweep.err"
+    with open(log, "w") as err:
+        sweep = subprocess.Popen(args, cwd=REPO, env=env_for(tmp_path), stdout=subprocess.DEVNULL, stderr=err,
+                                 start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and len(list(tmp_path.glob(f"runs/*/{CHECKPOINT_FILE}"))) < 2:
+            assert sweep.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.2)
+        assert len(_session_workers(sweep.pid)) == 2 and len(list(tmp_path.glob(f"runs/*/{CHECKPOINT_FILE}"))) == 2
+        sweep.terminate()  # the sweep process only, not its process group
+        sweep.wait(timeout=30)
+        deadline = time.time() + 60
+        while time.time() < deadline and _session_workers(sweep.pid):
+            time.sleep(0.5)
+        assert not _session_workers(sweep.pid), "the sweep's workers outlived it"
+    finally:
+        try:
+            os.killpg(sweep.pid, signal.SIGKILL)  # what is left of the group (loky's resource trackers)
+        except ProcessLookupError:
+            pass
+    err = log.read_text()
+    assert err.count(f"the sweep (pid {sweep.pid}) that started this job is gone") == 2, err[-3000:]
+    assert err.count("interrupted: the same command resumes") == 2, err[-3000:]
+    assert not list(tmp_path.glob(f"runs/*/{RESULT_FILE}"))  # stopped mid-way: checkpoints, no results
+    assert len(list(tmp_path.glob(f"runs/*/{CHECKPOINT_FILE}"))) == 2
 
 
 def test_failed_run_is_recorded_and_the_sweep_goes_on_then_reruns_only_missing(data_root, tmp_path):
