@@ -45,10 +45,14 @@ class Checkpointer:
     def save(self, state: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            torch.save({**state, SEGMENTS_KEY: self.segments_s()}, f)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(tmp, "wb") as f:
+                torch.save({**state, SEGMENTS_KEY: self.segments_s()}, f)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:  # also Ctrl-C mid-write: no half-written file left beside the checkpoints
+            tmp.unlink(missing_ok=True)
+            raise
         if self.path.exists():
             os.replace(self.path, self.previous)
         os.replace(tmp, self.path)

@@ -147,6 +147,22 @@ def test_corrupt_checkpoint_is_moved_aside_and_the_previous_one_used(tmp_path, c
     assert len(aside) == 1 and f"moved to {aside[0]}" in out[0] and not newest.exists()
 
 
+def test_interrupted_save_leaves_the_last_checkpoint_and_no_partial_file(tmp_path, monkeypatch):
+    checkpointer = Checkpointer(tmp_path, every_steps=10)
+    checkpointer.save(_state(10))
+
+    def interrupted(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        checkpointer.save(_state(20))
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_FILE]
+    assert Checkpointer(tmp_path, every_steps=10).load()["step"] == 10
+
+
 def test_no_loadable_checkpoint_means_starting_from_the_beginning(tmp_path, capsys):
     (tmp_path / CHECKPOINT_FILE).write_bytes(b"\x00" * 10)
     assert Checkpointer(tmp_path, every_steps=10).load() is None
