@@ -7,9 +7,12 @@ TORCH_SPEC ?= torch==2.13.0
 # Offline copies of the datasets (see README); empty = load from the Hugging Face hub.
 DATA_ROOT ?= $(if $(wildcard ../shared/datasets),../shared/datasets,)
 STAMP := $(VENV)/.installed-stamp
+# a reproduction's finished runs become committed records (results/records/<run_id>.json), then every table is
+# rebuilt from the records; a record of the same run id (same configuration) is replaced, and said so
+RECORD_AND_TABLE = $(RUN) -m repro.records add --scale $(SCALE) && $(RUN) -m repro.tables
 RUN := HF_HUB_OFFLINE=$${HF_HUB_OFFLINE-1} WANDB_MODE=$${WANDB_MODE-offline} REPRO_DATA_ROOT=$(DATA_ROOT) $(BIN)/python
 
-.PHONY: install test smoke gpu-check tables report reproduce-glue reproduce-rank learning-curve reproduce-e2e reproduce-longlora compare-variants rescore bench bench-longlora clean
+.PHONY: install test smoke gpu-check tables local-tables decide rerun report reproduce-glue reproduce-rank learning-curve reproduce-e2e reproduce-longlora compare-variants rescore bench bench-longlora clean
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
@@ -57,7 +60,7 @@ ifeq ($(SCALE),paper)
 else
 	$(RUN) -m repro.train -m seed=$(CPU_SEEDS) +experiment=$(CPU_ROWS) task=$(CPU_TASKS) scale=$(SCALE) $(CPU_BUDGET) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
 endif
-	$(RUN) -m repro.tables --scale $(SCALE)
+	$(RECORD_AND_TABLE)
 
 # Tables 6 and 5 (LoRA rank r x weight types; weight types at an equal parameter budget) on the offline tasks where
 # the embedded model learns, 3 seeds: (15 + 7) configurations x 2 tasks x 3 seeds = 132 runs. At SCALE=cpu each run
@@ -70,14 +73,14 @@ RANK_BUDGET ?= $(if $(filter cpu,$(SCALE)),data.max_train_samples=1000 train.epo
 reproduce-rank: $(STAMP)
 	$(RUN) -m repro.train -m --config-dir sweeps --config-name rank seed=$(RANK_SEEDS) task=$(RANK_TASKS) scale=$(SCALE) $(CPU_BUDGET) $(RANK_BUDGET) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
 	$(RUN) -m repro.train -m --config-dir sweeps --config-name targets seed=$(RANK_SEEDS) task=$(RANK_TASKS) scale=$(SCALE) $(CPU_BUDGET) $(RANK_BUDGET) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
-	$(RUN) -m repro.tables --scale $(SCALE)
+	$(RECORD_AND_TABLE)
 
 # Learning curve (sweeps/learning_curve.yaml): LoRA and full fine-tuning at 500-4,000 training examples, 3 seeds, for a
 # task whose cpu-scale number misses its target: still rising, or the model's ceiling?
 CURVE_TASK ?= glue/mrpc
 learning-curve: $(STAMP)
 	$(RUN) -m repro.train -m --config-dir sweeps --config-name learning_curve task=$(CURVE_TASK) scale=$(SCALE) $(CPU_BUDGET) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
-	$(RUN) -m repro.tables --scale $(SCALE)
+	$(RECORD_AND_TABLE)
 
 # The GPU path in one command (at most ~8 minutes on one CUDA GPU, no network): LoRA/FT training steps in fp32 vs
 # bf16, Table 1 latency with CUDA events, batched vs one-at-a-time beam search, a QLoRA step with bitsandbytes;
@@ -88,7 +91,7 @@ gpu-check: $(STAMP)
 # Recompute every stored run's metrics from its saved predictions / outputs with the current scorers, then the tables.
 rescore: $(STAMP)
 	$(RUN) -m repro.score --all
-	$(RUN) -m repro.tables
+	$(RECORD_AND_TABLE)
 
 # Table 3 (E2E; GEN_TASK=webnlg / dart: Tables 14 / 13) at SCALE=cpu: the embedded SmolLM2-135M on a training subset
 # and a test subset (2 h 5 min with E2E_THREADS=1 beside another one-thread job, 2026-12-03), or SCALE=paper:
@@ -108,7 +111,7 @@ ifeq ($(SCALE),paper)
 else
 	$(RUN) -m repro.train -m seed=$(E2E_CPU_SEEDS) +experiment=$(E2E_CPU_ROWS) task=$(GEN_TASK) scale=$(SCALE) $(E2E_CPU_BUDGET) $(LAUNCHER)
 endif
-	$(RUN) -m repro.tables --scale $(SCALE)
+	$(RECORD_AND_TABLE)
 
 # LongLoRA's comparisons at cpu scale (conf/experiment/longlora/: base model with and without position
 # interpolation, LoRA q/v, LoRA + embeddings/norms with full attention and with S²-Attn, full fine-tuning), SmolLM2-135M
@@ -132,10 +135,26 @@ ifeq ($(SCALE),paper)
 else
 	$(RUN) -m repro.train -m --config-dir sweeps --config-name lora_variants task=$(VARIANT_TASK) method=$(VARIANTS) scale=$(SCALE) $(CPU_BUDGET) train.num_threads=$(VARIANT_THREADS) $(LAUNCHER)
 endif
-	$(RUN) -m repro.tables --scale $(SCALE)
+	$(RECORD_AND_TABLE)
 
+# Seeds until decided: re-judge every claim from the records, add seeds (two runs at a time) to the comparisons that
+# are inconclusive for lack of them, up to the verdict rule's cap; resumable; then the tables and every verdict.
+DECIDE_ARGS ?=
+decide: $(STAMP)
+	$(RUN) -m repro.decide $(DECIDE_ARGS)
+
+# One committed cell again from its record (RUN_ID=<run_id> from results/records): the same number on the same CPU?
+rerun: $(STAMP)
+	@test -n "$(RUN_ID)" || { echo "error: make rerun RUN_ID=<run id of a record in results/records>" >&2; exit 2; }
+	$(RUN) -m repro.records rerun $(RUN_ID)
+
+# Every committed table from the committed records (results/records) alone: on a fresh clone, git status stays clean.
 tables: $(STAMP)
 	$(RUN) -m repro.tables
+
+# Tables of your own runs (results/runs) in results/local/tables: the committed tables are not touched.
+local-tables: $(STAMP)
+	$(RUN) -m repro.tables --runs results/runs
 
 # One page to open and send: results/report/index.html (every table coloured by its difference from the paper, the
 # verdicts, per-cell learning curves, plots, benchmarks, provenance, links to the runs); index.pdf where Chromium is.

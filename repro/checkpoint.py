@@ -12,7 +12,7 @@ import os
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -57,12 +57,16 @@ class Checkpointer:
             os.replace(self.path, self.previous)
         os.replace(tmp, self.path)
 
-    def load(self) -> dict[str, Any] | None:
-        """The newest loadable checkpoint, or None (start from the beginning)."""
+    def load(self, allowed: Sequence[type] = ()) -> dict[str, Any] | None:
+        """The newest loadable checkpoint, or None (start from the beginning). Besides tensors and plain containers,
+        only the classes in `allowed` (the loop's TrainResult) may be unpickled."""
         candidates = [p for p in (self.path, self.previous) if p.is_file()]
         for i, path in enumerate(candidates):
             try:
-                state = torch.load(path, map_location="cpu", weights_only=False)
+                # a crafted checkpoint in a shared results folder cannot run code when a run resumes: it is refused
+                # like a corrupt one
+                with torch.serialization.safe_globals(list(allowed)):
+                    state = torch.load(path, map_location="cpu", weights_only=True)
                 if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
                     raise ValueError(f"not a training checkpoint (needs {', '.join(REQUIRED_KEYS)})")
             except Exception as exc:  # torch raises several types for a truncated or foreign file

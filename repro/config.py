@@ -28,7 +28,8 @@ NOT_IN_RUN_ID = ("output_root", "force", "logger", "hydra", "paper_hparams", "_h
 
 
 # knob -> the value every run had before the knob existed (fp32, no torch.compile)
-ADDED_KNOBS = {"train.precision": "fp32", "train.compile": False, "train.lr_schedule": "linear"}
+ADDED_KNOBS = {"train.precision": "fp32", "train.compile": False, "train.lr_schedule": "linear",
+               "train.early_stopping_patience": None}
 
 
 def _when_in(value: Any, members: Iterable[Any], result: Any) -> Any:

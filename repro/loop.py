@@ -103,6 +103,12 @@ def is_better(value: float, best: float | None) -> bool:
     return not math.isnan(value) and value > best
 
 
+def plateaued(result: TrainResult, epoch: int, patience: int | None) -> bool:
+    """Early stopping: the main dev metric has not improved for `patience` epochs (None or 0: never stop early).
+    The learning-rate schedule still spans `train.epochs`, the budget's maximum."""
+    return bool(patience) and result.best_epoch > 0 and epoch - result.best_epoch >= patience
+
+
 def optimizer_step(trainable: list[torch.Tensor], max_grad_norm: float | None, optimizer: torch.optim.Optimizer,
                    scheduler: Any, hooks: TrainingHooks, result: TrainResult,
                    scaler: torch.amp.GradScaler) -> float | None:
@@ -202,7 +208,7 @@ def train(model: nn.Module, session: Session, train_cfg: DictConfig, main_metric
                               scaler=scaler.state_dict())
 
     first_epoch, skip_batches, loss_sum, n_batches = 1, 0, 0.0, 0
-    saved = checkpointer.load() if checkpointer else None
+    saved = checkpointer.load(allowed=[TrainResult]) if checkpointer else None
     if saved is not None:
         restore_training_state(saved, model, optimizer, scheduler)
         if saved.get("scaler"):  # fp16: the loss scale and its growth tracker continue
@@ -266,6 +272,10 @@ def train(model: nn.Module, session: Session, train_cfg: DictConfig, main_metric
         progress.epoch(record)
         if on_epoch:
             on_epoch(record)
+        if plateaued(result, epoch, train_cfg.get("early_stopping_patience")):
+            print(f"early stop after epoch {epoch}: {main_metric} not improved since epoch {result.best_epoch}",
+                  flush=True)
+            break
         if checkpointer and epoch < train_cfg.epochs:
             checkpointer.save(snapshot(epoch + 1, 0, 0.0, 0, generator.get_state()))
     result.train_samples, result.train_tokens = map(int, sum_over_world(world, result.train_samples,

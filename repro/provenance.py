@@ -35,10 +35,28 @@ def git_commit(repo: Path = Path(__file__).resolve().parent.parent) -> str | Non
     return (out.stdout.strip() + ("-dirty" if dirty else "")) if out.returncode == 0 else None
 
 
+def cpu_info() -> dict[str, object]:
+    """Which CPU a figure came from: its model name (/proc/cpuinfo), the vector ISA torch's kernels use (AVX2,
+    AVX512, ...) and whether it computes bf16 natively (AVX512_BF16 or AMX), which decides bf16's speed."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    return {"cpu_model": model, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_bf16": sorted(flags & {"avx512_bf16", "amx_bf16"})}
+
+
 def hardware(device: torch.device) -> dict[str, object]:
     info: dict[str, object] = {"platform": platform.platform(), "processor": platform.machine(),
                                "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                               "device": str(device)}
+                               "device": str(device), **cpu_info()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info

@@ -1,10 +1,10 @@
-"""`python -m repro.report [--runs results/runs] [--tables results/tables] [--out results/report]`: one HTML page.
+"""`python -m repro.report [--runs results/records] [--tables results/tables] [--out results/report]`: one HTML page.
 
 Writes `<out>/index.html`: one self-contained page (inline CSS; its figures beside it under `<out>/`, or inside it
 with `--embed`) that a reader opens in a browser to see what was run, at what scale, what reproduced and what did
 not: every generated table (from the long CSVs `python -m repro.tables` writes, laid out by the same functions), each
 cell coloured by its difference from the paper and showing its seed count, the trivial-baseline rows, the claim
-verdicts (judged again from the runs under `--runs` by repro.verdicts, as `repro.tables` does), per cell the learning
+verdicts (judged again from the records or runs under `--runs` by repro.verdicts, as `repro.tables` does), per cell the learning
 curves of the runs behind it, the rank-sweep and learning-curve plots, the subspace heatmaps, latency and throughput
 charts, provenance (commits, package versions, hardware, scale and budget, dates) and links to the run folders.
 Missing results are shown as missing: a cell without runs, a table whose CSV is absent, a verdict without runs.
@@ -37,7 +37,7 @@ from repro.errors import ReproError, exit_on_user_error
 from repro.generation.tables import (GENERATION_CELL, GENERATION_TABLES, LONG_COLUMNS, RANK_SWEEP, VALIDATION_LOSS,
                                      generation_notes, generation_wide)
 from repro.paper import paper_data
-from repro.results import corrupt_records, read_result
+from repro.results import complete_records, corrupt_records, is_records_folder
 from repro.verdicts import FAILS, HOLDS, INCONCLUSIVE, load_rule
 
 TEMPLATE = "report.html.j2"
@@ -652,14 +652,12 @@ def build(runs: Path | None, tables: Path, out: Path, figures: Path | None = Non
     cfg = report_config()
     page = Page(out, embed, cfg)
     if runs is not None and runs.is_dir():
-        for problem in corrupt_records(runs):
+        for problem in [] if is_records_folder(runs) else corrupt_records(runs):
             print(f"warning: {problem}; left out", file=sys.stderr)
         frame, ignored = T.runs_frame(runs)
     else:
         frame, ignored = pd.DataFrame(), 0
-    records = {}
-    if not frame.empty:
-        records = {rid: read_result(Path(d)) or {} for rid, d in zip(frame["run_id"], frame["run_dir"])}
+    records = {r.get("run_id"): r for _, r in complete_records(runs)} if not frame.empty else {}
     rule = load_rule()
     sections = [table_section(page, spec, tables, frame, records, rule, runs) for spec in table_specs()]
     cards = list(page.cards_by_runs.values())
@@ -717,8 +715,9 @@ def print_page(chromium: str, page: Path, target: Path, kind: str, timeout_s: fl
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m repro.report", description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=Path, default=None, help="run folders (default: $REPRO_RESULTS/runs or "
-                                                                 "results/runs; absent = tables only)")
+    parser.add_argument("--runs", type=Path, default=None, help="run folders or a folder of records (default: the "
+                                                                 "committed records, $REPRO_RESULTS/records or "
+                                                                 "results/records; absent = tables only)")
     parser.add_argument("--tables", type=Path, default=None, help="the tables `python -m repro.tables` wrote "
                                                                    "(default: $REPRO_RESULTS/tables or results/tables)")
     parser.add_argument("--figures", type=Path, default=None, help="subspace heatmaps (default: .../figures)")
@@ -733,7 +732,7 @@ def main(argv: list[str] | None = None) -> None:
         given = getattr(args, name)
         if given is not None and not given.is_dir():
             raise ReproError(f"--{name} {given}: no such folder")
-    path = build(args.runs or base / "runs", args.tables or base / "tables", args.out or base / "report",
+    path = build(args.runs or base / "records", args.tables or base / "tables", args.out or base / "report",
                  args.figures or base / "figures", args.bench or base / "bench", args.embed, not args.no_pdf)
     if args.screenshot:
         chromium = find_chromium()

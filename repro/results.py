@@ -82,6 +82,22 @@ def is_complete(run_dir: Path) -> bool:
     return record is not None and record.get("status") == "complete"
 
 
+def is_records_folder(root: Path) -> bool:
+    """A folder of committed records (`<run_id>.json` files, repro.records) rather than of run folders."""
+    return any(root.glob("*.json"))
+
+
+def complete_records(root: str | Path) -> list[tuple[Path | None, dict[str, Any]]]:
+    """(run folder, record) of every complete run under `root`: run folders (`<root>/<run_id>/result.json`), or a
+    folder of committed records (`<root>/<run_id>.json`, no run folder: None)."""
+    root = Path(root)
+    if is_records_folder(root):
+        pairs = [(None, json.loads(p.read_bytes())) for p in sorted(root.glob("*.json"))]
+    else:
+        pairs = [(d, read_result(d)) for d in sorted(root.glob("*/")) if d.is_dir()]
+    return [(d, r) for d, r in pairs if isinstance(r, dict) and r.get("status") == "complete"]
+
+
 def _row(record: dict[str, Any]) -> dict[str, Any]:
     row = {k: record.get(k) for k in ("run_id", "status", "task", "model", "method", "seed", "best_epoch",
                                       "main_metric", "wall_time_s", "train_time_s", "optimizer_steps")}
@@ -94,10 +110,13 @@ def _row(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def load(root: str | Path = "results/runs", include_incomplete: bool = False) -> pd.DataFrame:
-    """All runs under `root` as a DataFrame, one row per run (flattened: `params.*`, `best.*`, ...)."""
-    records = [read_result(d) for d in sorted(Path(root).glob("*/")) if d.is_dir()]
-    rows = [_row(r) for r in records if r and (include_incomplete or r.get("status") == "complete")]
-    return pd.DataFrame(rows)
+    """All runs under `root` (run folders or committed records) as a DataFrame, one row per run (flattened:
+    `params.*`, `best.*`, ...)."""
+    if include_incomplete and not is_records_folder(Path(root)):
+        records = [r for d in sorted(Path(root).glob("*/")) if d.is_dir() and (r := read_result(d))]
+    else:
+        records = [r for _, r in complete_records(root)]
+    return pd.DataFrame([_row(r) for r in records])
 
 
 def default_runs_root() -> Path:

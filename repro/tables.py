@@ -33,8 +33,9 @@ from repro.errors import ReproError, exit_on_user_error
 from repro.generation.tables import (GENERATION_CELL, GENERATION_TABLES, RANK_SWEEP, generation_long,
                                      generation_notes, generation_wide, rank_sweep_long, run_copy_baseline)
 from repro.paper import paper_data
-from repro.results import SOURCE_IMPORTED, corrupt_records, is_complete, load, read_result
-from repro.verdicts import Cell, Rule, compare, load_rule, tolerance_from_gap
+from repro.results import (SOURCE_IMPORTED, complete_records, corrupt_records, is_complete, is_records_folder,
+                           load)
+from repro.verdicts import Cell, Rule, Verdict, compare, decide, load_rule, tolerance_from_gap
 
 BASELINE_LABEL = "trivial baseline"
 SCALE_PERCENT = 100  # results store fractions; the paper prints 0-100
@@ -60,7 +61,7 @@ def runs_frame(root: Path) -> tuple[pd.DataFrame, int]:
     if frame.empty:
         return frame, ignored
     # what load() leaves out: the trivial baseline, the run folder and the saved outputs (generation)
-    records = {r.get("run_id"): (d, r) for d in folders if (r := read_result(d)) and r.get("status") == "complete"}
+    records = {r.get("run_id"): (d, r) for d, r in complete_records(root)}
     extra = [records.get(run_id, (None, {})) for run_id in frame["run_id"]]
     cfg = frame["config"]
     frame = frame.assign(
@@ -69,6 +70,10 @@ def runs_frame(root: Path) -> tuple[pd.DataFrame, int]:
         train_examples=[r.get("train_examples") for _, r in extra],
         source=[r.get("source") or "trained" for _, r in extra],
         baseline=[classification_baseline(r, main) for (_, r), main in zip(extra, frame["main_metric"])],
+        epochs_run=[len(r.get("epochs") or []) for _, r in extra],
+        code=[(r.get("git_commit") or "unknown")[:7] + ("-dirty" if str(r.get("git_commit")).endswith("-dirty")
+                                                         else "") for _, r in extra],
+        cpu=[describe_cpu(r.get("hardware") or {}) for _, r in extra],
     )
     frame = frame.assign(
         scale=cfg.map(lambda c: _get(c, "scale_name")),
@@ -86,6 +91,16 @@ def runs_frame(root: Path) -> tuple[pd.DataFrame, int]:
                for c, (_, row) in zip(cfg, frame.iterrows())],
     )
     return frame, ignored
+
+
+def describe_cpu(hardware: dict) -> str:
+    """Which CPU a run's numbers came from ("Intel(R) Xeon(R) Processor, AVX512"), or the device for GPU runs."""
+    if hardware.get("gpu"):
+        return str(hardware["gpu"])
+    if not hardware.get("cpu_model"):
+        return "CPU not recorded"
+    return f"{hardware['cpu_model']}, {hardware.get('cpu_capability') or '?'}" + (
+        f" ({'/'.join(hardware['cpu_bf16'])})" if hardware.get("cpu_bf16") else "")
 
 
 def released_variant(variant: str, source: str) -> str:
@@ -117,18 +132,30 @@ def aggregate(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
                        trainable=("params.trainable", "median"), baseline=("baseline", "median")).reset_index()
 
 
-def cells(runs: pd.DataFrame, keys: list[str], task: str = "task") -> dict[tuple, dict[str, Cell]]:
-    """Per-seed values for the verdicts: (values of `keys`) -> task -> Cell (each run's main metric x 100 and the
-    median of the runs' trivial baselines)."""
+def converged(runs: pd.DataFrame, patience: int) -> list[bool | None] | None:
+    """Per run whether its dev metric stopped improving at least `patience` epochs before its budget ended (the
+    verdict rule's convergence); None for a run whose record has no epochs or best epoch."""
+    if "epochs_run" not in runs or "best_epoch" not in runs:
+        return None
+    return [None if pd.isna(b) or not n else int(n) - int(b) >= patience
+            for n, b in zip(runs["epochs_run"], runs["best_epoch"])]
+
+
+def cells(runs: pd.DataFrame, keys: list[str], task: str = "task", patience: int | None = None
+          ) -> dict[tuple, dict[str, Cell]]:
+    """Per-seed values for the verdicts: (values of `keys`) -> task -> Cell (each run's main metric x 100, the
+    median of the runs' trivial baselines and, given the rule's `patience`, whether each run converged)."""
     out: dict[tuple, dict[str, Cell]] = {}
     if runs.empty:
         return out
     runs = runs if "baseline" in runs else runs.assign(baseline=math.nan)
     for key, part in runs.groupby(keys + [task], sort=False, dropna=False):
-        values, baselines = part["value"].dropna(), part["baseline"].dropna()
-        if len(values):
-            out.setdefault(tuple(key[:-1]), {})[key[-1]] = Cell(tuple(values),
-                                                                  baselines.median() if len(baselines) else None)
+        part = part[part["value"].notna()]
+        baselines = part["baseline"].dropna()
+        if len(part):
+            out.setdefault(tuple(key[:-1]), {})[key[-1]] = Cell(
+                tuple(part["value"]), baselines.median() if len(baselines) else None,
+                converged(part, patience) if patience else None, tuple(part["run_id"]))
     return out
 
 
@@ -252,13 +279,14 @@ def target_notes(long: pd.DataFrame, curves: dict[str, str] | None = None) -> li
 Labelled = dict[str, tuple[dict[str, Cell], float]]  # row label -> (task -> per-seed cell, median trainable params)
 
 
-def table2_cells(runs: pd.DataFrame) -> Labelled:
+def table2_cells(runs: pd.DataFrame, patience: int | None = None) -> Labelled:
     """Per Table 2 row label (paper row [variant]) in the paper's order: its cells per task and trainable count."""
     paper = paper_data("table2_glue")
     order = {row_id: i for i, row_id in enumerate(paper["rows"])}
     runs = reproduced(runs)
     runs = runs[runs["paper_row"].isin(order)] if not runs.empty else runs
-    by_row = cells(runs, ["paper_row", "variant"], task="paper_task")
+    by_row = cells(runs, ["paper_row", "variant"], task="paper_task",
+                   patience=patience if patience is not None else load_rule().patience)
     out = {}
     for (row_id, variant) in sorted(by_row, key=lambda k: (order[k[0]], k[1])):
         hit = runs[(runs["paper_row"] == row_id) & (runs["variant"] == variant)]
@@ -278,12 +306,15 @@ def _pairs(labelled: Labelled, first: Callable[[str], bool], second: Callable[[s
                     yield a, b, {t: ca[t] for t in common}, {t: cb[t] for t in common}, pa, pb
 
 
-def claim_lora_matches_ft(labelled: Labelled, crit: dict, rule: Rule) -> list[str]:
-    return [str(compare(a, ca, b, cb, tolerance_from_gap(crit["max_gap_points"]), rule))
+Judged = list["Verdict | str"]  # a claim's verdicts (statistical ones get the table's Holm correction) or lines
+
+
+def claim_lora_matches_ft(labelled: Labelled, crit: dict, rule: Rule) -> Judged:
+    return [compare(a, ca, b, cb, tolerance_from_gap(crit["max_gap_points"]), rule)
             for a, b, ca, cb, _, _ in _pairs(labelled, lambda s: ".lora" in s, lambda s: s.endswith(".ft"))]
 
 
-def claim_lora_fewer_params(labelled: Labelled, crit: dict, rule: Rule) -> list[str]:
+def claim_lora_fewer_params(labelled: Labelled, crit: dict, rule: Rule) -> Judged:
     """Deterministic (parameter counts have no spread over seeds): a plain comparison."""
     out = []
     for a, b, _, _, pa, pb in _pairs(labelled, lambda s: ".lora" in s, lambda s: s.endswith(".ft")):
@@ -293,32 +324,53 @@ def claim_lora_fewer_params(labelled: Labelled, crit: dict, rule: Rule) -> list[
     return out
 
 
-def claim_lora_beats_adapters(labelled: Labelled, crit: dict, rule: Rule) -> list[str]:
-    out = []
+def claim_lora_beats_adapters(labelled: Labelled, crit: dict, rule: Rule) -> Judged:
+    out: Judged = []
     for a, b, ca, cb, pa, pb in _pairs(labelled, lambda s: ".lora" in s, lambda s: ".adapter_" in s):
         if ("houlsby" in a) == ("houlsby" in b) and pb >= crit["min_param_ratio"] * pa:
             verdict = compare(a, ca, b, cb, tolerance_from_gap(crit["max_gap_points"]), rule)
-            out.append(f"{verdict}; adapter with {pb / pa:.1f}x LoRA's parameters")
+            verdict.suffix = f"; adapter with {pb / pa:.1f}x LoRA's parameters"
+            out.append(verdict)
     return out
 
 
-CLAIMS: dict[str, Callable[[Labelled, dict, Rule], list[str]]] = {
+CLAIMS: dict[str, Callable[[Labelled, dict, Rule], Judged]] = {
     "lora_matches_ft": claim_lora_matches_ft,
     "lora_fewer_params": claim_lora_fewer_params,
     "lora_beats_adapters": claim_lora_beats_adapters,
 }
 
 
+Claims = list[tuple[str, Judged]]  # (claim text, its verdicts) of one table section
+
+
+def decided(claims: Claims, rule: Rule) -> Claims:
+    """The claims with their final verdicts: the statistical ones of all the claims decided together (Holm's
+    correction over the table's family)."""
+    final = iter(decide([v for _, judged in claims for v in judged if isinstance(v, Verdict)], rule))
+    return [(text, [next(final) if isinstance(v, Verdict) else v for v in judged]) for text, judged in claims]
+
+
+def judged_lines(claims: Claims, rule: Rule) -> list[str]:
+    """`- claim:` then `  - verdict` lines (decided), then the rule."""
+    lines = ["Claims at this scale:"]
+    for text, judged in decided(claims, rule):
+        lines.append(f"- {text}:")
+        lines.extend(f"  - {v}" for v in judged)
+    return [*lines, "", rule.text()]
+
+
+def table2_claims(labelled: Labelled, rule: Rule) -> Claims:
+    criteria = paper_data("table2_claims")
+    return [(criteria[name]["text"],
+             fn(labelled, criteria[name], rule) or ["not testable: the rows it compares are missing"])
+            for name, fn in CLAIMS.items()]
+
+
 def claims_summary(labelled: Labelled, rule: Rule | None = None) -> list[str]:
     """The claims summary under Table 2: each claim's verdicts, then the rule that gave them."""
-    criteria = paper_data("table2_claims")
     rule = rule or load_rule()
-    lines = ["Claims at this scale:"]
-    for name, fn in CLAIMS.items():
-        results = fn(labelled, criteria[name], rule) or ["not testable: the rows it compares are missing"]
-        lines.append(f"- {criteria[name]['text']}:")
-        lines.extend(f"  - {r}" for r in results)
-    return [*lines, "", rule.text()]
+    return judged_lines(table2_claims(labelled, rule), rule)
 
 
 # --- sweeps ---------------------------------------------------------------------------------------------------
@@ -405,30 +457,31 @@ def sweep_notes(long: pd.DataFrame) -> list[str]:
                           long.groupby("task", sort=False)["n"].max() > 0)
 
 
-def rank_claims(by_key: dict[tuple, dict[str, Cell]], crit: dict, rule: Rule) -> list[str]:
+def rank_claims(by_key: dict[tuple, dict[str, Cell]], crit: dict, rule: Rule) -> Judged:
     """Table 6: each small rank against the reference rank, same method and weights, pooled over tasks."""
-    ref, out = int(crit["reference_rank"]), []
+    ref = int(crit["reference_rank"])
+    out: Judged = []
     tolerance = tolerance_from_gap(crit["max_gap_points"])
     for method, targets in dict.fromkeys((m, t) for m, t, _ in by_key):
         reference = by_key.get((method, targets, ref))
         for r in crit["small_ranks"]:
             small = by_key.get((method, targets, int(r)))
             if reference is not None and small is not None:
-                verdict = compare(f"r={r}", small, f"r={ref}", reference, tolerance, rule)
-                out.append(f"{method} {{{targets}}}: {verdict}")
+                verdict = compare(f"{method} {{{targets}}} r={r}", small, f"r={ref}", reference, tolerance, rule)
+                out.append(verdict)
     return out or [f"not testable: no runs at r={ref} and at r in {crit['small_ranks']} on the same weights"]
 
 
-def targets_claims(by_key: dict[tuple, dict[str, Cell]], crit: dict, rule: Rule) -> list[str]:
+def targets_claims(by_key: dict[tuple, dict[str, Cell]], crit: dict, rule: Rule) -> Judged:
     """Table 5: several weight types against one, same method, equal budget, pooled over tasks."""
-    out = []
+    out: Judged = []
     tolerance = tolerance_from_gap(crit["max_gap_points"])
     for method in dict.fromkeys(m for m, _ in by_key):
         for pair in crit["compare"]:
             better, than = ",".join(pair["better"]), ",".join(pair["than"])
             a, b = by_key.get((method, better)), by_key.get((method, than))
             if a is not None and b is not None:
-                out.append(f"{method}: {compare(f'{{{better}}}', a, f'{{{than}}}', b, tolerance, rule)}")
+                out.append(compare(f"{method} {{{better}}}", a, f"{{{than}}}", b, tolerance, rule))
     pairs = "; ".join(f"{{{','.join(p['better'])}}} vs {{{','.join(p['than'])}}}" for p in crit["compare"])
     return out or [f"not testable: none of the compared weight sets has runs ({pairs})"]
 
@@ -439,18 +492,38 @@ SWEEP_CLAIMS = {  # sweep -> (the keys its cells are grouped by, the claim's jud
 }
 
 
-def sweep_claims(runs: pd.DataFrame, name: str, rule: Rule | None = None) -> list[str]:
-    """The claim of a sweep table (conf/paper/verdict_rule.yaml `sweep_claims`), judged by the verdict rule on the
-    runs of one (scale, model)."""
+def sweep_judged(runs: pd.DataFrame, name: str, rule: Rule) -> Claims:
+    """The claim of a sweep table (conf/paper/verdict_rule.yaml `sweep_claims`) on the runs of one (scale, model)."""
     crit = paper_data("verdict_rule")["sweep_claims"][name]
-    rule = rule or load_rule()
     keys, judge = SWEEP_CLAIMS[name]
     if not runs.empty and "r" in keys:
         runs = runs[runs["r"].notna()]
         runs = runs.assign(r=runs["r"].astype(int))
     tolerance = tolerance_from_gap(crit["max_gap_points"])
-    return ["Claims at this scale:", f"- {crit['text']} (tolerance {tolerance:+.1f}: the difference must be above it):",
-            *(f"  - {line}" for line in judge(cells(runs, keys), crit, rule)), "", rule.text()]
+    return [(f"{crit['text']} (tolerance {tolerance:+.1f}: the difference must be above it)",
+             judge(cells(runs, keys, patience=rule.patience), crit, rule))]
+
+
+def sweep_claims(runs: pd.DataFrame, name: str, rule: Rule | None = None) -> list[str]:
+    """The sweep table's claim judged by the verdict rule, as printed under the table."""
+    rule = rule or load_rule()
+    return judged_lines(sweep_judged(runs, name, rule), rule)
+
+
+def all_claims(frame: pd.DataFrame, rule: Rule) -> dict[tuple[str, str, str], Claims]:
+    """(table, scale, model) -> its claims, decided: what the tables print under each section, as data (for
+    `repro.decide`, which adds seeds to the inconclusive ones)."""
+    out: dict[tuple[str, str, str], Claims] = {}
+    if frame.empty:
+        return out
+    glue = frame[frame["paper_task"].isin(paper_data("table2_glue")["tasks"]) & frame["paper_row"].notna()]
+    for (scale, model), part in glue.groupby(["scale", "model"]):
+        out[("table2", scale, model)] = decided(table2_claims(table2_cells(part), rule), rule)
+    for name in SWEEP_CLAIMS:
+        runs = sweep_runs(frame, name)
+        for (scale, model), part in (runs.groupby(["scale", "model"]) if not runs.empty else []):
+            out[(name, scale, model)] = decided(sweep_judged(part, name, rule), rule)
+    return out
 
 
 def plot_sweep(long: pd.DataFrame, name: str, path: Path) -> None:
@@ -703,9 +776,14 @@ def run_budgets(frame: pd.DataFrame, train_size: bool = True) -> dict[tuple[str,
     if frame.empty:
         return {}
     used = frame["train_examples"] if "train_examples" in frame else [None] * len(frame)
-    budgets = frame.assign(budget=[describe(c, n) for c, n in zip(frame["config"], used)]).groupby(
-        ["scale", "model"])["budget"]
-    return {key: " (" + "; ".join(sorted(set(values))) + ")" for key, values in budgets}
+    frame = frame.assign(budget=[describe(c, n) for c, n in zip(frame["config"], used)])
+    if "code" not in frame:
+        frame = frame.assign(code="unknown", cpu="CPU not recorded")
+    out = {}
+    for key, part in frame.groupby(["scale", "model"]):
+        out[key] = (" (" + "; ".join(sorted(set(part["budget"]))) + "). Runs from code " +
+                    ", ".join(sorted(set(part["code"]))) + " on " + "; ".join(sorted(set(part["cpu"]))))
+    return out
 
 
 Notes = Callable[[str, str, pd.DataFrame], list[str]]  # (scale, model, that section's long rows) -> lines
@@ -725,9 +803,12 @@ def write_tables(wide: dict, long: pd.DataFrame, out: Path, name: str, title: st
             md += [*notes(scale, model, part), ""]
         tex += [f"% {title}: model {model}, scale {scale}",
                 table.to_latex(index=False, caption=f"{title} ({model}, {scale})").replace("±", r"$\pm$")]
-    if not wide:
-        md = [f"## {title}", "", f"no complete runs for this table ({MISSING} everywhere)."]
     paths = [out / f"{name}.md", out / f"{name}.csv", out / f"{name}.tex"]
+    if not wide:
+        if paths[0].exists():  # built before from runs that are not among these records: kept, not blanked
+            print(f"kept {paths[0]}: no runs for it here")
+            return []
+        md = [f"## {title}", "", f"no complete runs for this table ({MISSING} everywhere)."]
     paths[0].write_text("\n".join(md) + "\n", encoding="utf-8")
     long.to_csv(paths[1], index=False)
     paths[2].write_text("\n".join(tex) + "\n", encoding="utf-8")
@@ -740,7 +821,8 @@ def _section(frame: pd.DataFrame, scale: str, model: str) -> pd.DataFrame:
 
 def build(runs: Path, out: Path, scale: str | None = None) -> dict[str, list[Path]]:
     if not runs.is_dir():
-        raise ReproError(f"no runs folder {runs}")
+        raise ReproError(f"no runs or records folder {runs} (the committed records are results/records; your own runs: "
+                         "--runs results/runs)")
     frame, ignored = runs_frame(runs)
     print(f"{len(frame)} complete run(s) under {runs}; ignored {ignored} incomplete")
     if scale is not None and not frame.empty:
@@ -868,23 +950,39 @@ def log_to_wandb(written: dict[str, list[Path]], project: str) -> None:
         run.finish()
 
 
+def default_paths(base: Path, runs: Path | None, out: Path | None) -> tuple[Path, Path]:
+    """(source, out). The committed tables (`base`/tables) are built from the committed records (`base`/records)
+    only; run folders of one's own build into `base`/local/tables unless `--out` says where, and never into the
+    committed tables (one-line refusal): those change only by adding records (python -m repro.records add)."""
+    committed = base / "tables"
+    source = runs or base / "records"
+    from_records = source.is_dir() and is_records_folder(source)
+    if out is None:
+        out = committed if from_records else base / "local" / "tables"
+    if not from_records and out.resolve() == committed.resolve():
+        raise ReproError(f"{committed} is built from the committed records ({base / 'records'}) alone; add your "
+                         f"runs to them first (python -m repro.records add --runs {source}) or pass another --out")
+    return source, out
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m repro.tables", description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=Path, default=None, help="run folders (default: $REPRO_RESULTS/runs or "
-                                                                 "results/runs)")
-    parser.add_argument("--out", type=Path, default=None, help="default: $REPRO_RESULTS/tables or results/tables")
+    parser.add_argument("--runs", type=Path, default=None,
+                        help="run folders, or a folder of records (default: the committed records, "
+                             "$REPRO_RESULTS/records or results/records)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: results/tables for the committed records, results/local/tables for runs")
     parser.add_argument("--scale", help="only runs at this scale (paper, cpu, smoke)")
     parser.add_argument("--wandb", metavar="PROJECT", help="also log the tables to this W&B project, one group per "
                                                            "sweep (offline unless WANDB_MODE=online)")
     args = parser.parse_args(argv)
     import os
 
-    base = Path(os.environ.get("REPRO_RESULTS", "results"))
-    runs = args.runs or base / "runs"
-    for problem in corrupt_records(runs):
+    source, out = default_paths(Path(os.environ.get("REPRO_RESULTS", "results")), args.runs, args.out)
+    for problem in corrupt_records(source) if source.is_dir() and not is_records_folder(source) else []:
         print(f"warning: {problem}; left out", file=sys.stderr)
-    written = build(runs, args.out or base / "tables", args.scale)
+    written = build(source, out, args.scale)
     if args.wandb:
         log_to_wandb(written, args.wandb)
 

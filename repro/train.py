@@ -159,6 +159,23 @@ def preflight(cfg: DictConfig, this_machine: bool = True) -> None:
         LOCAL_DATA_CHECKS[cfg.task.kind](cfg.task, cfg.data.root)
 
 
+def invocation() -> dict[str, Any] | None:
+    """How Hydra composed this run: config name, the `--config-dir` it was given (relative to the working folder
+    where it is inside it) and the job's overrides, so that the run can be run again with another seed
+    (`make decide`) or as it was (`python -m repro.records rerun`). None outside Hydra (a test calling `run`)."""
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    dirs = [src.path.removeprefix("file://") for src in hydra_cfg.runtime.config_sources
+            if src.provider == "command-line" and src.schema == "file"]
+    config_dir = None
+    if dirs:
+        path = Path(dirs[0]).resolve()
+        config_dir = str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+    return {"config_name": hydra_cfg.job.config_name, "config_dir": config_dir,
+            "overrides": list(hydra_cfg.overrides.task)}
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Execute one run (or return the stored result when it is complete and `force` is false).
 
@@ -249,6 +266,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "versions": provenance.package_versions(),
             "git_commit": provenance.git_commit(),
             "hardware": {**provenance.hardware(device), "processes": world.size},
+            "invocation": invocation(),
             **outcome.extra,
             **save_predictions(run_dir, train.predictions),
         }

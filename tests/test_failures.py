@@ -147,6 +147,31 @@ def test_corrupt_checkpoint_is_moved_aside_and_the_previous_one_used(tmp_path, c
     assert len(aside) == 1 and f"moved to {aside[0]}" in out[0] and not newest.exists()
 
 
+class _Payload:
+    """A pickled callable: unpickling it would create a file (what a crafted checkpoint could do with any code)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_carrying_a_pickled_callable_is_refused_without_running_it(tmp_path, capsys):
+    checkpointer = Checkpointer(tmp_path, every_steps=10)
+    marker = tmp_path / "code-ran"
+    torch.save({**_state(10), "evil": _Payload(marker)}, tmp_path / CHECKPOINT_FILE)
+    assert Checkpointer(tmp_path, every_steps=10).load() is None
+    assert not marker.exists()  # the payload never ran
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith(f"warning: corrupt checkpoint {tmp_path / CHECKPOINT_FILE} (")
+    checkpointer.save(_state(20))  # a real checkpoint (the loop's TrainResult included) still loads
+    from repro.loop import TrainResult
+
+    checkpointer.save({**_state(30), "result": TrainResult(best_epoch=2, epochs=[{"epoch": 1}])})
+    assert Checkpointer(tmp_path, every_steps=10).load(allowed=[TrainResult])["result"].best_epoch == 2
+
+
 def test_interrupted_save_leaves_the_last_checkpoint_and_no_partial_file(tmp_path, monkeypatch):
     checkpointer = Checkpointer(tmp_path, every_steps=10)
     checkpointer.save(_state(10))
@@ -227,7 +252,7 @@ def test_results_reports_corrupt_records_honours_repro_results_and_glue_task(run
 def test_tables_report_corrupt_records_and_do_not_crash(runs_with_corrupt_records, monkeypatch, capsys):
     monkeypatch.setenv("REPRO_RESULTS", str(runs_with_corrupt_records.parent))
     try:
-        tables.main([])
+        tables.main(["--runs", str(runs_with_corrupt_records)])
     except SystemExit as exc:  # a one-line user error is fine; a traceback is not
         assert exc.code == 2
     err = capsys.readouterr().err

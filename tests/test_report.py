@@ -170,7 +170,7 @@ def test_every_table_section_missing_cells_and_verdicts(built):
     html = (built["out"] / "index.html").read_text(encoding="utf-8")
     assert "do not match table2.csv in 1 cell(s) (e.g. roberta_base.ft · RTE: 2 seed(s) in the table, 1 under" in html
     assert "no samsum.csv under" in html and "table13.csv is unreadable (EmptyDataError)" in html  # an absent table is shown as missing, not hidden
-    assert "Verdict rule (conf/paper/verdict_rule.yaml)" in html
+    assert "Verdict rule v2 (conf/paper/verdict_rule.yaml)" in html
     glance = html[html.index('id="glance"'):html.index('id="legend"')]
     assert "Targets at scale cpu" in glance and "RTE &gt;= 58: roberta_base.lora 82.0 [3] met" in glance
     assert "abc123" in html and "2026-12-01T10:00 to 2026-12-03T10:00 UTC" in html  # provenance from the runs

@@ -70,11 +70,11 @@ def test_table2_cells_medians_std_and_missing(runs, tmp_path, capsys):
     assert "82.0±2.0 [3] / 86.6 (-4.6)" in md and "— / 87.5" in md
     baseline_row = next(line for line in md.splitlines() if line.startswith("| trivial baseline"))
     assert "| 52.7 " in baseline_row and "| —  " in baseline_row  # RTE has one; MNLI has no run
-    # equal means, but 2-3 seeds: the interval is wide, so the claim can be neither confirmed nor refuted
-    assert ("inconclusive: roberta_base.lora - roberta_base.ft = +0.0 points on 1 counted task(s) (RTE), 90% "
-            "interval [-3.7, +3.7] straddles the tolerance -1.0") in md
+    # equal means, but 2-3 seeds: neither side is rejected, and the seeds that would decide it are given
+    assert ("inconclusive: roberta_base.lora - roberta_base.ft = +0.0 points on 1 task(s) (RTE +0.0); "
+            "non-inferiority with margin 1: p_holds 0.5, p_fails 0.9; ~38 seeds per method would decide it") in md
     assert "holds: roberta_base.lora trains 0.30% of roberta_base.ft" in md  # parameter counts: plain comparison
-    assert "Verdict rule (conf/paper/verdict_rule.yaml)" in md and "90% Welch t-interval" in md
+    assert "Verdict rule v2 (conf/paper/verdict_rule.yaml)" in md and "stratified permutation test" in md
     assert (tmp_path / "tables" / "table2.tex").read_text().count("tabular") >= 2
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 
 from repro.paper import paper_data
 from repro.results import default_runs_root, read_result
-from repro.verdicts import Cell, compare, load_rule, tolerance_from_gap
+from repro.verdicts import INCONCLUSIVE, Cell, Verdict, compare, decide, load_rule, tolerance_from_gap
 
 TASK = "long_context"
 BASELINE_ROW = "trivial baseline (unigram model; passkey by chance)"
@@ -99,16 +99,18 @@ def verdict_lines(records: list[dict[str, Any]]) -> list[str]:
     claims, rule = paper_data("longlora_claims"), load_rule()
     cells = claim_cells(records, claims["scale"])
     labels = paper_data("longlora")["rows"]
-    lines = []
+    judged: list[tuple[str, Verdict | str]] = []
     for claim in claims["claims"]:
         a, b = claim["better"], claim["than"]
         if a not in cells or b not in cells:
             missing = ", ".join(x for x in (a, b) if x not in cells)
-            lines.append(f"- {claim['text']}: **inconclusive** (no runs of {missing})")
+            judged.append((claim["text"], f"no runs of {missing}"))
             continue
-        verdict = compare(labels[a]["label"], {TASK: cells[a]}, labels[b]["label"], {TASK: cells[b]},
-                          tolerance_from_gap(claim["max_gap_points"]), rule)
-        lines.append(f"- {claim['text']}: **{verdict.word}** ({verdict.reason})")
+        judged.append((claim["text"], compare(labels[a]["label"], {TASK: cells[a]}, labels[b]["label"],
+                                              {TASK: cells[b]}, tolerance_from_gap(claim["max_gap_points"]), rule)))
+    final = iter(decide([v for _, v in judged if isinstance(v, Verdict)], rule))  # Holm over the table's claims
+    lines = [f"- {text}: **{INCONCLUSIVE}** ({v})" if isinstance(v, str) else
+             f"- {text}: **{(d := next(final)).word}** ({d.reason})" for text, v in judged]
     return lines + ["", rule.text(), "Quantity: minus the NLL per token at the target context x "
                     f"{claims['scale']:g} (conf/paper/longlora_claims.yaml)."]
 

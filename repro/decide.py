@@ -1,0 +1,177 @@
+"""Seeds until decided: re-judge every claim from the committed records and add seeds to the comparisons that are
+inconclusive for lack of them, round after round, until each is decided or has the rule's seed cap.
+
+    python -m repro.decide [--dry-run] [--cap 10] [--rounds 5] [--jobs 2]      (make decide)
+
+A round: (1) the finished runs under results/runs become records (repro.records add), (2) every table's claims are
+judged again (repro.tables.all_claims, the same verdicts the tables print), (3) each inconclusive statistical verdict
+that names the seeds per method that would decide it gets them, up to the cap, on every cell it counted: the cell's
+runs are run again with the next unused seeds, from the Hydra invocation their records keep, `jobs` runs at a time
+with one torch thread each. A verdict that would fail on unconverged runs gets no seeds (more seeds cannot fix a
+budget). Finished runs are reused, so an interrupted `make decide` continues where it stopped. At the end the
+tables are rebuilt from the records and every verdict is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from repro import records as records_mod
+from repro import tables
+from repro.errors import ReproError, exit_on_user_error
+from repro.results import complete_records
+from repro.verdicts import INCONCLUSIVE, Rule, Verdict, load_rule
+
+
+@dataclass(frozen=True)
+class Job:
+    """One cell to extend: how its runs were composed (config dir, config name, overrides without the seed) and
+    the seeds to add."""
+
+    config_dir: str | None
+    config_name: str
+    overrides: tuple[str, ...]
+    seeds: tuple[int, ...]
+
+    def commands(self, jobs_threads: int = 1) -> list[list[str]]:
+        """One `python -m repro.train` per seed (separate processes: the cells of a round differ in more than the
+        seed, so one Hydra multirun cannot hold them)."""
+        head = [sys.executable, "-m", "repro.train"]
+        if self.config_dir:
+            head += ["--config-dir", self.config_dir]
+        head += ["--config-name", self.config_name, *self.overrides, f"train.num_threads={jobs_threads}"]
+        return [[*head, f"seed={seed}"] for seed in self.seeds]
+
+
+@dataclass
+class Plan:
+    jobs: list[Job] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # verdicts that get no seeds, and why
+
+    @property
+    def runs(self) -> int:
+        return sum(len(j.seeds) for j in self.jobs)
+
+
+def _template(record: dict) -> tuple[str | None, str, tuple[str, ...]] | None:
+    inv = record.get("invocation")
+    if not inv:
+        return None
+    keep = tuple(o for o in inv["overrides"] if not o.startswith(("seed=", "train.num_threads=", "force=")))
+    return inv.get("config_dir"), inv["config_name"], keep
+
+
+def plan(claims: dict[tuple[str, str, str], tables.Claims], by_id: dict[str, dict], rule: Rule,
+         cap: int | None = None) -> Plan:
+    """The seeds each inconclusive verdict's cells need this round (min(seeds that decide, cap) per method)."""
+    cap = cap or rule.seed_cap
+    wanted: dict[tuple[str | None, str, tuple[str, ...]], set[int]] = {}
+    out = Plan()
+    for (table, scale, model), judged in claims.items():
+        for text, verdicts in judged:
+            for v in verdicts:
+                if not isinstance(v, Verdict) or v.word != INCONCLUSIVE or not v.statistical:
+                    continue
+                where = f"{table} ({scale}, {model}): {v.reason.split(';')[0]}"
+                if v.seeds_needed is None:
+                    out.notes.append(f"{where}: no seeds added ({'a budget problem' if v.blocked else 'effect 0'})")
+                    continue
+                target = min(v.seeds_needed, cap)
+                for cell in v.cells:
+                    have = {int(by_id[r]["seed"]) for r in cell.run_ids if r in by_id}
+                    if len(have) >= target:
+                        continue
+                    template = next((t for r in cell.run_ids if r in by_id and (t := _template(by_id[r]))), None)
+                    if template is None:
+                        out.notes.append(f"{where}: cannot add seeds to runs {', '.join(cell.run_ids[:2])}...: their "
+                                         "records do not keep the invocation (made before records stored it)")
+                        continue
+                    new = [s for s in range(cap * 10) if s not in have][:target - len(have)]
+                    wanted.setdefault(template, set()).update(new)
+    out.jobs = [Job(d, n, o, tuple(sorted(seeds))) for (d, n, o), seeds in wanted.items()]
+    return out
+
+
+def judge(records_dir: Path, rule: Rule) -> tuple[dict, dict[str, dict]]:
+    frame, _ = tables.runs_frame(records_dir) if records_dir.is_dir() else (pd.DataFrame(), 0)
+    by_id = {r["run_id"]: r for _, r in complete_records(records_dir)} if records_dir.is_dir() else {}
+    return tables.all_claims(frame, rule), by_id
+
+
+def run_jobs(job_list: list[Job], workers: int, log_dir: Path) -> list[str]:
+    """Run every seed of every job, `workers` at a time (one torch thread each); returns one line per failure."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    commands = [c for job in job_list for c in job.commands()]
+
+    def one(index_command: tuple[int, list[str]]) -> str | None:
+        index, command = index_command
+        log = log_dir / f"run{index:03d}.log"
+        with open(log, "w") as f:
+            done = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT)
+        return None if done.returncode == 0 else f"exit {done.returncode}: {' '.join(command[3:])} (log: {log})"
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return [r for r in pool.map(one, enumerate(commands)) if r]
+
+
+def verdict_lines(claims: dict[tuple[str, str, str], tables.Claims]) -> list[str]:
+    lines = []
+    for (table, scale, model), judged in claims.items():
+        lines.append(f"{table} ({scale}, {model}):")
+        for text, verdicts in judged:
+            lines += [f"  - {text}:", *(f"    - {v}" for v in verdicts)]
+    return lines
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m repro.decide", description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=Path, default=records_mod.DEFAULT_RECORDS)
+    parser.add_argument("--runs", type=Path, default=Path("results/runs"))
+    parser.add_argument("--tables", type=Path, default=Path("results/tables"))
+    parser.add_argument("--cap", type=int, default=None, help="seeds per method at most (default: the rule's)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one torch thread each")
+    parser.add_argument("--dry-run", action="store_true", help="print the first round's runs and stop")
+    args = parser.parse_args(argv)
+    if args.cap is not None and args.cap < 2:
+        raise ReproError(f"--cap {args.cap}: at least 2 seeds per method")
+    if args.jobs < 1 or args.rounds < 1:
+        raise ReproError("--jobs and --rounds must be at least 1")
+    rule = load_rule()
+    for round_ in range(1, args.rounds + 1):
+        if args.runs.is_dir():
+            new, replaced = records_mod.add(args.runs, args.records)
+            if new or replaced:
+                print(f"round {round_}: {len(new)} new and {len(replaced)} replaced record(s)")
+        claims, by_id = judge(args.records, rule)
+        todo = plan(claims, by_id, rule, args.cap)
+        for note in todo.notes:
+            print(f"round {round_}: {note}")
+        print(f"round {round_}: {todo.runs} run(s) to add in {len(todo.jobs)} cell(s)")
+        if args.dry_run:
+            for job in todo.jobs:
+                print("  " + " ".join(job.commands()[0][3:-1]) + f" seed={','.join(map(str, job.seeds))}")
+            return
+        if not todo.jobs:
+            break
+        failures = run_jobs(todo.jobs, args.jobs, args.runs.parent / "local" / "decide_logs" / f"round{round_}")
+        for line in failures:
+            print(f"round {round_}: failed: {line}", file=sys.stderr)
+        if failures and len(failures) == todo.runs:
+            raise ReproError(f"round {round_}: every run failed; see the logs above")
+    if args.runs.is_dir():
+        records_mod.add(args.runs, args.records)
+    tables.build(args.records, args.tables)
+    print("\n".join(verdict_lines(judge(args.records, rule)[0])))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Committed records (repro/records.py): compacting runs into results/records, rebuilding every committed table
+from them byte for byte, and the committed tables never overwritten by one's own runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from repro import records, tables
+from repro.results import RESULT_FILE, complete_records, write_json_atomic
+
+REPO = Path(__file__).resolve().parent.parent
+COMMITTED_RECORDS = REPO / "results" / "records"
+COMMITTED_TABLES = REPO / "results" / "tables"
+
+
+def _run(root: Path, name: str, *, seed=0, value=0.8, scale="cpu", status="complete", source=None):
+    record = {"run_id": name, "status": status, "task": "sst2", "model": "minilm-l6", "method": "lora", "seed": seed,
+              "main_metric": "accuracy", "best_metrics": {"accuracy": value}, "best_epoch": 1,
+              "epochs": [{"epoch": 1, "metrics": {"accuracy": value}}, {"epoch": 2, "metrics": {"accuracy": 0.5}}],
+              "params": {"trainable": 10, "head": 2, "total": 100}, "trivial_baseline": {"accuracy": 0.509},
+              "predictions": {"validation/epoch1": "predictions/validation.epoch1.jsonl"},
+              "weights": {"dir": "adapter", "format": "peft"},
+              "config": {"scale_name": scale, "paper_row": "roberta_base.lora",
+                         "task": {"name": "sst2", "paper_key": "SST-2", "kind": "classification"},
+                         "method": {"r": 8, "targets": ["q", "v"]}}}
+    if source:
+        record["source"] = source
+    write_json_atomic(root / name / RESULT_FILE, record)
+
+
+def test_add_compacts_complete_trained_runs_and_replaces_only_changed_ones(tmp_path, capsys):
+    runs, to = tmp_path / "runs", tmp_path / "records"
+    _run(runs, "a", seed=0)
+    _run(runs, "b", seed=1)
+    _run(runs, "smoke", scale="smoke")
+    _run(runs, "failed", status="failed")
+    _run(runs, "imported", source="imported")
+    new, replaced = records.add(runs, to, scale="cpu")
+    assert sorted(p.name for p in new) == ["a.json", "b.json"] and replaced == []
+    body = json.loads((to / "a.json").read_text())
+    assert "predictions" not in body and "weights" not in body  # paths into the uncommitted run folder
+    assert body["epochs"][1]["metrics"]["accuracy"] == 0.5 and body["best_epoch"] == 1  # convergence stays known
+    assert records.add(runs, to, scale="cpu") == ([], [])  # nothing new: nothing written
+    _run(runs, "a", seed=0, value=0.9)  # the same configuration run again (another CPU): replaced, and said so
+    records.main(["add", "--runs", str(runs), "--to", str(to), "--scale", "cpu"])
+    out = capsys.readouterr()
+    assert "0 new and 1 replaced record(s)" in out.out and "replaced" in out.err
+    assert json.loads((to / "a.json").read_text())["best_metrics"]["accuracy"] == 0.9
+    assert [r["run_id"] for _, r in complete_records(to)] == ["a", "b"]
+
+
+def test_this_machine_fills_in_a_missing_cpu_and_marks_it(tmp_path):
+    runs, to = tmp_path / "runs", tmp_path / "records"
+    _run(runs, "a")
+    records.add(runs, to, this_machine=True)
+    hardware = json.loads((to / "a.json").read_text())["hardware"]
+    assert hardware["cpu_model"] and hardware["cpu_capability"] and hardware["cpu_filled_in"]
+
+
+def test_tables_from_runs_and_from_their_records_are_identical(tmp_path):
+    runs, to = tmp_path / "runs", tmp_path / "records"
+    for seed, value in enumerate((0.80, 0.82, 0.81)):
+        _run(runs, f"run{seed}", seed=seed, value=value)
+    records.add(runs, to)
+    tables.build(runs, tmp_path / "from_runs")
+    tables.build(to, tmp_path / "from_records")
+    names = sorted(p.name for p in (tmp_path / "from_runs").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "from_records").iterdir()) and "table2.md" in names
+    for name in names:
+        assert (tmp_path / "from_runs" / name).read_bytes() == (tmp_path / "from_records" / name).read_bytes(), name
+
+
+def test_own_runs_never_overwrite_the_committed_tables(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("REPRO_RESULTS", str(tmp_path))
+    _run(tmp_path / "runs", "mine")
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "table2.md").write_text("committed\n")
+    with pytest.raises(SystemExit) as exc:
+        tables.main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "tables")])
+    assert exc.value.code == 2 and "is built from the committed records" in capsys.readouterr().err
+    tables.main(["--runs", str(tmp_path / "runs")])  # by default into local/tables
+    assert (tmp_path / "local" / "tables" / "table2.md").is_file()
+    assert (tmp_path / "tables" / "table2.md").read_text() == "committed\n"
+
+
+def test_a_table_without_records_keeps_its_committed_file(tmp_path):
+    out = tmp_path / "tables"
+    out.mkdir()
+    (out / "table3.md").write_text("built from runs before records were committed\n")
+    _run(tmp_path / "runs", "a")
+    tables.build(tmp_path / "runs", out)
+    assert (out / "table3.md").read_text() == "built from runs before records were committed\n"
+    assert "no complete runs for this table" in (out / "table14.md").read_text()  # absent before: placeholder
+
+
+@pytest.mark.skipif(not COMMITTED_RECORDS.is_dir(), reason="no committed records in this checkout")
+def test_committed_tables_rebuild_byte_for_byte_from_committed_records(tmp_path):
+    """What `make tables` does on a fresh clone: every table the committed records build equals its committed
+    file, so `git status` stays clean."""
+    written = tables.build(COMMITTED_RECORDS, tmp_path)
+    rebuilt = [p for paths in written.values() for p in paths]
+    assert rebuilt
+    for path in rebuilt:
+        committed = COMMITTED_TABLES / path.name
+        assert committed.is_file(), f"{path.name} is built from the records but not committed"
+        if path.suffix == ".png":  # matplotlib's PNG bytes depend on its version; the CSV beside it carries the data
+            continue
+        assert path.read_bytes() == committed.read_bytes(), f"{path.name} differs from the committed table"
+
+
+def test_rerun_gives_the_same_number_from_the_record_alone(tmp_path, data_root, capsys, monkeypatch):
+    """A committed cell re-run from its record's invocation (nothing else): the same number on the same machine."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "REPRO_RESULTS": str(tmp_path / "first"), "REPRO_DATA_ROOT": str(data_root)}
+    subprocess.run([sys.executable, "-m", "repro.train", "model=tiny-bert", "task=glue/sst2", "scale=smoke",
+                    "data.max_train_samples=16", "data.max_eval_samples=16", "train.epochs=1", "seed=3"],
+                   env=env, check=True, capture_output=True)
+    [new], _ = records.add(tmp_path / "first" / "runs", tmp_path / "records")
+    monkeypatch.setenv("REPRO_DATA_ROOT", str(data_root))  # the re-run inherits this process's environment
+    records.main(["rerun", new.stem, "--to", str(tmp_path / "records"), "--into", str(tmp_path / "again")])
+    out = capsys.readouterr().out
+    assert f"{new.stem}: committed" in out and "identical" in out
+    again = json.loads((tmp_path / "again" / "runs" / new.stem / RESULT_FILE).read_text())
+    assert again["best_metrics"] == json.loads(new.read_text())["best_metrics"]
+    with pytest.raises(SystemExit) as exc:
+        records.main(["rerun", "no_such_run", "--to", str(tmp_path / "records")])
+    assert exc.value.code == 2
