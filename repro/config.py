@@ -10,10 +10,11 @@ import copy
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import repro.budget  # noqa: F401  (registers ${lora_rank_for_budget:...} for the sweeps)
@@ -112,6 +113,7 @@ KNOBS: list[tuple[str, type, Any, str, bool]] = [
     ("train.num_threads", int, _positive, "a positive integer or null (torch's default)", True),
     ("train.group_by_length", bool, None, "true or false", False),
     ("train.compile", bool, None, "true or false", False),
+    ("train.early_stopping_patience", int, _positive, "a positive integer or null (no early stopping)", True),
     ("method.alpha", float, _positive, "a positive number (the update is scaled by alpha / r)", False),
     ("method.dropout", float, _fraction, "a number in [0, 1)", False),
     ("method.r", int, _positive, "a positive integer", False),
@@ -164,16 +166,45 @@ def check_model_task(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> None:
                       f"task {cfg.task.name}; use a decoder or encoder-decoder: {', '.join(decoders)}")
 
 
+# a name that becomes part of a path (the run folder `<task>_<model>_<method>_s<seed>_<hash>`): one plain component
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+def check_names(cfg: DictConfig) -> None:
+    """task.name, model.name and method.name make the run folder's name: no separators, no `..`, nothing that
+    could put a run outside the results folder."""
+    for key in ("task.name", "model.name", "method.name"):
+        value = OmegaConf.select(cfg, key)
+        if not isinstance(value, str) or not SAFE_NAME.fullmatch(value) or ".." in value:
+            raise ConfigError(f"{key} must be a plain name (letters, digits, _ . + -; no '/' or '..'), got {value!r}")
+
+
+def check_paths(cfg: DictConfig) -> None:
+    """Settings that are folders: a path (text) or null, not a number or a list (`data.root=0`)."""
+    for key in ("data.root", "output_root"):
+        value = OmegaConf.select(cfg, key)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise ConfigError(f"{key} must be a folder path or null, got {value!r}")
+
+
 def validate(cfg: DictConfig) -> None:
     """Checks that need the composed config; each failure is one clear line."""
+    check_names(cfg)
+    check_paths(cfg)
     check_knobs(cfg)
     check_model_task(cfg)
     method, model = cfg.method, cfg.model
     matrices = dict(model.matrices)
+    for key in ("targets", "sites"):
+        if key in method and not (isinstance(method[key], ListConfig) and all(isinstance(v, str) for v in method[key])):
+            raise ConfigError(f"method.{key} must be a list of names like [q,v], got {method[key]!r}")
     if "targets" in method:
         targets = list(method.targets)
         if not targets:
             raise ConfigError("method.targets is empty; choose from the model's matrices: " + ", ".join(matrices))
+        twice = sorted({t for t in targets if targets.count(t) > 1})
+        if twice:  # [q,q] would train as [q] under another run id
+            raise ConfigError(f"method.targets lists {', '.join(map(str, twice))} more than once: {targets}")
         missing = [t for t in targets if t not in matrices]
         if missing:
             raise ConfigError(f"model {model.name} has no matrix {', '.join(missing)}; it has: {', '.join(matrices)}")

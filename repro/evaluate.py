@@ -48,7 +48,7 @@ from repro.errors import ConfigError, ReproError, exit_on_user_error
 from repro.export import build_adapted, rebuild_run
 from repro.kinds import RunContext, kind_of
 from repro.methods.base import TRAINABLE_FILE, Adapted
-from repro.results import (RESULT_FILE, SOURCE_IMPORTED, WEIGHTS_DIR, default_runs_root, is_complete,
+from repro.results import (RESULT_FILE, SOURCE_IMPORTED, WEIGHTS_DIR, default_runs_root, is_complete, match_umask,
                            read_result, write_json_atomic)
 
 PEFT_PREFIX = "base_model.model."  # peft's state-dict names: this prefix, then the transformers model's
@@ -141,7 +141,7 @@ def set_method(cfg: DictConfig, **values: Any) -> None:
 
 def checked(cfg: DictConfig) -> DictConfig:
     """`repro.train.preflight`: config values, device, results folder, data files, before a model is built."""
-    from repro.train import preflight
+    from repro.runner import preflight
 
     preflight(cfg)
     return cfg
@@ -382,7 +382,7 @@ def imported_run_id(cfg: DictConfig, sha256: str) -> str:
 
 def evaluate(path: Path, overrides: list[str]) -> dict[str, Any]:
     """Import ADAPTER, score it on the task's eval splits as a trained run is scored, and write its record."""
-    from repro.train import run_lock, save_predictions
+    from repro.runner import run_lock, save_predictions
 
     source, imported = import_adapter(path, overrides)
     cfg, adapted = imported.cfg, imported.adapted
@@ -408,6 +408,7 @@ def evaluate(path: Path, overrides: list[str]) -> dict[str, Any]:
             raise
         adapted.model.cpu()
         adapted.save(run_dir / WEIGHTS_DIR)
+        match_umask(run_dir / WEIGHTS_DIR)
         resolved = OmegaConf.to_container(cfg, resolve=True)
         resolved["method"] = OmegaConf.to_container(kind.method_config(cfg), resolve=True)
         elapsed = time.perf_counter() - start
@@ -454,7 +455,7 @@ USAGE = "usage: python -m repro.evaluate ADAPTER [task=... model=... method=lora
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
-    from repro.train import quiet_library_noise
+    from repro.runner import quiet_library_noise
 
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help"):

@@ -29,7 +29,7 @@ from repro.methods import apply_method, load_kwargs
 from repro.methods.base import Adapted
 from repro.models import load_model, load_tokenizer
 from repro.results import read_result
-from repro.train import seed_everything
+from repro.runner import seed_everything
 
 # methods whose trained model is a plain transformers model once LoRA (if any) is merged
 EXPORTABLE = ("lora", "rslora", "dora", "adalora", "full_ft", "ft_top2", "bitfit")
@@ -41,6 +41,8 @@ def rebuild_run(run_dir: Path, exportable: bool = False) -> tuple[DictConfig, Ad
     """A complete run's config and its adapted model with the saved (best-epoch) weights (also what
     `repro.bench.decode` decodes with). With `exportable`, refuse first, in one line, a run that has no plain
     transformers form."""
+    if not run_dir.is_dir():
+        raise ReproError(f"{run_dir}: no such run folder")
     record = read_result(run_dir)
     if record is None or record.get("status") != "complete":
         raise ReproError(f"{run_dir} is not a complete run (no result.json with status complete)")

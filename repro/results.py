@@ -29,6 +29,15 @@ def _umask() -> int:
     return mask
 
 
+def match_umask(folder: Path) -> None:
+    """Give the files a library wrote under `folder` the permissions of any new file (safetensors writes 0600),
+    so that a run folder reads the same to everyone who can read the rest of it."""
+    mode = 0o666 & ~_umask()
+    for path in folder.rglob("*"):
+        if path.is_file():
+            path.chmod(mode)
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over `path` (atomic on POSIX). The file
     gets the permissions of any new file (0666 less the umask), not mkstemp's private 0600."""

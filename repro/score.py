@@ -300,7 +300,7 @@ def up_to_date(old: dict[str, Any], new: dict[str, Any]) -> bool:
 
 def process(run_dir: Path, dry_run: bool = False) -> Outcome:
     """Re-score one run folder under its training lock; never raises for a run that cannot be re-scored."""
-    from repro.train import RunInProgress, run_lock
+    from repro.runner import RunInProgress, run_lock
 
     rid = run_dir.name
     if not any((run_dir / name).exists() for name in (RESULT_FILE, LOCK_FILE, CHECKPOINT_FILE)):

@@ -941,7 +941,10 @@ def log_to_wandb(written: dict[str, list[Path]], project: str) -> None:
     import wandb
 
     for name, paths in written.items():
-        frame = pd.read_csv(next(p for p in paths if p.suffix == ".csv"))
+        csvs = [p for p in paths if p.suffix == ".csv"]
+        if not csvs:  # nothing written for it (no runs), or figures only
+            continue
+        frame = pd.concat([pd.read_csv(p) for p in csvs], ignore_index=True)
         if frame.empty:
             continue
         run = wandb.init(project=project, group=name, name=f"{name}-table", job_type="tables",

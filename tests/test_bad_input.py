@@ -66,6 +66,18 @@ CASES = [
     pytest.param([], b"sentence\tlabel\n", "{root}/glue/sst2/train.tsv: no examples (header only?)",
                  id="header-only-train-file"),
     pytest.param([], bytes(range(256)) * 8, "{root}/glue/sst2/train.tsv: not UTF-8 text", id="binary-train-file"),
+    pytest.param(["task.name=../../../escape_task"], None, "task.name must be a plain name (letters, digits, _ . + -; "
+                 "no '/' or '..'), got '../../../escape_task'", id="task-name-traversal"),
+    pytest.param(["task.name=/tmp/abs"], None, "task.name must be a plain name", id="task-name-absolute"),
+    pytest.param(["model.name=../../escape_model"], None, "model.name must be a plain name", id="model-name-traversal"),
+    pytest.param(["method.name=a/b"], None, "method.name must be a plain name", id="method-name-separator"),
+    pytest.param(["method.targets=[q,q]"], None, "method.targets lists q more than once: ['q', 'q']",
+                 id="duplicate-targets"),
+    pytest.param(["train.early_stopping_patience=0"], None, "train.early_stopping_patience must be a positive "
+                 "integer or null (no early stopping), got 0", id="early-stopping-zero"),
+    pytest.param(["scale=cpu", "model=minilm-l6", "method.learning_rate=5e-4"], None,
+                 "method.learning_rate=0.0005 does not apply here: scale=cpu sets train.learning_rate=0.003 for task "
+                 "sst2 and method lora (its recipe); override train.learning_rate instead", id="overridden-by-recipe"),
     pytest.param(["-m", "method.r=4,0"], None, "method.r must be a positive integer, got 0 (sweep job 1: model=tiny-bert scale=smoke "
                                                "method.r=0)", id="one-bad-job-in-a-sweep"),
 ]
@@ -86,6 +98,22 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(overrides, train_file, 
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: " + message.format(root=root)), err
     assert not results.exists()
+
+
+def test_uncached_hub_model_offline_is_refused_before_anything_is_written(data_root, tmp_path, monkeypatch, capsys):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("REPRO_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("REPRO_DATA_ROOT", str(data_root))
+    with pytest.raises(SystemExit) as exit_:
+        _main(["model=gpt2-medium", "task=e2e", "scale=smoke"])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and "\n" not in err
+    assert err.startswith("error: model gpt2-medium (openai-community/gpt2-medium) is not in the local Hugging Face "
+                          "cache and HF_HUB_OFFLINE=1")
+    assert not (tmp_path / "results").exists()
 
 
 def test_results_folder_that_cannot_be_written(data_root, tmp_path, monkeypatch, capsys):

@@ -198,7 +198,7 @@ def test_decode_bench_rebuilds_a_run_and_compares_batched_with_one_at_a_time(com
     from pathlib import Path
 
     from repro.bench import decode
-    from repro.train import run
+    from repro.runner import run
     from tests.test_generation_run import TINY
 
     record = run(compose("task=e2e", f"data.root={data_root}", *TINY, "task.metric_set=samsum",

@@ -20,7 +20,7 @@ from repro.export import rebuild_run
 from repro.generation.models import load_lm
 from repro.models import load_model
 from repro.results import RESULT_FILE, read_result, write_json_atomic
-from repro.train import seed_everything
+from repro.runner import seed_everything
 
 R, ALPHA = 4, 16
 ROBERTA = ("model=tiny-roberta", "task=glue/sst2", "method=lora", f"method.alpha={ALPHA}", "train.device=cpu")

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from repro import export
 from repro.errors import ReproError
-from repro.train import run
+from repro.runner import run
 
 GLUE = ("model=tiny-bert", "task=glue/sst2", "scale=smoke", "data.max_train_samples=32", "data.max_eval_samples=16",
         "train.batch_size=8", "train.epochs=1", "train.learning_rate=1e-2")
@@ -74,3 +74,5 @@ def test_methods_that_add_modules_stop_with_one_line(compose, data_root, tmp_pat
         export.main([str(_run_dir(record))])
     with pytest.raises(ReproError, match="is not a complete run"):
         export.main([str(tmp_path)])
+    with pytest.raises(ReproError, match="no such run folder"):
+        export.main([str(tmp_path / "nope")])

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from repro.results import read_result
-from repro.train import run
+from repro.runner import run
 
 REPO = Path(__file__).resolve().parent.parent
 # 32 pairs, 2 epochs, full fine-tuning at a learning rate where the tiny random GPT-2 learns fast (its loss starts

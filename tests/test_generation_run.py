@@ -1,4 +1,4 @@
-"""End to end through `repro.train.run`: a tiny E2E run writes a result with all five metrics and the decoded
+"""End to end through `repro.runner.run`: a tiny E2E run writes a result with all five metrics and the decoded
 outputs; bad input fails with a clear error."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from repro.config import check_group_overrides
 from repro.errors import ConfigError, DataError
 from repro.generation import metrics
-from repro.train import run
+from repro.runner import run
 
 TINY = ("model=tiny-gpt2", "method=lora", "data.max_train_samples=16", "data.max_eval_samples=3", "train.epochs=1",
         "train.batch_size=8", "task.decode.num_beams=2", "task.decode.max_new_tokens=6", "task.recipe.warmup_steps=1",

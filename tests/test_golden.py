@@ -1,4 +1,4 @@
-"""Golden runs: tiny GLUE, tiny E2E (causal LM) and tiny SAMSum (seq2seq) runs through `repro.train.run` give
+"""Golden runs: tiny GLUE, tiny E2E (causal LM) and tiny SAMSum (seq2seq) runs through `repro.runner.run` give
 exactly the metrics recorded in tests/data/golden.json before the training loops were merged into one.
 
 The last bits of a float32 result depend on the CPU kernels torch dispatches to (AVX2 and AVX512 differ in the 7th
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from repro.train import run
+from repro.runner import run
 
 GOLDEN = Path(__file__).with_name("data") / "golden.json"  # {cpu capability: {run name: summary}}
 CAPABILITY = torch.backends.cpu.get_cpu_capability()  # e.g. AVX2, AVX512: the kernels whose rounding is recorded

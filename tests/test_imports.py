@@ -88,3 +88,18 @@ def test_the_cycle_finder_sees_a_cycle_hidden_in_a_function(tmp_path):
 def test_repro_has_no_import_cycles():
     found = cycles(import_graph(REPO))
     assert not found, "import cycles in repro/: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+# the command-line modules: they import the library; among them only these three are entry points alone
+COMMAND_MODULES = {"repro.train", "repro.evaluate", "repro.report", "repro.decide", "repro.score", "repro.export",
+                   "repro.tables", "repro.records"}
+ENTRY_POINTS = {"repro.train", "repro.evaluate", "repro.report"}
+
+
+def test_library_code_never_imports_a_command_module():
+    """analysis/, bench/ and the rest of the library share the runner's helpers (repro.runner), never the command
+    line's modules."""
+    graph = import_graph(REPO)
+    upward = sorted(f"{m} -> {t}" for m, targets in graph.items() if m not in COMMAND_MODULES
+                    for t in targets & ENTRY_POINTS)
+    assert not upward, "imports of command modules: " + "; ".join(upward)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from repro.train import run
+from repro.runner import run
 
 
 def test_wandb_offline_run_needs_no_account(compose, data_root, monkeypatch, tmp_path):
@@ -18,7 +18,7 @@ def test_wandb_offline_run_needs_no_account(compose, data_root, monkeypatch, tmp
 
 
 def test_wandb_logger_gets_step_curves_and_world_size(compose, data_root, monkeypatch, tmp_path):
-    import repro.train as train_module
+    import repro.runner as train_module
 
     logged, configs = [], []
 

@@ -183,7 +183,7 @@ RUN = ("task=long_context", "model=tiny-llama", "method=longlora", "task.target_
 
 def test_tiny_longlora_runs_end_to_end_and_resumes_exactly(compose, data_root, tmp_path, monkeypatch, capsys):
     from repro.kinds.long_context import LongContextSession
-    from repro.train import run
+    from repro.runner import run
 
     reference = run(compose(*RUN, f"data.root={data_root}", f"output_root={tmp_path / 'reference'}"))
     assert reference["status"] == "complete" and reference["optimizer_steps"] == 10
@@ -219,7 +219,7 @@ def test_tiny_longlora_runs_end_to_end_and_resumes_exactly(compose, data_root, t
 def test_base_method_evaluates_without_training_and_only_on_long_context(compose, data_root, tmp_path):
     from repro.config import validate
     from repro.errors import ConfigError
-    from repro.train import run
+    from repro.runner import run
 
     record = run(compose(*RUN, "method=base", "task.position_interpolation=false", f"data.root={data_root}"))
     assert record["status"] == "complete" and record["optimizer_steps"] == 0 and record["params"]["trainable"] == 0

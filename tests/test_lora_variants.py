@@ -14,7 +14,7 @@ import torch
 from repro.errors import ConfigError
 from repro.methods import check_backend
 from repro.methods.adalora import orthogonality
-from repro.train import run
+from repro.runner import run
 from tests.test_config import _cli
 from tests.test_methods import batch, build, method_cfg
 

@@ -12,7 +12,7 @@ from repro.config import identity_config, run_id
 from repro.errors import ConfigError
 from repro.kinds.classification import ClassificationSession
 from repro.precision import Precision, resolve_precision
-from repro.train import preflight, run
+from repro.runner import preflight, run
 
 
 def tiny(data_root, *extra):

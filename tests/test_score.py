@@ -1,4 +1,4 @@
-"""`python -m repro.score`: re-scoring hand-made run folders (the layout `repro.train.run` writes) fixes wrong stored
+"""`python -m repro.score`: re-scoring hand-made run folders (the layout `repro.runner.run` writes) fixes wrong stored
 metrics, picks the best epoch as the trainer does (a NaN epoch never), writes atomically and keeps everything
 else, and says in one line why a run cannot be re-scored."""
 
@@ -18,7 +18,7 @@ from scipy.stats import pearsonr, spearmanr
 from repro.generation import metrics as gen_metrics
 from repro.results import RESULT_FILE, load, read_result
 from repro.score import SCORER_PACKAGES, main
-from repro.train import run_lock
+from repro.runner import run_lock
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -38,7 +38,7 @@ def resolved_config(compose, *overrides: str) -> dict:
 
 def write_run(root: Path, name: str, config: dict, epochs: list[dict], best_epoch: int, files: dict[str, list[dict]],
               index_key: str, **extra) -> Path:
-    """A run folder as `repro.train.run` leaves it: result.json plus per-epoch files listed under `index_key`."""
+    """A run folder as `repro.runner.run` leaves it: result.json plus per-epoch files listed under `index_key`."""
     run_dir = root / name
     run_dir.mkdir(parents=True)
     index = {}

@@ -1,6 +1,6 @@
 """Encoder-decoders on the generation path (tiny random T5 and BART): LoRA adapts exactly the configured q/v
 modules, the loss covers target tokens only, batched beam search equals one-at-a-time, and tiny runs through
-`repro.train.run` end to end."""
+`repro.runner.run` end to end."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from repro.generation.methods import apply_decoder_method
 from repro.generation.models import is_seq2seq, load_lm, load_lm_tokenizer
 from repro.kinds.generation import text_format
 from repro.methods import METHODS
-from repro.train import run
+from repro.runner import run
 
 SEQ2SEQ = ["tiny-t5", "tiny-bart"]
 PAIRS = [Pair("name : A | food : Thai", "A serves Thai food."),

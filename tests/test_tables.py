@@ -115,6 +115,14 @@ def test_empty_runs_folder(tmp_path):
         assert "no complete runs" in (tmp_path / "t" / f"{name}.md").read_text()
 
 
+def test_wandb_logging_with_no_learning_curve_runs(runs, tmp_path, monkeypatch):
+    """Tables written for some sweeps and none for others (no learning curve): logged offline, no StopIteration."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    main(["--runs", str(runs), "--out", str(tmp_path / "t"), "--wandb", "repro-test"])
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
 def test_import_needs_neither_torch_nor_scipy():
     import subprocess
     import sys

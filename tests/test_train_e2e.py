@@ -4,11 +4,12 @@ writes a complete self-describing result, and a second invocation skips it."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from repro.results import RESULT_FILE, WEIGHTS_DIR, load
-from repro.train import run
+from repro.runner import run
 
 
 @pytest.mark.slow
@@ -34,6 +35,10 @@ def test_minilm_lora_on_sst2_learns_and_writes_complete_result(compose, data_roo
     assert stored["throughput"]["samples_per_s"] > 0 and stored["throughput"]["tokens_per_s"] > 0
     assert stored["config"]["method"]["r"] == 8 and stored["versions"]["peft"]
     assert (run_dir / WEIGHTS_DIR / "adapter_model.safetensors").is_file()
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (run_dir / WEIGHTS_DIR).iterdir()}
+    assert modes and set(modes.values()) == {0o666 & ~umask}, modes  # like the rest of the folder, not 0600
     # what a reader needs to judge the number: the constant predictor's score on the same 400 dev examples, and
     # every epoch's dev predictions (for `repro.score`), one line per example in the split's order
     labels = [json.loads(line)["label"] for line in (run_dir / "predictions" / "validation.epoch1.jsonl").open()]

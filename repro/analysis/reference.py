@@ -14,7 +14,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from repro.errors import ReproError
 from repro.results import RESULT_FILE, read_result
-from repro.paper import paper_data  # noqa: F401  (re-exported for the analyses and benchmarks)
 
 
 def read_run(run_dir: Path) -> tuple[dict[str, Any], DictConfig]:

@@ -124,7 +124,7 @@ def initial_a(run: LoraRun) -> dict[tuple[str, int], torch.Tensor]:
     """The run's A matrices at initialisation, rebuilt by replaying the seeding and construction of `repro.train`."""
     from repro.methods import apply_method
     from repro.models import load_model
-    from repro.train import seed_everything
+    from repro.runner import seed_everything
 
     _, cfg = read_run(run.path)
     seed_everything(cfg.seed)

@@ -32,7 +32,7 @@ from repro.loop import warmup_steps
 from repro.methods import apply_method
 from repro.metrics import compute_metrics
 from repro.models import load_model, load_tokenizer
-from repro.train import run, seed_everything
+from repro.runner import run, seed_everything
 
 
 def job_config(model: str, examples: int, eval_examples: int, epochs: int, threads: int, out: Path,

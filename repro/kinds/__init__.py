@@ -1,6 +1,6 @@
 """Task kinds keyed by `task.kind`: what differs between classification, generation and long_context (language
 modelling at an extended context, LongLoRA) (data, loss inputs,
-evaluation, what is saved); the training loop they share is repro/loop.py, the runner repro/train.py.
+evaluation, what is saved); the training loop they share is repro/loop.py, the runner repro/runner.py.
 
 A new kind: a module here with a class following `repro.kinds.base.TaskKind` (and a `repro.loop.Session` for its
 data), one line in `KINDS`, and `kind: <name>` in its task configs."""

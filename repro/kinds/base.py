@@ -1,4 +1,4 @@
-"""What a task kind is, and what the runner (repro/train.py) hands it and gets back."""
+"""What a task kind is, and what the runner (repro/runner.py) hands it and gets back."""
 
 from __future__ import annotations
 
