@@ -382,7 +382,7 @@ def imported_run_id(cfg: DictConfig, sha256: str) -> str:
 
 def evaluate(path: Path, overrides: list[str]) -> dict[str, Any]:
     """Import ADAPTER, score it on the task's eval splits as a trained run is scored, and write its record."""
-    from repro.runner import run_lock, save_predictions
+    from repro.runner import base_record, complete_record, run_lock
 
     source, imported = import_adapter(path, overrides)
     cfg, adapted = imported.cfg, imported.adapted
@@ -409,40 +409,13 @@ def evaluate(path: Path, overrides: list[str]) -> dict[str, Any]:
         adapted.model.cpu()
         adapted.save(run_dir / WEIGHTS_DIR)
         match_umask(run_dir / WEIGHTS_DIR)
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-        resolved["method"] = OmegaConf.to_container(kind.method_config(cfg), resolve=True)
         elapsed = time.perf_counter() - start
         result = outcome.train
-        record = {
-            "run_id": rid, "task": cfg.task.name, "model": cfg.model.name, "method": cfg.method.name,
-            "seed": cfg.seed, "scale": cfg.get("scale_name"), "config": resolved,
-            "identity_config": identity_config(cfg), "init_from": None,
-            "status": "complete",
-            "source": SOURCE_IMPORTED, "imported_from": str(path.resolve()), "import_format": source.kind,
-            "sha256": sha256, "sha256_file": source.weights_file.name, "r": imported.r, "alpha": imported.alpha,
-            **imported.notes,
-            "params": outcome.counts.as_dict(),
-            "main_metric": cfg.task.main_metric,
-            "epochs": result.epochs,
-            "best_epoch": result.best_epoch,
-            "best_metrics": result.best_metrics,
-            "train_examples": 0,
-            "eval_examples": outcome.eval_examples,
-            "optimizer_steps": 0,
-            "wall_time_s": elapsed,
-            "wall_time_segments_s": [elapsed],
-            "train_time_s": 0.0,
-            "precision": result.precision,
-            "throughput": {},
-            "peak_memory_bytes": provenance.peak_memory_bytes(device),
-            "started_at": started.isoformat(),
-            "weights": {"dir": WEIGHTS_DIR, "format": "peft" if adapted.is_peft else "safetensors"},
-            "versions": provenance.package_versions(),
-            "git_commit": provenance.git_commit(),
-            "hardware": {**provenance.hardware(device), "processes": 1},
-            **outcome.extra,
-            **save_predictions(run_dir, result.predictions),
-        }
+        record = complete_record(
+            base_record(cfg, rid, kind.method_config(cfg)), cfg, outcome, adapted, device, started, [elapsed],
+            run_dir, source=SOURCE_IMPORTED, imported_from=str(path.resolve()), import_format=source.kind,
+            sha256=sha256, sha256_file=source.weights_file.name, r=imported.r, alpha=imported.alpha,
+            **imported.notes)
         write_json_atomic(run_dir / RESULT_FILE, record)
     best = ", ".join(f"{k}={v:.4f}" for k, v in result.best_metrics.items() if "/" not in k)
     print(f"imported {path} ({source.kind}, r={imported.r}, alpha={imported.alpha}, sha256 {sha256[:12]}): {best} "

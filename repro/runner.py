@@ -65,7 +65,7 @@ def resolve_init_from(cfg: DictConfig, processes: int = 1) -> Path | None:
     if not is_complete(dep_dir):
         print(f"{cfg.task.name} starts from the {cfg.init_from_task} run {dep_dir.name}: running it first")
         try:
-            run(dependency)
+            run(dependency, reuse_record=False)  # its weights are what this run starts from
         except ReproError as exc:
             raise DataError(f"{cfg.task.name} starts from a {cfg.init_from_task} checkpoint, which cannot be "
                             f"produced: {exc}") from None
@@ -153,8 +153,78 @@ def invocation() -> dict[str, Any] | None:
             "overrides": list(hydra_cfg.overrides.task)}
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Execute one run (or return the stored result when it is complete and `force` is false).
+def base_record(cfg: DictConfig, rid: str, method_config: DictConfig, init_from: Path | None = None
+                ) -> dict[str, Any]:
+    """What a run's record says before it has a result (a failed run's record is this and its error)."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved["method"] = OmegaConf.to_container(method_config, resolve=True)  # what the run uses
+    return {"run_id": rid, "task": cfg.task.name, "model": cfg.model.name, "method": cfg.method.name,
+            "seed": cfg.seed, "scale": cfg.get("scale_name"), "config": resolved,
+            "identity_config": identity_config(cfg), "init_from": str(init_from) if init_from else None}
+
+
+def complete_record(base: dict[str, Any], cfg: DictConfig, outcome: Any, adapted: Any, device: torch.device,
+                    started: datetime, segments: list[float], run_dir: Path, processes: int = 1,
+                    **fields: Any) -> dict[str, Any]:
+    """The one builder of a complete run's result.json, for trained runs (repro.runner.run) and imported
+    checkpoints scored without training (repro.evaluate, which adds its `fields`)."""
+    train = outcome.train
+    return {
+        **base,
+        "status": "complete",
+        **fields,
+        "params": outcome.counts.as_dict(),
+        "main_metric": cfg.task.main_metric,
+        "epochs": train.epochs,
+        "best_epoch": train.best_epoch,
+        "best_metrics": train.best_metrics,
+        "train_examples": outcome.train_examples,
+        "eval_examples": outcome.eval_examples,
+        "optimizer_steps": train.optimizer_steps,
+        # examples per optimizer step over all processes (torchrun: each takes train.batch_size)
+        "effective_batch_size": cfg.train.batch_size * cfg.train.grad_accum_steps * processes,
+        "wall_time_s": sum(segments),
+        "wall_time_segments_s": segments,
+        "train_time_s": train.train_time_s,
+        "precision": train.precision,
+        # an evaluation-only run (method=base, an imported checkpoint) has no training time
+        "throughput": {"samples_per_s": train.train_samples / train.train_time_s if train.train_time_s else None,
+                       "tokens_per_s": train.train_tokens / train.train_time_s if train.train_time_s else None},
+        "peak_memory_bytes": provenance.peak_memory_bytes(device),
+        "started_at": started.isoformat(),
+        "weights": {"dir": WEIGHTS_DIR, "format": "peft" if adapted.is_peft else "safetensors"},
+        "versions": provenance.package_versions(),
+        "git_commit": provenance.git_commit(),
+        "hardware": {**provenance.hardware(device), "processes": processes},
+        **outcome.extra,
+        **save_predictions(run_dir, train.predictions),
+    }
+
+
+def committed_record(cfg: DictConfig, rid: str) -> Path | None:
+    """The committed record of this run (`<results>/records/<run_id>.json`, beside the runs folder), if any: a
+    sweep whose finished runs were committed continues on another machine without running them again."""
+    path = Path(cfg.output_root).parent / "records" / f"{rid}.json"
+    return path if path.is_file() else None
+
+
+def stored_result(cfg: DictConfig, rid: str, reuse_record: bool = True) -> tuple[dict[str, Any], str] | None:
+    """(the stored result, where it is) when this run need not run: its complete result.json, or (with
+    `reuse_record`) its committed record; None when it must run (or `force=true`)."""
+    if cfg.force:
+        return None
+    run_dir = Path(cfg.output_root) / rid
+    if is_complete(run_dir):
+        return read_result(run_dir), str(run_dir / RESULT_FILE)
+    record = committed_record(cfg, rid) if reuse_record else None
+    if record is not None:
+        return json.loads(record.read_bytes()), f"committed record {record}, no weights here"
+    return None
+
+
+def run(cfg: DictConfig, reuse_record: bool = True) -> dict[str, Any]:
+    """Execute one run (or return the stored result when it is complete or its record is committed, and `force`
+    is false; `reuse_record=False` when the run's weights are needed, as a dependency's are).
 
     A failure while training (an exception, a NaN loss) is recorded as `status: failed` with its reason and
     re-raised; a later invocation runs it again, resuming from its last checkpoint if there is one. A corrupt
@@ -169,18 +239,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.output_root) / rid
     if problem := record_problem(run_dir):
         print(f"warning: {problem}; running {rid} again", file=sys.stderr)
-    if is_complete(run_dir) and not cfg.force:
-        print(f"skip {rid}: complete result exists ({run_dir / RESULT_FILE}); force=true to re-run")
-        return read_result(run_dir)
+    if stored := stored_result(cfg, rid, reuse_record):
+        print(f"skip {rid}: complete result exists ({stored[1]}); force=true to re-run")
+        return stored[0]
     init_from = resolve_init_from(cfg, world.size)
 
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    resolved["method"] = OmegaConf.to_container(kind.method_config(cfg), resolve=True)  # what the run uses
-    base_record = {"run_id": rid, "task": cfg.task.name, "model": cfg.model.name, "method": cfg.method.name,
-                   "seed": cfg.seed, "scale": cfg.get("scale_name"), "config": resolved,
-                   "identity_config": identity_config(cfg), "init_from": str(init_from) if init_from else None}
+    base = base_record(cfg, rid, kind.method_config(cfg), init_from)
     created = not run_dir.exists()
     with (run_lock(run_dir) if world.is_main else nullcontext()):
         checkpointer = Checkpointer(run_dir, cfg.train.checkpoint_every_steps)
@@ -189,7 +255,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         started = datetime.now(timezone.utc)
         seed_everything(cfg.seed)
         provenance.reset_peak_memory(device)  # this run's own peak, also when a multirun shares the process
-        logger = (make_logger(cfg, rid, {**resolved, "world_size": world.size}, str(run_dir)) if world.is_main
+        logger = (make_logger(cfg, rid, {**base["config"], "world_size": world.size}, str(run_dir)) if world.is_main
                   else NoLogger())
         try:
             outcome = kind.run(cfg, RunContext(device, logger.log_epoch, checkpointer, init_from, world, run_dir,
@@ -203,51 +269,23 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 raise
             segments = checkpointer.segments_s()
             write_json_atomic(run_dir / RESULT_FILE, {
-                **base_record, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                **base, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
                 "traceback": traceback.format_exc(), "started_at": started.isoformat(),
                 "wall_time_s": sum(segments), "wall_time_segments_s": segments,
                 "versions": provenance.package_versions(), "git_commit": provenance.git_commit(),
                 "hardware": provenance.hardware(device)})
             raise  # the entry point reports it in one line
-        adapted, counts, train = outcome.adapted, outcome.counts, outcome.train
+        adapted, train = outcome.adapted, outcome.train
         if not world.is_main:
-            return {**base_record, "status": "complete", "rank": world.rank, "best_metrics": train.best_metrics}
+            return {**base, "status": "complete", "rank": world.rank, "best_metrics": train.best_metrics}
 
         adapted.model.load_state_dict(train.best_state, strict=False)  # save the best epoch's weights
         adapted.model.cpu()
         adapted.save(run_dir / WEIGHTS_DIR)
         match_umask(run_dir / WEIGHTS_DIR)
         segments = checkpointer.segments_s()  # every process that worked on this run (resumed segments)
-        record = {
-            **base_record,
-            "status": "complete",
-            "params": counts.as_dict(),
-            "main_metric": cfg.task.main_metric,
-            "epochs": train.epochs,
-            "best_epoch": train.best_epoch,
-            "best_metrics": train.best_metrics,
-            "train_examples": outcome.train_examples,
-            "eval_examples": outcome.eval_examples,
-            "optimizer_steps": train.optimizer_steps,
-            # examples per optimizer step over all processes (torchrun: each takes train.batch_size)
-            "effective_batch_size": cfg.train.batch_size * cfg.train.grad_accum_steps * world.size,
-            "wall_time_s": sum(segments),
-            "wall_time_segments_s": segments,
-            "train_time_s": train.train_time_s,
-            "precision": train.precision,
-            # an evaluation-only run (method=base) has no training time
-            "throughput": {"samples_per_s": train.train_samples / train.train_time_s if train.train_time_s else None,
-                           "tokens_per_s": train.train_tokens / train.train_time_s if train.train_time_s else None},
-            "peak_memory_bytes": provenance.peak_memory_bytes(device),
-            "started_at": started.isoformat(),
-            "weights": {"dir": WEIGHTS_DIR, "format": "peft" if adapted.is_peft else "safetensors"},
-            "versions": provenance.package_versions(),
-            "git_commit": provenance.git_commit(),
-            "hardware": {**provenance.hardware(device), "processes": world.size},
-            "invocation": invocation(),
-            **outcome.extra,
-            **save_predictions(run_dir, train.predictions),
-        }
+        record = complete_record(base, cfg, outcome, adapted, device, started, segments, run_dir,
+                                 world.size, invocation=invocation())
         write_json_atomic(run_dir / RESULT_FILE, record)
         checkpointer.remove()
         logger.finish(record)

@@ -27,8 +27,8 @@ from omegaconf import DictConfig
 from repro.checkpoint import Checkpointer
 from repro.config import CONF_DIR, check_group_overrides, check_writable, run_id
 from repro.errors import ConfigError, ReproError, exit_on_user_error
-from repro.results import is_complete, write_json_atomic
-from repro.runner import RunInProgress, preflight, quiet_library_noise, run
+from repro.results import write_json_atomic
+from repro.runner import RunInProgress, preflight, quiet_library_noise, run, stored_result
 
 def watch_sweep(sweep_pid: int, interval_s: float = 2.0, grace_s: float = 10.0) -> bool:
     """Stop this job when the sweep process that started it is gone. A parallel sweep's jobs run in worker
@@ -123,7 +123,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     if multirun and os.environ.get(SWEEP_PID_ENV, "").isdigit():
         watch_sweep(int(os.environ[SWEEP_PID_ENV]))
     try:
-        skipped = is_complete(Path(cfg.output_root) / rid) and not cfg.force
+        skipped = stored_result(cfg, rid) is not None
         record = run(cfg)
     except KeyboardInterrupt:
         print(f"interrupted: {resume_hint(cfg)}", file=sys.stderr, flush=True)

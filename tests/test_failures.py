@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import repro.train as train
-from repro import results, tables
+from repro import results, runner, tables
 from repro.checkpoint import CHECKPOINT_FILE, PREVIOUS_FILE, Checkpointer
 from repro.results import RESULT_FILE, corrupt_records, is_complete, read_result, write_json_atomic
 
@@ -274,7 +274,7 @@ def test_routine_load_report_is_silenced_but_a_missing_encoder_weight_is_not():
 
     def passes(message: str) -> bool:
         record = logging.LogRecord("transformers.modeling_utils", logging.WARNING, "", 0, message, None, None)
-        return train._NoRoutineLoadReport().filter(record)
+        return runner._NoRoutineLoadReport().filter(record)
 
     report = ("BertForSequenceClassification LOAD REPORT from: model\nKey | Status | \n---+---\n"
               "classifier.{weight, bias} | MISSING | \nbert.pooler.dense.weight | UNEXPECTED | | \n\nNotes:\n"

@@ -131,3 +131,23 @@ def test_rerun_gives_the_same_number_from_the_record_alone(tmp_path, data_root, 
     with pytest.raises(SystemExit) as exc:
         records.main(["rerun", "no_such_run", "--to", str(tmp_path / "records")])
     assert exc.value.code == 2
+
+
+def test_a_committed_record_is_not_run_again_on_another_machine(compose, data_root, tmp_path, capsys):
+    """A sweep continues on a new machine: a run whose record is committed (results/records beside results/runs)
+    is skipped without a run folder; force=true runs it."""
+    from repro.config import run_id
+    from repro.runner import run
+
+    overrides = ("model=tiny-bert", "task=glue/sst2", "scale=smoke", f"data.root={data_root}",
+                 "data.max_train_samples=16", "data.max_eval_samples=16", "train.epochs=1")
+    cfg = compose(*overrides)
+    rid = run_id(cfg)
+    committed = {"run_id": rid, "status": "complete", "best_metrics": {"accuracy": 0.123}}
+    (tmp_path / "records").mkdir()
+    (tmp_path / "records" / f"{rid}.json").write_text(json.dumps(committed))
+    assert run(cfg)["best_metrics"] == {"accuracy": 0.123}
+    assert f"skip {rid}: complete result exists (committed record" in capsys.readouterr().out
+    assert not (tmp_path / "runs" / rid).exists()
+    again = run(compose(*overrides, "force=true"))
+    assert again["best_metrics"]["accuracy"] != 0.123 and (tmp_path / "runs" / rid / RESULT_FILE).is_file()
