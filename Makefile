@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-stamp
 RECORD_AND_TABLE = $(RUN) -m repro.records add --scale $(SCALE) && $(RUN) -m repro.tables
 RUN := HF_HUB_OFFLINE=$${HF_HUB_OFFLINE-1} WANDB_MODE=$${WANDB_MODE-offline} REPRO_DATA_ROOT=$(DATA_ROOT) $(BIN)/python
 
-.PHONY: install test smoke gpu-check tables local-tables decide rerun report reproduce-glue reproduce-rank learning-curve reproduce-e2e reproduce-longlora compare-variants rescore bench bench-longlora clean
+.PHONY: install test smoke gpu-check tables local-tables decide rerun lr-search report reproduce-glue reproduce-rank learning-curve reproduce-e2e reproduce-longlora compare-variants rescore bench bench-longlora clean
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
@@ -73,6 +73,15 @@ RANK_BUDGET ?= $(if $(filter cpu,$(SCALE)),data.max_train_samples=1000 train.epo
 reproduce-rank: $(STAMP)
 	$(RUN) -m repro.train -m --config-dir sweeps --config-name rank seed=$(RANK_SEEDS) task=$(RANK_TASKS) scale=$(SCALE) $(CPU_BUDGET) $(RANK_BUDGET) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
 	$(RUN) -m repro.train -m --config-dir sweeps --config-name targets seed=$(RANK_SEEDS) task=$(RANK_TASKS) scale=$(SCALE) $(CPU_BUDGET) $(RANK_BUDGET) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
+	$(RECORD_AND_TABLE)
+
+# Learning-rate search with the same effort per method (sweeps/lr_search.yaml): each Table 2 cpu row's recipe rate
+# x 0.3 / 1 / 3 on each task, seed 0, scored on 20% of the training subset held out (never the dev split);
+# results/tables/lr_search.md says which factor won per task and method.
+LR_SEARCH_ROWS ?= $(CPU_ROWS)
+LR_SEARCH_TASKS ?= $(CPU_TASKS)
+lr-search: $(STAMP)
+	$(RUN) -m repro.train -m --config-dir sweeps --config-name lr_search seed=0 +experiment=$(LR_SEARCH_ROWS) task=$(LR_SEARCH_TASKS) scale=$(SCALE) $(CPU_BUDGET) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
 	$(RECORD_AND_TABLE)
 
 # Learning curve (sweeps/learning_curve.yaml): LoRA and full fine-tuning at 500-4,000 training examples, 3 seeds, for a

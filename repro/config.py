@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -30,7 +31,7 @@ NOT_IN_RUN_ID = ("output_root", "force", "logger", "hydra", "paper_hparams", "_h
 
 # knob -> the value every run had before the knob existed (fp32, no torch.compile)
 ADDED_KNOBS = {"train.precision": "fp32", "train.compile": False, "train.lr_schedule": "linear",
-               "train.early_stopping_patience": None}
+               "train.early_stopping_patience": None, "data.holdout_fraction": None}
 
 
 def _when_in(value: Any, members: Iterable[Any], result: Any) -> Any:
@@ -40,6 +41,16 @@ def _when_in(value: Any, members: Iterable[Any], result: Any) -> Any:
 
 if not OmegaConf.has_resolver("when_in"):
     OmegaConf.register_new_resolver("when_in", _when_in)
+
+
+def _times(value: float, factor: float) -> float:
+    """`${times:${train.learning_rate},3}`: a learning rate scaled by a search's factor (sweeps/lr_search.yaml),
+    rounded to 4 significant digits so that run ids and tables read 1e-3, not 0.0009999999."""
+    return float(f"{float(value) * float(factor):.4g}")
+
+
+if not OmegaConf.has_resolver("times"):
+    OmegaConf.register_new_resolver("times", _times)
 
 
 def group_choices(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
@@ -101,6 +112,8 @@ KNOBS: list[tuple[str, type, Any, str, bool]] = [
     ("data.max_eval_samples", int, _positive, "a positive integer or null (all)", True),
     ("data.max_seq_len", int, _positive, "a positive integer", False),
     ("data.subset_seed", int, _non_negative, "a non-negative integer", False),
+    ("data.holdout_fraction", float, lambda v: 0 < v < 1, "a number in (0, 1) or null (score on the dev split)",
+     True),
     ("train.learning_rate", float, _positive, "a positive number", False),
     ("train.epochs", int, _positive, "a positive integer", False),
     ("train.batch_size", int, _positive, "a positive integer", False),
@@ -219,6 +232,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"method.drop_lowest_layers must be in [0, {model.n_layers}), got {method.drop_lowest_layers}")
     if problem := method_misfit(method, model, cfg.task.get("kind")):
         raise ConfigError(f"{problem} (task {cfg.task.name})")
+    if cfg.data.get("holdout_fraction") and cfg.task.get("kind", "classification") != "classification":
+        raise ConfigError(f"data.holdout_fraction is for classification tasks (GLUE); task {cfg.task.name} is "
+                          f"{cfg.task.kind}")
     if cfg.train.get("precision", "fp32") not in PRECISIONS:
         raise ConfigError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {cfg.train.precision!r}")
     if cfg.train.get("lr_schedule", "linear") not in LR_SCHEDULES:
@@ -254,14 +270,23 @@ def check_device(name: Any) -> None:
         raise ConfigError(f"train.device={name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
+# below this much free space a run cannot even write its config and first checkpoint: refuse before writing
+MIN_FREE_BYTES = 64 * 2**20
+
+
 def check_writable(folder: str | Path, what: str) -> None:
-    """`folder` exists as a writable folder, or can be created (its nearest existing parent is writable)."""
+    """`folder` exists as a writable folder, or can be created (its nearest existing parent is writable), on a
+    disk that is not full."""
     path = Path(folder).absolute()
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():
         raise ConfigError(f"{what} {path} cannot be created: {existing} is not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{what} {path} is not writable ({existing} does not allow writing)")
+    free = shutil.disk_usage(existing).free
+    if free < MIN_FREE_BYTES:
+        raise ConfigError(f"{what} {path}: its disk is full ({free / 2**20:.0f} MiB free, at least "
+                          f"{MIN_FREE_BYTES // 2**20} MiB needed)")
 
 
 def _drop(tree: dict[str, Any], dotted: str) -> None:

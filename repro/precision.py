@@ -2,8 +2,10 @@
 loss is scaled. bf16 keeps fp32's exponent range, so it needs no loss scaling; fp16 does (a GradScaler, whose
 state is checkpointed so that a resumed run continues exactly). Weights and optimizer states stay fp32.
 
-`auto` picks what a user of HF Trainer would: bf16 on a CUDA device that supports it, fp16 on an older one, fp32
-on a CPU (CPU autocast works, see the tests, but is rarely faster there)."""
+`auto` picks bf16 on a CUDA device that supports it, fp16 on an older one; on a CPU, bf16 where the CPU computes
+bf16 natively (AVX512_BF16 or AMX), fp32 elsewhere (emulated bf16 is no faster than fp32). The run's hardware
+record says which CPU features it saw (repro.provenance.cpu_info). The cpu scale stays fp32 until Table 2's cells
+are measured in both precisions on such a CPU."""
 
 from __future__ import annotations
 
@@ -40,11 +42,18 @@ def resolve_precision(setting: str, device: torch.device) -> Precision:
     if setting not in PRECISIONS:
         raise ValueError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {setting!r}")
     if setting == "auto":
-        if device.type != "cuda":
-            setting = "fp32"
-        else:
+        if device.type == "cuda":
             setting = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            setting = "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
     return Precision(setting, device.type)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512_BF16 or AMX-BF16 in /proc/cpuinfo's flags)."""
+    from repro.provenance import cpu_info
+
+    return bool(cpu_info()["cpu_bf16"])
 
 
 def use_fast_fp32_matmul(device: torch.device) -> None:

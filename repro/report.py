@@ -95,7 +95,8 @@ class TableSpec:
 
 def _glue_runs(frame: pd.DataFrame) -> pd.DataFrame:
     tasks = paper_data("table2_glue")["tasks"]
-    return frame[frame["paper_row"].notna() & frame["paper_task"].isin(tasks)] if not frame.empty else frame
+    return frame[frame["paper_row"].notna() & frame["paper_task"].isin(tasks) & (frame["sweep"] != T.LR_SEARCH)] \
+        if not frame.empty else frame
 
 
 def _generation_runs(task: str) -> Callable[[pd.DataFrame], pd.DataFrame]:

@@ -84,6 +84,8 @@ def runs_frame(root: Path) -> tuple[pd.DataFrame, int]:
         paper_task=cfg.map(lambda c: _get(c, "task.paper_key")),
         kind=cfg.map(lambda c: _get(c, "task.kind") or "classification"),
         r=cfg.map(lambda c: _get(c, "method.r")),
+        learning_rate=cfg.map(lambda c: _get(c, "train.learning_rate")),
+        lr_factor=cfg.map(lambda c: _get(c, "lr_factor")),
         targets=cfg.map(lambda c: ",".join(_get(c, "method.targets") or [])),
         # classification metrics are stored as fractions; generation metrics already on the paper's scales, and
         # long_context's (minus the NLL per token) on their own
@@ -516,7 +518,8 @@ def all_claims(frame: pd.DataFrame, rule: Rule) -> dict[tuple[str, str, str], Cl
     out: dict[tuple[str, str, str], Claims] = {}
     if frame.empty:
         return out
-    glue = frame[frame["paper_task"].isin(paper_data("table2_glue")["tasks"]) & frame["paper_row"].notna()]
+    glue = frame[frame["paper_task"].isin(paper_data("table2_glue")["tasks"]) & frame["paper_row"].notna()
+                 & (frame["sweep"] != LR_SEARCH)]
     for (scale, model), part in glue.groupby(["scale", "model"]):
         out[("table2", scale, model)] = decided(table2_claims(table2_cells(part), rule), rule)
     for name in SWEEP_CLAIMS:
@@ -735,6 +738,34 @@ def variants_notes(long: pd.DataFrame) -> list[str]:
 # --- writing --------------------------------------------------------------------------------------------------
 
 # table name -> (title, note under its header); shared with repro.report, which shows the same tables
+LR_SEARCH = "lr_search"  # sweeps/lr_search.yaml: scored on held-out training data, so in no other table
+LR_SEARCH_COLUMNS = ["scale", "model", "task", "paper_row", "lr_factor", "learning_rate", "median", "std", "n",
+                     "best"]
+
+
+def lr_search_long(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per (task, Table 2 row, factor): the held-out score over seeds, and whether it is the row's best factor."""
+    runs = frame[frame["sweep"] == LR_SEARCH] if not frame.empty else frame
+    if runs.empty:
+        return pd.DataFrame(columns=LR_SEARCH_COLUMNS)
+    runs = runs.assign(paper_row=runs["paper_row"].fillna(runs["method"]))
+    agg = runs.groupby(["scale", "model", "task", "paper_row", "lr_factor", "learning_rate"], dropna=False).agg(
+        median=("value", "median"), std=("value", "std"), n=("seed", "nunique")).reset_index()
+    best = agg.groupby(["scale", "model", "task", "paper_row"])["median"].transform("max")
+    return agg.assign(best=agg["median"] == best)[LR_SEARCH_COLUMNS]
+
+
+def lr_search_wide(long: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
+    out = {}
+    for (scale, model), part in long.groupby(["scale", "model"], sort=False):
+        part = part.assign(cell=[f"{m:.1f} [{n}] (lr {lr:.3g}){' *' if b else ''}" for m, n, lr, b in
+                                 zip(part["median"], part["n"], part["learning_rate"], part["best"])],
+                           factor=[f"x{f:g}" for f in part["lr_factor"]])
+        out[(scale, model)] = part.pivot_table(index=["task", "paper_row"], columns="factor", values="cell",
+                                               aggfunc="first", fill_value=MISSING).reset_index()
+    return out
+
+
 TITLES: dict[str, tuple[str, str]] = {
     "table2": ("Table 2 (GLUE)", "Rows map by the experiment's `paper_row` (method and size)."),
     "generation": ("", "Rows map by the experiment's `paper_row`; rows without one are labelled by method."),
@@ -746,6 +777,10 @@ TITLES: dict[str, tuple[str, str]] = {
     CURVE_SWEEP: ("Learning curves (main metric vs training examples)",
                   "Each task's cpu recipe otherwise; whether a number below its target is still rising with more "
                   "data."),
+    LR_SEARCH: ("Learning-rate search (equal effort per method, scored on held-out training data)",
+                "Each row's cpu-recipe rate times the same factors, one seed; the score is the main metric on "
+                "`data.holdout_fraction` of the training subset held out, never the dev split of Table 2. "
+                "* marks the best factor of each row."),
     VARIANTS_SWEEP: ("LoRA and its successors (equal rank budget)",
                      "Main metric: the task's (GLUE x100, generation on its printed scale); memory: the run's peak "
                      "(CPU: resident set; CUDA: torch's max allocated); ms / step: training time per optimizer step. "
@@ -830,6 +865,13 @@ def build(runs: Path, out: Path, scale: str | None = None) -> dict[str, list[Pat
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     rule = load_rule()
+    everything = frame
+    if not frame.empty:  # scored on held-out training data: a table of its own, no other table counts these runs
+        long = lr_search_long(frame)
+        written[LR_SEARCH] = write_tables(lr_search_wide(long), long, out, LR_SEARCH, *TITLES[LR_SEARCH],
+                                          budgets=run_budgets(frame[frame["sweep"] == LR_SEARCH]),
+                                          cell="held-out main metric [seeds] (learning rate)")
+        frame = frame[frame["sweep"] != LR_SEARCH]
     curve = curve_runs(frame)
     long = curve_long(curve)
     written[CURVE_SWEEP] = []
@@ -876,7 +918,7 @@ def build(runs: Path, out: Path, scale: str | None = None) -> dict[str, list[Pat
         notes=lambda s, m, part: variants_notes(part),
         budgets=run_budgets(frame[frame["sweep"] == VARIANTS_SWEEP] if len(frame) else frame),
         cell="median±std [seeds]")
-    written["all_runs"] = write_table(all_runs(frame), out / "all_runs",
+    written["all_runs"] = write_table(all_runs(everything), out / "all_runs",
                                       f"Every complete run{f' at scale {scale}' if scale else ''} (main metric x100 "
                                       "for GLUE, generation on its printed scale), the tables it appears in, and "
                                       "the settings that differ among runs of the same task, model and method "
@@ -886,14 +928,16 @@ def build(runs: Path, out: Path, scale: str | None = None) -> dict[str, list[Pat
     return written
 
 
-SWEEP_TABLES = {RANK_SWEEP: "table18", "rank": "rank", "targets": "targets", VARIANTS_SWEEP: VARIANTS_SWEEP}
+SWEEP_TABLES = {RANK_SWEEP: "table18", "rank": "rank", "targets": "targets", VARIANTS_SWEEP: VARIANTS_SWEEP,
+                LR_SEARCH: LR_SEARCH}
 NOT_IN_A_TABLE = "none: no paper row (run without +experiment=...) and no sweep of a paper table"
 
 
 def tables_of(row: pd.Series) -> str:
     """The generated tables a run is counted in (the selections `build` makes), or why none."""
     names = []
-    if isinstance(row["paper_row"], str) and row["paper_task"] in paper_data("table2_glue")["tasks"]:
+    if isinstance(row["paper_row"], str) and row["paper_task"] in paper_data("table2_glue")["tasks"] and \
+            row["sweep"] != LR_SEARCH:
         names.append("table2")
     if isinstance(row["sweep"], str):
         names.append(curve_name(row["task"]) if row["sweep"] == CURVE_SWEEP else SWEEP_TABLES.get(row["sweep"], ""))

@@ -116,6 +116,22 @@ def test_uncached_hub_model_offline_is_refused_before_anything_is_written(data_r
     assert not (tmp_path / "results").exists()
 
 
+def test_full_disk_at_start_is_one_line_and_writes_nothing(data_root, tmp_path, monkeypatch, capsys):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 * 2**30, 10 * 2**30 - 2**20, 2**20))
+    monkeypatch.setenv("REPRO_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("REPRO_DATA_ROOT", str(data_root))
+    with pytest.raises(SystemExit) as exit_:
+        _main(["model=tiny-bert", "scale=smoke"])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and "\n" not in err
+    assert err.endswith("its disk is full (1 MiB free, at least 64 MiB needed)")
+    assert not (tmp_path / "results").exists()
+
+
 def test_results_folder_that_cannot_be_written(data_root, tmp_path, monkeypatch, capsys):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the results folder should be")

@@ -20,8 +20,14 @@ def tiny(data_root, *extra):
             "data.max_eval_samples=16", "train.batch_size=8", "train.epochs=2", "train.learning_rate=1e-3", *extra]
 
 
-def test_auto_is_fp32_on_cpu_and_unknown_names_fail(compose, data_root):
-    assert resolve_precision("auto", torch.device("cpu")).name == "fp32"
+def test_auto_on_cpu_follows_native_bf16_and_unknown_names_fail(compose, data_root):
+    import repro.precision as precision
+
+    with pytest.MonkeyPatch.context() as patch:  # by the CPU's bf16 hardware (AVX512_BF16 / AMX), not by guess
+        patch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+        assert resolve_precision("auto", torch.device("cpu")).name == "fp32"
+        patch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+        assert resolve_precision("auto", torch.device("cpu")).name == "bf16"
     assert resolve_precision("bf16", torch.device("cpu")).mixed
     with pytest.raises(ConfigError, match=r"^train.precision must be one of fp32, bf16, fp16, auto, got 'fp8'$"):
         preflight(compose(*tiny(data_root, "train.precision=fp8")))

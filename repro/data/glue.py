@@ -6,6 +6,7 @@ columns to `text_a`, `text_b` (pair tasks) and `label` (int class, or float scor
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -122,6 +123,23 @@ def load_task_data(task: DictConfig, data: DictConfig, with_train: bool = True) 
         read = lambda split: _hub_rows(task, split)  # noqa: E731
     train = subsample(_normalise(read("train"), columns, task), data.max_train_samples, data.subset_seed) \
         if with_train else []
+    if with_train and data.get("holdout_fraction"):  # a search scored on training data, never on the dev set
+        train, held_out = holdout_split(train, data.holdout_fraction, data.subset_seed)
+        return TaskData(train=train, eval={HOLDOUT_SPLIT: held_out})
     evals = {s: subsample(_normalise(read(s), columns, task), data.max_eval_samples, data.subset_seed)
              for s in task.eval_splits}
     return TaskData(train=train, eval=evals)
+
+
+HOLDOUT_SPLIT = "holdout"
+
+
+def holdout_split(rows: list[dict[str, Any]], fraction: float, seed: int) -> tuple[list, list]:
+    """(the rows to train on, a fixed `fraction` of them held out), the same for every training seed, method and
+    learning rate (chosen by `seed`, the subset seed): what a learning-rate search is scored on, so that the dev
+    split the tables report is never used to choose a recipe."""
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n_held = max(1, round(fraction * len(rows)))
+    held = set(order[:n_held])
+    return [r for i, r in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)]
