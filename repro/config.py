@@ -26,7 +26,7 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 PUBLIC_GROUPS = ("task", "model", "method", "scale", "logger")
 # Keys that say where things go or how a run is observed, not what is computed: not part of the run id.
 NOT_IN_RUN_ID = ("output_root", "force", "logger", "hydra", "paper_hparams", "_hp", "cpu_recipe", "_cpu", "data.root",
-                 "train.device", "train.num_threads", "train.log_every_steps")
+                 "train.device", "train.num_threads", "train.log_every_steps", "train.log_every_seconds")
 
 
 # knob -> the value every run had before the knob existed (fp32, no torch.compile)

@@ -45,7 +45,8 @@ class WandbLogger:
         self.run.log({"step": step, **values})
 
     def log_epoch(self, record: dict[str, Any]) -> None:
-        self.run.log({"epoch": record["epoch"], "train/loss": record["train_loss"],
+        # the epoch mean under its own key: train/loss is the per-step value on the step axis
+        self.run.log({"epoch": record["epoch"], "train/epoch_loss": record["train_loss"],
                       **{f"eval/{k}": v for k, v in record["metrics"].items()}})
 
     def finish(self, result: dict[str, Any]) -> None:

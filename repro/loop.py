@@ -135,15 +135,17 @@ OnStep = Callable[[int, dict[str, float]], None]  # (optimizer step, train/loss,
 
 
 class Progress:
-    """Every `every` optimizer steps (step, loss, lr, samples/s, gradient norm): a line on stdout when it is not a
-    terminal (logs, SLURM, joblib; the tqdm bar is off there), and `on_step` (the experiment logger); and one line
-    per epoch with its eval metrics."""
+    """Every `every` optimizer steps, and at least every `every_s` seconds (step, loss, lr, samples/s, gradient
+    norm, ETA): a line on stdout when it is not a terminal (the run's log, SLURM, joblib; the tqdm bar is off
+    there), and `on_step` (the experiment logger) every `every` steps; and one line per epoch with its eval
+    metrics."""
 
     def __init__(self, every: int | None, total_steps: int, enabled: bool | None = None,
-                 on_step: OnStep | None = None):
-        self.every, self.total, self.on_step = every, total_steps, on_step
+                 on_step: OnStep | None = None, every_s: float | None = None):
+        self.every, self.total, self.on_step, self.every_s = every, total_steps, on_step, every_s
         self.enabled = bool(every) and (not sys.stdout.isatty() if enabled is None else enabled)
         self.start, self.start_step, self.samples = time.perf_counter(), None, 0
+        self.printed_at = self.start
 
     def step(self, step: int, loss: float, lr: float, samples: int, grad_norm: float | None = None) -> None:
         if not self.every or not (self.enabled or self.on_step):
@@ -151,14 +153,18 @@ class Progress:
         if self.start_step is None:  # measured from the first step this process ran (also after a resume)
             self.start_step, self.start, self.samples = step - 1, time.perf_counter(), 0
         self.samples += samples
-        if step % self.every and step != self.total:
+        now = time.perf_counter()
+        due = not step % self.every or step == self.total
+        overdue = self.every_s is not None and now - self.printed_at >= self.every_s
+        if not (due or overdue):
             return
-        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        elapsed = max(now - self.start, 1e-9)
         eta = elapsed / max(step - self.start_step, 1) * (self.total - step)
-        if self.on_step:
+        if self.on_step and due:
             values = {"train/loss": loss, "train/lr": lr, "train/samples_per_s": self.samples / elapsed}
             self.on_step(step, values if grad_norm is None else {**values, "train/grad_norm": grad_norm})
         if self.enabled:
+            self.printed_at = now
             print(f"step {step}/{self.total} loss {loss:.4f} lr {lr:.3g} {self.samples / elapsed:.1f} samples/s "
                   f"eta {eta:.0f}s", flush=True)
 
@@ -196,7 +202,8 @@ def train(model: nn.Module, session: Session, train_cfg: DictConfig, main_metric
     hooks.on_schedule(total_steps)
     scheduler = lr_schedule(optimizer, train_cfg, total_steps)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    progress = Progress(train_cfg.get("log_every_steps"), total_steps, on_step=on_step)
+    progress = Progress(train_cfg.get("log_every_steps"), total_steps, on_step=on_step,
+                        every_s=train_cfg.get("log_every_seconds"))
     precision = resolve_precision(train_cfg.get("precision", "fp32"), device)
     scaler = precision.grad_scaler()
 

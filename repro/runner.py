@@ -38,6 +38,7 @@ from repro.methods import check_backend
 from repro.precision import use_fast_fp32_matmul
 from repro.results import (LOCK_FILE, RESULT_FILE, WEIGHTS_DIR, is_complete, match_umask, read_result,
                            record_problem, write_json_atomic)
+from repro.runlog import run_log
 
 
 class RunInProgress(Exception):
@@ -222,6 +223,18 @@ def stored_result(cfg: DictConfig, rid: str, reuse_record: bool = True) -> tuple
     return None
 
 
+CONFIG_FILE = "config.yaml"  # the run's fully resolved config, beside its result
+
+
+def start_lines(run_dir: Path, rid: str, resolved: dict[str, Any], device: torch.device, main: bool) -> None:
+    """The first lines of a run's log (its resolved config and hardware), and the resolved config as a file."""
+    text = OmegaConf.to_yaml(OmegaConf.create(resolved))
+    if main:
+        (run_dir / CONFIG_FILE).write_text(text, encoding="utf-8")
+    print(f"start {rid}: hardware {json.dumps(provenance.hardware(device))}")
+    print("resolved config:\n" + text.rstrip())
+
+
 def run(cfg: DictConfig, reuse_record: bool = True) -> dict[str, Any]:
     """Execute one run (or return the stored result when it is complete or its record is committed, and `force`
     is false; `reuse_record=False` when the run's weights are needed, as a dependency's are).
@@ -248,7 +261,8 @@ def run(cfg: DictConfig, reuse_record: bool = True) -> dict[str, Any]:
         torch.set_num_threads(cfg.train.num_threads)
     base = base_record(cfg, rid, kind.method_config(cfg), init_from)
     created = not run_dir.exists()
-    with (run_lock(run_dir) if world.is_main else nullcontext()):
+    with (run_lock(run_dir) if world.is_main else nullcontext()), run_log(run_dir, world.rank, world.is_main):
+        start_lines(run_dir, rid, base["config"], device, world.is_main)
         checkpointer = Checkpointer(run_dir, cfg.train.checkpoint_every_steps)
         if cfg.force:
             checkpointer.remove()
@@ -289,8 +303,8 @@ def run(cfg: DictConfig, reuse_record: bool = True) -> dict[str, Any]:
         write_json_atomic(run_dir / RESULT_FILE, record)
         checkpointer.remove()
         logger.finish(record)
-    best = ", ".join(f"{k}={v:.4f}" for k, v in train.best_metrics.items() if "/" not in k)
-    print(f"done {rid}: best epoch {train.best_epoch}: {best} ({record['wall_time_s']:.1f}s) -> {run_dir}")
+        best = ", ".join(f"{k}={v:.4f}" for k, v in train.best_metrics.items() if "/" not in k)
+        print(f"done {rid}: best epoch {train.best_epoch}: {best} ({record['wall_time_s']:.1f}s) -> {run_dir}")
     return record
 
 
