@@ -31,7 +31,7 @@ NOT_IN_RUN_ID = ("output_root", "force", "logger", "hydra", "paper_hparams", "_h
 
 # knob -> the value every run had before the knob existed (fp32, no torch.compile)
 ADDED_KNOBS = {"train.precision": "fp32", "train.compile": False, "train.lr_schedule": "linear",
-               "train.early_stopping_patience": None, "data.holdout_fraction": None}
+               "train.early_stopping_patience": None, "data.holdout_fraction": None, "train.max_steps": None}
 
 
 def _when_in(value: Any, members: Iterable[Any], result: Any) -> Any:
@@ -127,6 +127,7 @@ KNOBS: list[tuple[str, type, Any, str, bool]] = [
     ("train.group_by_length", bool, None, "true or false", False),
     ("train.compile", bool, None, "true or false", False),
     ("train.early_stopping_patience", int, _positive, "a positive integer or null (no early stopping)", True),
+    ("train.max_steps", int, _positive, "a positive integer or null (train all epochs)", True),
     ("method.alpha", float, _positive, "a positive number (the update is scaled by alpha / r)", False),
     ("method.dropout", float, _fraction, "a number in [0, 1)", False),
     ("method.r", int, _positive, "a positive integer", False),

@@ -152,6 +152,7 @@ class Progress:
             return
         if self.start_step is None:  # measured from the first step this process ran (also after a resume)
             self.start_step, self.start, self.samples = step - 1, time.perf_counter(), 0
+            self.printed_at = self.start
         self.samples += samples
         now = time.perf_counter()
         due = not step % self.every or step == self.total
@@ -199,6 +200,9 @@ def train(model: nn.Module, session: Session, train_cfg: DictConfig, main_metric
     optimizer = hooks.make_optimizer(optimizer_groups(model, train_cfg.weight_decay), train_cfg.learning_rate)
     steps_per_epoch = math.ceil(len(batches) / train_cfg.grad_accum_steps)
     total_steps = steps_per_epoch * train_cfg.epochs
+    max_steps = train_cfg.get("max_steps")
+    if max_steps:  # a budget in optimizer steps: the schedule ends there, and so does training (then one evaluation)
+        total_steps = min(total_steps, max_steps)
     hooks.on_schedule(total_steps)
     scheduler = lr_schedule(optimizer, train_cfg, total_steps)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -256,6 +260,8 @@ def train(model: nn.Module, session: Session, train_cfg: DictConfig, main_metric
                 norm = optimizer_step(trainable, train_cfg.max_grad_norm, optimizer, scheduler, hooks, result, scaler)
                 progress.step(result.optimizer_steps, loss.item(), scheduler.get_last_lr()[0],
                               samples * train_cfg.grad_accum_steps * world.size, norm)
+                if result.optimizer_steps >= total_steps:  # train.max_steps reached inside this epoch
+                    break
                 if checkpointer and checkpointer.due(result.optimizer_steps) and i + 1 < len(batches):
                     result.train_time_s += time.perf_counter() - start
                     start = time.perf_counter()
@@ -282,6 +288,8 @@ def train(model: nn.Module, session: Session, train_cfg: DictConfig, main_metric
         if plateaued(result, epoch, train_cfg.get("early_stopping_patience")):
             print(f"early stop after epoch {epoch}: {main_metric} not improved since epoch {result.best_epoch}",
                   flush=True)
+            break
+        if result.optimizer_steps >= total_steps:
             break
         if checkpointer and epoch < train_cfg.epochs:
             checkpointer.save(snapshot(epoch + 1, 0, 0.0, 0, generator.get_state()))

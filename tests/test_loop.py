@@ -140,3 +140,31 @@ def test_unknown_lr_schedule_is_one_line_config_error(compose):
 
     with pytest.raises(ConfigError, match="train.lr_schedule must be one of linear, constant, got 'cosine'"):
         validate(compose("train.lr_schedule=cosine"))
+
+
+def test_max_steps_ends_training_and_the_schedule_mid_epoch():
+    torch.manual_seed(0)
+    result = train(nn.Linear(3, 1), ToySession(), cfg(epochs=3, max_steps=8), "neg_loss", seed=0,
+                   device=torch.device("cpu"))
+    assert result.optimizer_steps == 8  # 6 steps an epoch: the second epoch stops after 2 of them
+    assert [e["epoch"] for e in result.epochs] == [1, 2]  # evaluated when the budget ran out
+
+
+def test_early_stopping_after_patience_epochs_without_improvement():
+    class Plateau(ToySession):  # the dev metric peaks at epoch 2
+        def evaluate(self, model, epoch, result):
+            return {"neg_loss": {1: -3.0, 2: -1.0}.get(epoch, -2.0)}
+
+    result = train(nn.Linear(3, 1), Plateau(), cfg(epochs=10, early_stopping_patience=2), "neg_loss", seed=0,
+                   device=torch.device("cpu"))
+    assert [e["epoch"] for e in result.epochs] == [1, 2, 3, 4] and result.best_epoch == 2
+
+
+def test_progress_every_n_seconds_as_well(capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdout.isatty", lambda: False)
+    clock = iter(range(0, 10_000, 31))  # each reading of the clock 31 s after the last
+    monkeypatch.setattr("repro.loop.time.perf_counter", lambda: next(clock))
+    progress = Progress(every=100, total_steps=1000, every_s=60)
+    for step in range(1, 6):
+        progress.step(step, 0.5, 1e-3, 4)
+    assert [line.split()[1] for line in capsys.readouterr().out.splitlines()] == ["2/1000", "4/1000"]
