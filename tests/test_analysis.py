@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from repro.analysis import delta_w, subspace
-from repro.analysis.reference import paper_data
+from repro.paper import paper_data
 from repro.methods import apply_method
 from repro.models import get_module, load_model
 

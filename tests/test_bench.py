@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from repro.analysis.reference import paper_data
+from repro.paper import paper_data
 from repro.bench import latency
 from repro.bench import train as bench_train
 from repro.errors import ReproError

@@ -53,7 +53,7 @@ def test_random_overrides_are_accepted_or_refused_in_one_line(data_root, tmp_pat
     monkeypatch.setenv("REPRO_DATA_ROOT", str(data_root))
     outcomes = {"accepted": 0, "refused": 0}
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
+    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,  # the same examples every run
               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
     @given(st.lists(override(), min_size=1, max_size=4), st.booleans())
     def check(overrides, multirun):

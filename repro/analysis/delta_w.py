@@ -17,7 +17,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from repro.analysis.reference import paper_data, read_run, write_table
+from repro.analysis.reference import read_run, write_table
+from repro.paper import paper_data
 from repro.analysis.subspace import LoraRun, load_lora_run, parse_layers
 from repro.errors import ReproError, exit_on_user_error
 from repro.models import get_module, load_model

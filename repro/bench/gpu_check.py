@@ -19,7 +19,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from repro.analysis.reference import paper_data, write_table
+from repro.analysis.reference import write_table
+from repro.paper import paper_data
 from repro.bench import hardware_label, latency
 from repro.bench import train as bench_train
 from repro.errors import ReproError, exit_on_user_error

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from repro.analysis.reference import paper_data
+from repro.paper import paper_data
 from repro.bench import hardware_label, write_and_show
 from repro.config import load_group_config
 from repro.errors import ReproError, exit_on_user_error

@@ -26,7 +26,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from repro.analysis.reference import paper_data, write_table
+from repro.analysis.reference import write_table
+from repro.paper import paper_data
 from repro.bench import hardware_label
 from repro.config import group_choices, load_group_config
 from repro.distributed import resolve_device
