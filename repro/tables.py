@@ -866,8 +866,8 @@ def build(runs: Path, out: Path, scale: str | None = None) -> dict[str, list[Pat
     written = {}
     rule = load_rule()
     everything = frame
-    if not frame.empty:  # scored on held-out training data: a table of its own, no other table counts these runs
-        long = lr_search_long(frame)
+    if not frame.empty and (frame["sweep"] == LR_SEARCH).any():  # scored on held-out training data: a table of
+        long = lr_search_long(frame)                                # its own, no other table counts these runs
         written[LR_SEARCH] = write_tables(lr_search_wide(long), long, out, LR_SEARCH, *TITLES[LR_SEARCH],
                                           budgets=run_budgets(frame[frame["sweep"] == LR_SEARCH]),
                                           cell="held-out main metric [seeds] (learning rate)")

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from repro.checkpoint import CHECKPOINT_FILE, Checkpointer
+from repro.loop import TrainResult
 from repro.results import RESULT_FILE, load, read_result, write_json_atomic
 from repro.runner import RunInProgress, run, run_lock
 
@@ -114,7 +115,7 @@ def test_killing_a_parallel_sweep_stops_its_jobs(data_root, tmp_path):
     run_dirs = list((tmp_path / "runs").iterdir())
     assert len(run_dirs) == 2 and not list(tmp_path.glob(f"runs/*/{RESULT_FILE}"))  # stopped mid-way, no results
     # each resumes from a checkpoint (the newest, or the one before if the interrupt came between the two renames)
-    assert all(Checkpointer(run_dir, 25).load() is not None for run_dir in run_dirs)
+    assert all(Checkpointer(run_dir, 25).load(allowed=[TrainResult]) is not None for run_dir in run_dirs)
 
 
 def test_failed_run_is_recorded_and_the_sweep_goes_on_then_reruns_only_missing(data_root, tmp_path):

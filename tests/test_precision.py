@@ -11,6 +11,7 @@ from repro.checkpoint import Checkpointer
 from repro.config import identity_config, run_id
 from repro.errors import ConfigError
 from repro.kinds.classification import ClassificationSession
+from repro.loop import TrainResult
 from repro.precision import Precision, resolve_precision
 from repro.runner import preflight, run
 
@@ -84,7 +85,7 @@ def test_fp16_resume_continues_the_loss_scale_and_matches_uninterrupted(compose,
     monkeypatch.setattr(ClassificationSession, "loss", failing_loss)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(interrupted)
-    saved = Checkpointer(tmp_path / "interrupted" / run_id(interrupted), 0).load()["scaler"]
+    saved = Checkpointer(tmp_path / "interrupted" / run_id(interrupted), 0).load(allowed=[TrainResult])["scaler"]
     assert saved["scale"] != 2.0 ** 16, saved  # a state a fresh scaler would not have
     monkeypatch.setattr(ClassificationSession, "loss", loss)
     capsys.readouterr()
