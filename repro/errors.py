@@ -21,6 +21,12 @@ class DataError(ReproError):
     pass
 
 
+def one_line(message: str) -> str:
+    """The message on one line: control characters a user typed into a value (a newline, a carriage return)
+    written as escapes (`\\r`), so that the error stays one line whatever the input."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
+
+
 def exit_on_user_error(fn: Callable[..., T]) -> Callable[..., T]:
     """Turn a ReproError raised by a CLI entry point into `error: <message>` and exit status 2."""
 
@@ -29,7 +35,7 @@ def exit_on_user_error(fn: Callable[..., T]) -> Callable[..., T]:
         try:
             return fn(*args, **kwargs)
         except ReproError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {one_line(str(exc))}", file=sys.stderr)
             sys.exit(2)
 
     return wrapper

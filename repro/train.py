@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 
 from repro.checkpoint import Checkpointer
 from repro.config import CONF_DIR, check_group_overrides, check_writable, run_id
-from repro.errors import ConfigError, ReproError, exit_on_user_error
+from repro.errors import ConfigError, ReproError, exit_on_user_error, one_line
 from repro.results import write_json_atomic
 from repro.runner import RunInProgress, preflight, quiet_library_noise, run, stored_result
 
@@ -130,7 +130,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         sys.exit(EXIT_INTERRUPTED)
     except (ReproError, RunInProgress) as exc:
         status, reason, code = ("busy" if isinstance(exc, RunInProgress) else "failed"), str(exc), EXIT_USER_ERROR
-        print(f"error: {reason}", file=sys.stderr)
+        print(f"error: {one_line(reason)}", file=sys.stderr)
         if not multirun and isinstance(exc, ReproError):
             _remove_job_folder(job_dir)
     except Exception as exc:
