@@ -43,10 +43,8 @@ class Job:
     def commands(self, jobs_threads: int = 1) -> list[list[str]]:
         """One `python -m repro.train` per seed (separate processes: the cells of a round differ in more than the
         seed, so one Hydra multirun cannot hold them)."""
-        head = [sys.executable, "-m", "repro.train"]
-        if self.config_dir:
-            head += ["--config-dir", self.config_dir]
-        head += ["--config-name", self.config_name, *self.overrides, f"train.num_threads={jobs_threads}"]
+        head = records_mod.train_command(self.config_dir, self.config_name,
+                                         [*self.overrides, f"train.num_threads={jobs_threads}"])
         return [[*head, f"seed={seed}"] for seed in self.seeds]
 
 

@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from repro.errors import ReproError, exit_on_user_error
 from repro.results import SOURCE_IMPORTED, complete_records, default_runs_root, write_json_atomic
@@ -76,6 +76,12 @@ def add(runs: Path, records: Path, scale: str | None = None, this_machine: bool 
     return new, replaced
 
 
+def train_command(config_dir: str | None, config_name: str, overrides: Sequence[str]) -> list[str]:
+    """`python -m repro.train` as a record's invocation composed the run (repro.decide adds a seed to it)."""
+    return [sys.executable, "-m", "repro.train", *(["--config-dir", config_dir] if config_dir else []),
+            "--config-name", config_name, *overrides]
+
+
 def rerun(records: Path, run_id: str, results: Path) -> tuple[float, float]:
     """Run a committed record's configuration again, as its invocation composed it, into `results` (a fresh results
     folder, so the committed run is not found and skipped); returns (committed, re-run) main metric."""
@@ -86,8 +92,7 @@ def rerun(records: Path, run_id: str, results: Path) -> tuple[float, float]:
     inv = record.get("invocation")
     if not inv:
         raise ReproError(f"{run_id}: its record does not keep the invocation (made before records stored it)")
-    command = [sys.executable, "-m", "repro.train", *(["--config-dir", inv["config_dir"]] if inv["config_dir"] else []),
-               "--config-name", inv["config_name"], *inv["overrides"]]
+    command = train_command(inv.get("config_dir"), inv["config_name"], inv["overrides"])
     import os
     import subprocess
 
