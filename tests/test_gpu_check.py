@@ -34,3 +34,18 @@ def test_cpu_run_writes_training_latency_and_decoding_tables(tmp_path):
     assert bool(decode.identical_outputs.iloc[0]) and decode.speedup.iloc[0] > 0
     latency = pd.read_csv(tmp_path / "gpu_latency_gpt2-tiny.csv")
     assert {"base", "lora_merged", "lora_unmerged", "adapter_l", "adapter_h"} <= set(latency.variant)
+
+
+def test_adapters_are_created_on_the_device_of_the_module_they_wrap():
+    """The latency benchmark inserts adapters into a model already on the GPU; found on an H200 (2026-12-04): the
+    adapters' LayerNorm stayed on the CPU. The meta device stands in for a GPU here."""
+    from transformers import GPT2LMHeadModel
+
+    from repro.bench import latency
+    from repro.methods.adapters import insert_adapters
+
+    config = latency.gpt2_config("gpt2-tiny")
+    model = GPT2LMHeadModel(config).to("meta")
+    names = insert_adapters(model, latency.gpt2_model_cfg(config), ["attn", "ffn"], 4, layer_norm=True)
+    assert names and all(model.get_submodule(n).down.weight.is_meta and model.get_submodule(n).layer_norm.weight.is_meta
+                         for n in names)

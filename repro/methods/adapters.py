@@ -57,8 +57,11 @@ def insert_adapters(model: nn.Module, model_cfg: DictConfig, sites: list[str], b
             path = model_cfg.adapter_sites[site]
             parent_path, _, child = path.rpartition(".")
             parent = layer.get_submodule(parent_path) if parent_path else layer
-            adapter = BottleneckAdapter(model_cfg.d_model, bottleneck, layer_norm, activation)
-            setattr(parent, child, WithAdapter(getattr(parent, child), adapter))
+            base = getattr(parent, child)
+            # on the wrapped module's device: a model already on a GPU (the latency benchmark) stays on one device
+            device = next(base.parameters()).device
+            adapter = BottleneckAdapter(model_cfg.d_model, bottleneck, layer_norm, activation).to(device)
+            setattr(parent, child, WithAdapter(base, adapter))
             names.append(f"{model_cfg.layers}.{index}.{path}.adapter")
     return names
 
