@@ -29,6 +29,8 @@ from repro.distributed import World, sum_over_world
 from repro.methods.base import TrainingHooks
 from repro.precision import resolve_precision
 
+# a best metric within this of the trivial baseline counts as at chance (metrics are fractions or correlations)
+CHANCE_EPS = 1e-6
 
 @dataclass
 class TrainResult:
@@ -103,10 +105,16 @@ def is_better(value: float, best: float | None) -> bool:
     return not math.isnan(value) and value > best
 
 
-def plateaued(result: TrainResult, epoch: int, patience: int | None) -> bool:
+def plateaued(result: TrainResult, epoch: int, patience: int | None, main_metric: str,
+              chance: float | None = None) -> bool:
     """Early stopping: the main dev metric has not improved for `patience` epochs (None or 0: never stop early).
-    The learning-rate schedule still spans `train.epochs`, the budget's maximum."""
-    return bool(patience) and result.best_epoch > 0 and epoch - result.best_epoch >= patience
+    A run whose best is still at `chance` (the trivial baseline: e.g. MCC 0 while it predicts the majority class)
+    has not started learning, so it is not a plateau: such runs train on (CoLA's LoRA sat at MCC 0 for one or two
+    epochs, then rose). The learning-rate schedule still spans `train.epochs`, the budget's maximum."""
+    if not patience or result.best_epoch <= 0 or epoch - result.best_epoch < patience:
+        return False
+    best = result.best_metrics.get(main_metric)
+    return chance is None or best is None or math.isnan(best) or best > chance + CHANCE_EPS
 
 
 def optimizer_step(trainable: list[torch.Tensor], max_grad_norm: float | None, optimizer: torch.optim.Optimizer,
@@ -187,8 +195,10 @@ def broadcast_metrics(world: World, metrics: dict[str, float]) -> dict[str, floa
 def train(model: nn.Module, session: Session, train_cfg: DictConfig, main_metric: str, seed: int,
           device: torch.device, hooks: TrainingHooks = TrainingHooks(), world: World = World(),
           checkpointer: Checkpointer | None = None,
-          on_epoch: Callable[[dict[str, Any]], None] | None = None, on_step: OnStep | None = None) -> TrainResult:
-    """Train `model` (already on `device`) for `train_cfg.epochs`, evaluating after each epoch."""
+          on_epoch: Callable[[dict[str, Any]], None] | None = None, on_step: OnStep | None = None,
+          chance: float | None = None) -> TrainResult:
+    """Train `model` (already on `device`) for `train_cfg.epochs`, evaluating after each epoch (`chance`: the
+    main metric's trivial baseline, which early stopping does not take for a plateau)."""
     generator = torch.Generator().manual_seed(seed)
     batches = session.train_batches(generator, world)
     net = model
@@ -285,7 +295,8 @@ def train(model: nn.Module, session: Session, train_cfg: DictConfig, main_metric
         progress.epoch(record)
         if on_epoch:
             on_epoch(record)
-        if plateaued(result, epoch, train_cfg.get("early_stopping_patience")):
+        if epoch < train_cfg.epochs and plateaued(result, epoch, train_cfg.get("early_stopping_patience"),
+                                                  main_metric, chance):
             print(f"early stop after epoch {epoch}: {main_metric} not improved since epoch {result.best_epoch}",
                   flush=True)
             break

@@ -35,7 +35,7 @@ from repro.generation.tables import (GENERATION_CELL, GENERATION_TABLES, RANK_SW
 from repro.paper import paper_data
 from repro.results import (SOURCE_IMPORTED, complete_records, corrupt_records, is_complete, is_records_folder,
                            load)
-from repro.verdicts import Cell, Rule, Verdict, compare, decide, load_rule, tolerance_from_gap
+from repro.verdicts import Cell, Convergence, Rule, Verdict, compare, decide, load_rule, tolerance_from_gap
 
 BASELINE_LABEL = "trivial baseline"
 SCALE_PERCENT = 100  # results store fractions; the paper prints 0-100
@@ -71,6 +71,7 @@ def runs_frame(root: Path) -> tuple[pd.DataFrame, int]:
         source=[r.get("source") or "trained" for _, r in extra],
         baseline=[classification_baseline(r, main) for (_, r), main in zip(extra, frame["main_metric"])],
         epochs_run=[len(r.get("epochs") or []) for _, r in extra],
+        curve=[dev_curve(r, main) for (_, r), main in zip(extra, frame["main_metric"])],
         code=[(r.get("git_commit") or "unknown")[:7] + ("-dirty" if str(r.get("git_commit")).endswith("-dirty")
                                                          else "") for _, r in extra],
         cpu=[describe_cpu(r.get("hardware") or {}) for _, r in extra],
@@ -93,6 +94,15 @@ def runs_frame(root: Path) -> tuple[pd.DataFrame, int]:
                for c, (_, row) in zip(cfg, frame.iterrows())],
     )
     return frame, ignored
+
+
+def dev_curve(record: dict, main_metric: str | None) -> tuple[float, ...] | None:
+    """A classification run's main dev metric per epoch, x 100 (the verdicts' convergence); None for other kinds
+    (their per-epoch scores are not on the table's scale) and for runs whose epochs lack the metric."""
+    if _get(record.get("config") or {}, "task.kind") in LM_TASK_KINDS or not main_metric:
+        return None
+    values = [(e.get("metrics") or {}).get(main_metric) for e in record.get("epochs") or []]
+    return tuple(float(v) * SCALE_PERCENT for v in values) if values and None not in values else None
 
 
 def describe_cpu(hardware: dict) -> str:
@@ -134,19 +144,19 @@ def aggregate(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
                        trainable=("params.trainable", "median"), baseline=("baseline", "median")).reset_index()
 
 
-def converged(runs: pd.DataFrame, patience: int) -> list[bool | None] | None:
-    """Per run whether its dev metric stopped improving at least `patience` epochs before its budget ended (the
-    verdict rule's convergence); None for a run whose record has no epochs or best epoch."""
+def converged(runs: pd.DataFrame, convergence: Convergence) -> list[bool | None] | None:
+    """Per run whether its dev metric had stopped improving when its budget ended (the verdict rule's
+    convergence), from its per-epoch curve where the frame has one; None for a run that says nothing."""
     if "epochs_run" not in runs or "best_epoch" not in runs:
         return None
-    return [None if pd.isna(b) or not n else int(n) - int(b) >= patience
-            for n, b in zip(runs["epochs_run"], runs["best_epoch"])]
+    curves = runs["curve"] if "curve" in runs else [None] * len(runs)
+    return [convergence(c, n, b) for c, n, b in zip(curves, runs["epochs_run"], runs["best_epoch"])]
 
 
-def cells(runs: pd.DataFrame, keys: list[str], task: str = "task", patience: int | None = None
+def cells(runs: pd.DataFrame, keys: list[str], task: str = "task", convergence: Convergence | None = None
           ) -> dict[tuple, dict[str, Cell]]:
     """Per-seed values for the verdicts: (values of `keys`) -> task -> Cell (each run's main metric x 100, the
-    median of the runs' trivial baselines and, given the rule's `patience`, whether each run converged)."""
+    median of the runs' trivial baselines and, given the rule's convergence, whether each run converged)."""
     out: dict[tuple, dict[str, Cell]] = {}
     if runs.empty:
         return out
@@ -157,7 +167,7 @@ def cells(runs: pd.DataFrame, keys: list[str], task: str = "task", patience: int
         if len(part):
             out.setdefault(tuple(key[:-1]), {})[key[-1]] = Cell(
                 tuple(part["value"]), baselines.median() if len(baselines) else None,
-                converged(part, patience) if patience else None, tuple(part["run_id"]))
+                converged(part, convergence) if convergence else None, tuple(part["run_id"]))
     return out
 
 
@@ -281,14 +291,14 @@ def target_notes(long: pd.DataFrame, curves: dict[str, str] | None = None) -> li
 Labelled = dict[str, tuple[dict[str, Cell], float]]  # row label -> (task -> per-seed cell, median trainable params)
 
 
-def table2_cells(runs: pd.DataFrame, patience: int | None = None) -> Labelled:
+def table2_cells(runs: pd.DataFrame, convergence: Convergence | None = None) -> Labelled:
     """Per Table 2 row label (paper row [variant]) in the paper's order: its cells per task and trainable count."""
     paper = paper_data("table2_glue")
     order = {row_id: i for i, row_id in enumerate(paper["rows"])}
     runs = reproduced(runs)
     runs = runs[runs["paper_row"].isin(order)] if not runs.empty else runs
     by_row = cells(runs, ["paper_row", "variant"], task="paper_task",
-                   patience=patience if patience is not None else load_rule().patience)
+                   convergence=convergence or load_rule().convergence)
     out = {}
     for (row_id, variant) in sorted(by_row, key=lambda k: (order[k[0]], k[1])):
         hit = runs[(runs["paper_row"] == row_id) & (runs["variant"] == variant)]
@@ -503,7 +513,7 @@ def sweep_judged(runs: pd.DataFrame, name: str, rule: Rule) -> Claims:
         runs = runs.assign(r=runs["r"].astype(int))
     tolerance = tolerance_from_gap(crit["max_gap_points"])
     return [(f"{crit['text']} (tolerance {tolerance:+.1f}: the difference must be above it)",
-             judge(cells(runs, keys, patience=rule.patience), crit, rule))]
+             judge(cells(runs, keys, convergence=rule.convergence), crit, rule))]
 
 
 def sweep_claims(runs: pd.DataFrame, name: str, rule: Rule | None = None) -> list[str]:

@@ -15,9 +15,9 @@ Rule v2, its numbers in conf/paper/verdict_rule.yaml (`rule`), printed under eve
    are at most `test.exact_max`, otherwise `test.draws` are drawn (seeded). A claim "A - B > -margin" gets two
    one-sided p-values: p_holds (H0: A - B <= -margin) and p_fails (H0: A - B >= -margin).
 3. Multiplicity: Holm over the statistical claims of one table (family-wise error `alpha` per side).
-4. Convergence: a run converged when its dev metric stopped improving `convergence.patience` epochs or more before
-   its budget ended. A claim can only fail on converged runs of the method it is about; otherwise it is
-   inconclusive ("A still improving at its last epoch in 2/3 seeds").
+4. Convergence: a run converged when its last `convergence.patience` epochs raised its best dev metric by at most
+   `convergence.min_delta` points (a plateau; 0: not at all). A claim can only fail on converged runs of the
+   method it is about; otherwise it is inconclusive ("A still improving at its last epoch in 2/3 seeds").
 5. Power: an inconclusive verdict prints the seeds per method that would decide it at `power.target` power, from
    the observed standardised effect (normal approximation), or says that no number of seeds up to the cap would.
 
@@ -90,6 +90,27 @@ class Cell:
 
 
 @dataclass(frozen=True)
+class Convergence:
+    """When a run has stopped improving: its last `patience` epochs raised the best dev metric by at most
+    `min_delta` points. A linear schedule that decays to zero makes the last epoch's gain small but rarely zero, so
+    a plateau needs a tolerance; the rule's is the seed-spread floor (std_floor) unless it says otherwise."""
+
+    patience: int
+    min_delta: float = 0.0
+
+    def __call__(self, curve: Sequence[float] | None, epochs_run: int | None, best_epoch: int | None) -> bool | None:
+        """Whether a run converged, from its per-epoch main metric (points) where known, else from its best epoch
+        (first epoch of the maximum) and epoch count; None when the run says neither."""
+        if curve is not None and len(curve) and all(v is not None and not math.isnan(v) for v in curve):
+            if len(curve) <= self.patience:
+                return False
+            return max(curve[-self.patience:]) <= max(curve[:-self.patience]) + self.min_delta
+        if best_epoch is None or not epochs_run or math.isnan(best_epoch):
+            return None
+        return int(epochs_run) - int(best_epoch) >= self.patience
+
+
+@dataclass(frozen=True)
 class Rule:
     k_std: float
     min_seeds: int
@@ -98,7 +119,7 @@ class Rule:
     draws: int
     test_seed: int
     std_floor: float
-    patience: int
+    convergence: Convergence
     power_target: float
     seed_cap: int
     method: str = "stratified_permutation"
@@ -110,9 +131,10 @@ class Rule:
             raise ValueError(f"verdict rule: alpha must be in (0, 0.5), got {self.alpha}")
         if not 0 < self.power_target < 1:
             raise ValueError(f"verdict rule: power.target must be in (0, 1), got {self.power_target}")
-        if self.k_std < 0 or self.std_floor <= 0 or self.patience < 1 or self.draws < 1 or self.exact_max < 1:
-            raise ValueError("verdict rule: k_std >= 0, std_floor > 0, convergence.patience >= 1, "
-                             "test.draws >= 1 and test.exact_max >= 1 are required")
+        if (self.k_std < 0 or self.std_floor <= 0 or self.convergence.patience < 1 or self.convergence.min_delta < 0
+                or self.draws < 1 or self.exact_max < 1):
+            raise ValueError("verdict rule: k_std >= 0, std_floor > 0, convergence.patience >= 1, convergence.min_delta "
+                             ">= 0, test.draws >= 1 and test.exact_max >= 1 are required")
         if self.method not in TEST_METHODS:
             raise ValueError(f"verdict rule: test.method must be one of {TEST_METHODS}, got {self.method}")
 
@@ -121,7 +143,9 @@ class Rule:
         test, power = cfg["test"], cfg["power"]
         return cls(k_std=float(cfg["k_std"]), min_seeds=int(cfg["min_seeds"]), alpha=float(cfg["alpha"]),
                    exact_max=int(test["exact_max"]), draws=int(test["draws"]), test_seed=int(test["seed"]),
-                   std_floor=float(cfg["std_floor"]), patience=int(cfg["convergence"]["patience"]),
+                   std_floor=float(cfg["std_floor"]),
+                   convergence=Convergence(int(cfg["convergence"]["patience"]),
+                                           float(cfg["convergence"].get("min_delta", 0.0))),
                    power_target=float(power["target"]), seed_cap=int(power["seed_cap"]),
                    method=str(test.get("method", "stratified_permutation")))
 
@@ -135,8 +159,8 @@ class Rule:
                 f"{self.exact_max:,} arrangements, else {self.draws:,} seeded draws) of the sum over tasks of Welch's t "
                 f"of (A + margin) - B (each method's std at least {self.std_floor:g} points) gives one-sided p-values for holds and for fails; Holm's correction "
                 f"over the table's claims at family-wise {self.alpha:g} per side. A claim can fail only on "
-                f"converged runs of the method it is about (dev metric not improved in the last {self.patience} "
-                f"epoch(s) of its budget). An inconclusive verdict gives the seeds per method that would decide it "
+                f"converged runs of the method it is about (its last {self.convergence.patience} epoch(s) raised its "
+                f"best dev metric by at most {self.convergence.min_delta:g} points). An inconclusive verdict gives the seeds per method that would decide it "
                 f"at {self.power_target:.0%} power (cap {self.seed_cap}).")
 
 

@@ -160,6 +160,19 @@ def test_early_stopping_after_patience_epochs_without_improvement():
     assert [e["epoch"] for e in result.epochs] == [1, 2, 3, 4] and result.best_epoch == 2
 
 
+def test_early_stopping_waits_while_the_run_is_at_chance():
+    """MCC 0 (the majority class) for two epochs, then learning: not a plateau (CoLA's LoRA at cpu scale)."""
+    class LateStart(ToySession):
+        def evaluate(self, model, epoch, result):
+            return {"mcc": {1: 0.0, 2: 0.0, 3: 0.2, 4: 0.25}.get(epoch, 0.1)}
+
+    run = lambda chance: train(nn.Linear(3, 1), LateStart(), cfg(epochs=8, early_stopping_patience=1), "mcc",  # noqa: E731
+                               seed=0, device=torch.device("cpu"), chance=chance)
+    assert [e["epoch"] for e in run(None).epochs] == [1, 2]          # without the baseline it stops at chance
+    late = run(0.0)
+    assert [e["epoch"] for e in late.epochs] == [1, 2, 3, 4, 5] and late.best_epoch == 4
+
+
 def test_progress_every_n_seconds_as_well(capsys, monkeypatch):
     monkeypatch.setattr("sys.stdout.isatty", lambda: False)
     clock = iter(range(0, 10_000, 31))  # each reading of the clock 31 s after the last

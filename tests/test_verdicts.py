@@ -22,6 +22,12 @@ BASELINE = {"SST-2": 0.509, "CoLA": 0.0, "RTE": 0.527, "STS-B": 0.0, "MRPC": 0.6
 TRAINABLE = {"roberta_base.lora": 74_000, "roberta_base.ft": 22_600_000, "roberta_base.adapter_d.0.3M": 75_000}
 
 
+def curve(best: float, converged: bool) -> tuple[float, ...]:
+    """Three epochs' dev metric (fractions) ending at `best`: a plateau (best at epoch 2, epoch 3 a point below), or
+    still rising (epoch 3 two points above epoch 2, beyond the rule's min_delta)."""
+    return (best - 0.05, best, best - 0.01) if converged else (best - 0.05, best - 0.02, best)
+
+
 def _write(root, name, *, seed, value, paper_task, row=None, sweep=None, r=8, targets=("q", "v"), baseline=True,
            converged=True):
     """One complete run record as repro.train writes it (fractions; `trivial_baseline` unless `baseline=False`;
@@ -29,7 +35,8 @@ def _write(root, name, *, seed, value, paper_task, row=None, sweep=None, r=8, ta
     task, metric = TASK_METRIC[paper_task]
     record = {"run_id": name, "status": "complete", "task": task, "model": "minilm-l6", "method": "lora",
               "seed": seed, "main_metric": metric, "best_metrics": {metric: value},
-              "epochs": [{"epoch": e, "metrics": {metric: value}} for e in (1, 2, 3)], "best_epoch": 2 + (not converged),
+              "epochs": [{"epoch": e, "metrics": {metric: v}} for e, v in zip((1, 2, 3), curve(value, converged))],
+              "best_epoch": 2 + (not converged),
               "params": {"trainable": TRAINABLE.get(row, 1000), "head": 10, "total": 22_700_000},
               "config": {"scale_name": "cpu", "paper_row": row, "sweep_name": sweep,
                          "task": {"name": task, "paper_key": paper_task, "kind": "classification"},
@@ -82,7 +89,7 @@ def _decided(a_name, a, b_name, b, tolerance=ON_PAR, rule=RULE):
 
 def test_rule_comes_from_config_and_is_printed_with_its_numbers():
     cfg = paper_data("verdict_rule")["rule"]
-    assert (RULE.k_std, RULE.min_seeds, RULE.alpha, RULE.patience, RULE.seed_cap) == (
+    assert (RULE.k_std, RULE.min_seeds, RULE.alpha, RULE.convergence.patience, RULE.seed_cap) == (
         cfg["k_std"], cfg["min_seeds"], cfg["alpha"], cfg["convergence"]["patience"], cfg["power"]["seed_cap"])
     text = RULE.text()
     assert text.startswith("Verdict rule v2 (conf/paper/verdict_rule.yaml)")
@@ -261,3 +268,17 @@ def test_targets_claim_through_the_tables(tmp_path):
     assert "  - holds: lora {q,v} - {q} = +2.0 points on 1 task(s) (sst2 +2.0); superiority" in md
     assert "  - fails: lora {q,k,v,o} - {q} = -1.0 points on 1 task(s) (sst2 -1.0); superiority" in md
     assert "q (r=8)" in md and "q,v (r=4)" in md  # the paper's columns: weight set and its rank at equal budget
+
+
+def test_convergence_is_a_plateau_within_min_delta_points():
+    from repro.verdicts import Convergence
+
+    plateau = Convergence(patience=1, min_delta=0.5)
+    assert plateau((70.0, 74.0, 74.3), 3, 3)           # last epoch +0.3 points: a plateau
+    assert not plateau((70.0, 74.0, 75.0), 3, 3)       # +1.0: still improving
+    assert plateau((70.0, 74.0, 73.0), 3, 2)
+    assert not plateau((74.0,), 1, 1)                  # one epoch says nothing about a plateau
+    assert plateau(None, 3, 2) and not plateau(None, 3, 3) and plateau(None, None, None) is None  # no curve: best epoch
+    strict = Convergence(patience=1)
+    assert not strict((70.0, 74.0, 74.3), 3, 3) and Convergence(patience=2, min_delta=0.5)((70, 74, 74.2, 74.4), 4, 4)
+    assert RULE.convergence.min_delta == paper_data("verdict_rule")["rule"]["convergence"]["min_delta"]

@@ -189,7 +189,8 @@ def train_and_evaluate(model: nn.Module, tokenizer: PreTrainedTokenizerBase, dat
     """Tokenise `data`, train `model` with `repro.loop.train` and evaluate every epoch."""
     session = make_session(data, tokenizer, task, train_cfg, max_length, token_type_ids, seed, device)
     return train(to_device(model, device), session, train_cfg, task.main_metric, seed, device, hooks=hooks,
-                 world=world, checkpointer=checkpointer, on_epoch=on_epoch, on_step=on_step)
+                 world=world, checkpointer=checkpointer, on_epoch=on_epoch, on_step=on_step,
+                 chance=classification_baseline(task, data).get(task.main_metric))
 
 
 def classification_baseline(task: DictConfig, data) -> dict[str, float]:
