@@ -1,10 +1,14 @@
-"""Experiment loggers keyed by `logger=<name>`. wandb runs offline unless the user sets `logger.mode=online`;
-it never needs an account."""
+"""Experiment loggers keyed by `logger=<name>` (none, wandb, csv, tensorboard), more than one at a time with
+`logger.also=[csv,tensorboard]`. wandb runs offline unless the user sets `logger.mode=online`; it never needs an
+account. csv and tensorboard write into the run's folder (`metrics_steps.csv` / `metrics_epochs.csv`, `tensorboard/`).
+"""
 
 from __future__ import annotations
 
+import csv
 import os
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Callable, Protocol
 
 from omegaconf import DictConfig
 
@@ -46,8 +50,7 @@ class WandbLogger:
 
     def log_epoch(self, record: dict[str, Any]) -> None:
         # the epoch mean under its own key: train/loss is the per-step value on the step axis
-        self.run.log({"epoch": record["epoch"], "train/epoch_loss": record["train_loss"],
-                      **{f"eval/{k}": v for k, v in record["metrics"].items()}})
+        self.run.log({"epoch": record["epoch"], **flat_metrics(record)})
 
     def finish(self, result: dict[str, Any]) -> None:
         self.run.summary.update({"best_epoch": result["best_epoch"], "params/trainable": result["params"]["trainable"],
@@ -55,7 +58,103 @@ class WandbLogger:
         self.run.finish()
 
 
+def flat_metrics(record: dict[str, Any]) -> dict[str, float]:
+    """An epoch's values under the keys every logger uses: train/epoch_loss and eval/<metric>."""
+    return {"train/epoch_loss": record["train_loss"], **{f"eval/{k}": v for k, v in record["metrics"].items()}}
+
+
+class CsvLogger:
+    """Two CSV files in the run folder, one row per logged step / epoch; a new key adds a column (rewrites the file,
+    which is small)."""
+
+    def __init__(self, cfg: DictConfig, run_id: str, config: dict[str, Any], run_dir: str):
+        self.steps, self.epochs = Path(run_dir) / "metrics_steps.csv", Path(run_dir) / "metrics_epochs.csv"
+        self.rows: dict[Path, list[dict[str, Any]]] = {self.steps: [], self.epochs: []}
+
+    def _append(self, path: Path, row: dict[str, Any]) -> None:
+        rows = self.rows[path]
+        rows.append(row)
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def log_step(self, step: int, values: dict[str, float]) -> None:
+        self._append(self.steps, {"step": step, **values})
+
+    def log_epoch(self, record: dict[str, Any]) -> None:
+        self._append(self.epochs, {"epoch": record["epoch"], **flat_metrics(record)})
+
+    def finish(self, result: dict[str, Any]) -> None:
+        pass
+
+
+class TensorBoardLogger:
+    """TensorBoard event files under `<run folder>/tensorboard` (tensorboardX: no TensorFlow, no tensorboard server
+    needed to write; `tensorboard --logdir results/runs` shows every run)."""
+
+    def __init__(self, cfg: DictConfig, run_id: str, config: dict[str, Any], run_dir: str):
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            from repro.errors import ConfigError
+
+            raise ConfigError("logger tensorboard needs tensorboardX: pip install 'repro-lora[tensorboard]'") from None
+        self.writer = SummaryWriter(logdir=str(Path(run_dir) / "tensorboard"))
+        self.writer.add_text("config", f"```\n{config}\n```")
+
+    def log_step(self, step: int, values: dict[str, float]) -> None:
+        for key, value in values.items():
+            self.writer.add_scalar(key, value, step)
+
+    def log_epoch(self, record: dict[str, Any]) -> None:
+        for key, value in flat_metrics(record).items():
+            self.writer.add_scalar(key, value, record["epoch"])
+
+    def finish(self, result: dict[str, Any]) -> None:
+        for key, value in result["best_metrics"].items():
+            self.writer.add_scalar(f"best/{key}", value, result["best_epoch"])
+        self.writer.close()
+
+
+class Loggers:
+    """Several loggers as one."""
+
+    def __init__(self, loggers: list[Logger]):
+        self.loggers = loggers
+
+    def log_step(self, step: int, values: dict[str, float]) -> None:
+        for logger in self.loggers:
+            logger.log_step(step, values)
+
+    def log_epoch(self, record: dict[str, Any]) -> None:
+        for logger in self.loggers:
+            logger.log_epoch(record)
+
+    def finish(self, result: dict[str, Any]) -> None:
+        for logger in self.loggers:
+            logger.finish(result)
+
+
+LOGGERS: dict[str, Callable[..., Logger]] = {"none": lambda *args: NoLogger(), "wandb": WandbLogger, "csv": CsvLogger,
+                                             "tensorboard": TensorBoardLogger}
+
+
 def make_logger(cfg: DictConfig, run_id: str, config: dict[str, Any], run_dir: str) -> Logger:
-    if cfg.logger.name == "wandb":
-        return WandbLogger(cfg, run_id, config, run_dir)
-    return NoLogger()
+    """The configured logger and those in `logger.also` (a wandb in `also` uses conf/logger/wandb.yaml's
+    defaults: project repro-lora, offline)."""
+    names = [cfg.logger.name, *(cfg.logger.get("also") or [])]
+    unknown = [n for n in names if n not in LOGGERS]
+    if unknown:
+        from repro.errors import ConfigError
+
+        raise ConfigError(f"unknown logger {unknown[0]!r}; choose from {', '.join(LOGGERS)}")
+    if "wandb" in names and cfg.logger.name != "wandb":
+        from omegaconf import OmegaConf
+
+        from repro.config import CONF_DIR
+
+        cfg = OmegaConf.merge(cfg, {"logger": OmegaConf.load(CONF_DIR / "logger" / "wandb.yaml")})
+    loggers = [LOGGERS[name](cfg, run_id, config, run_dir) for name in dict.fromkeys(names) if name != "none"]
+    return loggers[0] if len(loggers) == 1 else Loggers(loggers) if loggers else NoLogger()

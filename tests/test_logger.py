@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from repro.runner import run
 
 
@@ -65,3 +67,48 @@ def test_every_run_writes_a_timestamped_log_and_its_resolved_config(compose, dat
     assert messages[-1].startswith(f"done {record['run_id']}: best epoch ")
     resolved = OmegaConf.load(run_dir / "config.yaml")
     assert OmegaConf.to_container(resolved) == record["config"]  # the fully resolved config beside the result
+
+
+def _tensorboard_scalars(folder):
+    """(tag, step, value) of every scalar in the TensorBoard event files under `folder` (TFRecord framing: length,
+    its CRC, the Event proto, its CRC), read with tensorboardX's own protos."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    out = []
+    for path in folder.rglob("events.out.tfevents.*"):
+        data = path.read_bytes()
+        at = 0
+        while at < len(data):
+            (length,) = struct.unpack("<Q", data[at:at + 8])
+            event = Event.FromString(data[at + 12:at + 12 + length])
+            at += 12 + length + 4
+            out += [(v.tag, event.step, v.simple_value) for v in event.summary.value if v.HasField("simple_value")]
+    return out
+
+
+def test_csv_and_tensorboard_loggers_at_once(compose, data_root, tmp_path):
+    import csv
+
+    record = run(compose("model=tiny-bert", "scale=smoke", "logger=csv", "logger.also=[tensorboard]",
+                         f"data.root={data_root}", "data.max_train_samples=32", "data.max_eval_samples=16",
+                         "train.batch_size=4", "train.epochs=2", "train.log_every_steps=3", f"output_root={tmp_path}"))
+    run_dir = tmp_path / record["run_id"]
+    steps = list(csv.DictReader(open(run_dir / "metrics_steps.csv", encoding="utf-8")))
+    epochs = list(csv.DictReader(open(run_dir / "metrics_epochs.csv", encoding="utf-8")))
+    assert [int(r["step"]) for r in steps] == [3, 6, 9, 12, 15, 16] and "train/loss" in steps[0]
+    assert [int(r["epoch"]) for r in epochs] == [1, 2]
+    assert float(epochs[1]["eval/accuracy"]) == record["epochs"][1]["metrics"]["accuracy"]
+    scalars = _tensorboard_scalars(run_dir / "tensorboard")
+    assert [s for tag, s, _ in scalars if tag == "train/loss"] == [3, 6, 9, 12, 15, 16]
+    best = [v for tag, _, v in scalars if tag == "best/accuracy"]
+    assert best == [pytest.approx(record["best_metrics"]["accuracy"])]
+
+
+def test_unknown_logger_in_also_is_a_one_line_error(compose, data_root, tmp_path):
+    from repro.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown logger 'mlflow'; choose from none, wandb, csv, tensorboard"):
+        run(compose("model=tiny-bert", "scale=smoke", "logger.also=[mlflow]", f"data.root={data_root}",
+                    f"output_root={tmp_path}"))
