@@ -26,7 +26,8 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 PUBLIC_GROUPS = ("task", "model", "method", "scale", "logger")
 # Keys that say where things go or how a run is observed, not what is computed: not part of the run id.
 NOT_IN_RUN_ID = ("output_root", "force", "logger", "hydra", "paper_hparams", "_hp", "cpu_recipe", "_cpu", "data.root",
-                 "train.device", "train.num_threads", "train.log_every_steps", "train.log_every_seconds")
+                 "train.device", "train.num_threads", "train.log_every_steps", "train.log_every_seconds",
+                 "train.gradient_checkpointing")
 
 
 # knob -> the value every run had before the knob existed (fp32, no torch.compile)
@@ -126,6 +127,7 @@ KNOBS: list[tuple[str, type, Any, str, bool]] = [
     ("train.num_threads", int, _positive, "a positive integer or null (torch's default)", True),
     ("train.group_by_length", bool, None, "true or false", False),
     ("train.compile", bool, None, "true or false", False),
+    ("train.gradient_checkpointing", bool, None, "true or false", False),
     ("train.early_stopping_patience", int, _positive, "a positive integer or null (no early stopping)", True),
     ("train.max_steps", int, _positive, "a positive integer or null (train all epochs)", True),
     ("method.alpha", float, _positive, "a positive number (the update is scaled by alpha / r)", False),

@@ -105,6 +105,21 @@ def is_better(value: float, best: float | None) -> bool:
     return not math.isnan(value) and value > best
 
 
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """Checkpointing in the Hugging Face model inside `model` (a peft model, or our wrapper with a pooling head),
+    non-reentrant, so that frozen embeddings (LoRA, adapters) need no inputs that require grad."""
+    from transformers import PreTrainedModel
+
+    from repro.errors import ConfigError
+
+    inner = next((m for m in model.modules() if isinstance(m, PreTrainedModel) and m.supports_gradient_checkpointing),
+                 None)
+    if inner is None:
+        raise ConfigError(f"train.gradient_checkpointing: {type(model).__name__} has no Hugging Face model that "
+                          "supports it")
+    inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def plateaued(result: TrainResult, epoch: int, patience: int | None, main_metric: str,
               chance: float | None = None) -> bool:
     """Early stopping: the main dev metric has not improved for `patience` epochs (None or 0: never stop early).
@@ -201,6 +216,8 @@ def train(model: nn.Module, session: Session, train_cfg: DictConfig, main_metric
     main metric's trivial baseline, which early stopping does not take for a plateau)."""
     generator = torch.Generator().manual_seed(seed)
     batches = session.train_batches(generator, world)
+    if train_cfg.get("gradient_checkpointing", False):
+        enable_gradient_checkpointing(model)
     net = model
     if world.distributed:  # gradients averaged across processes; `model` stays the unwrapped module
         device_ids = [device.index] if device.type == "cuda" else None

@@ -181,3 +181,32 @@ def test_progress_every_n_seconds_as_well(capsys, monkeypatch):
     for step in range(1, 6):
         progress.step(step, 0.5, 1e-3, 4)
     assert [line.split()[1] for line in capsys.readouterr().out.splitlines()] == ["2/1000", "4/1000"]
+
+
+def test_gradient_checkpointing_gives_the_same_run(compose, data_root, tmp_path):
+    """Recomputing activations changes memory, not numbers: a LoRA run of the tiny BERT with and without it."""
+    from repro.runner import run
+
+    args = ("model=tiny-bert", "scale=smoke", "method=lora", f"data.root={data_root}", "data.max_train_samples=32",
+            "data.max_eval_samples=16", "train.batch_size=4", "train.epochs=1")
+    plain = run(compose(*args, f"output_root={tmp_path / 'plain'}"))
+    checkpointed = run(compose(*args, "train.gradient_checkpointing=true", f"output_root={tmp_path / 'ckpt'}"))
+    assert checkpointed["run_id"] == plain["run_id"]  # how it is computed, not what
+    assert checkpointed["epochs"][0]["train_loss"] == pytest.approx(plain["epochs"][0]["train_loss"], rel=1e-5)
+    assert checkpointed["best_metrics"] == pytest.approx(plain["best_metrics"], rel=1e-5)
+
+
+def test_gradient_checkpointing_finds_the_hugging_face_model_or_says_it_cannot():
+    from peft import LoraConfig, get_peft_model
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from repro.errors import ConfigError
+    from repro.loop import enable_gradient_checkpointing
+
+    bert = BertForSequenceClassification(BertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                                    intermediate_size=32, vocab_size=100))
+    peft_model = get_peft_model(bert, LoraConfig(r=2, target_modules=["query", "value"]))
+    enable_gradient_checkpointing(peft_model)
+    assert bert.is_activation_checkpointing
+    with pytest.raises(ConfigError, match="train.gradient_checkpointing: Linear has no Hugging Face model"):
+        enable_gradient_checkpointing(nn.Linear(2, 2))
