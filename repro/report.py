@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import pandas as pd
 import yaml
@@ -34,10 +34,11 @@ from repro import tables as T
 from repro.cells import MISSING
 from repro.config import CONF_DIR
 from repro.errors import ReproError, exit_on_user_error
-from repro.generation.tables import (GENERATION_CELL, GENERATION_TABLES, LONG_COLUMNS, RANK_SWEEP, VALIDATION_LOSS,
-                                     generation_notes, generation_wide)
-from repro.paper import paper_data
-from repro.results import complete_records, corrupt_records, is_records_folder
+from repro.generation.tables import VALIDATION_LOSS
+from repro.paper_tables import runs_for, tables as registered
+from repro.paper_tables.common import judged_lines, label as _label
+from repro.paper_tables.spec import Layout, PaperTable
+from repro.results import corrupt_records, is_records_folder
 from repro.verdicts import FAILS, HOLDS, INCONCLUSIVE, load_rule
 
 TEMPLATE = "report.html.j2"
@@ -54,123 +55,14 @@ def report_config() -> dict:
         return yaml.safe_load(f)
 
 
-# --- the tables: which CSV, how a long row maps to a wide cell and to its runs ---------------------------------
+# --- the tables: the registry's (repro/paper_tables/), each from the long CSV repro.tables wrote ----------------------
 
-def _label(value) -> str:
-    """A key as text, so that a CSV's `8` and a run's `8.0` (or NaN and None) compare equal."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def _row_label(row_id: str, variant: str) -> str:
-    return row_id + (f" [{variant}]" if variant else "")
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    """One generated table: its CSV (`name`.csv, or `name`_<task>.csv per task), layout and the runs behind each
-    cell."""
-
-    name: str
-    title: str
-    note: str
-    cell_text: str                                  # what a cell shows (repro.tables' caption)
-    columns: tuple[str, ...]                        # the long CSV's columns; older CSVs lack some (read as missing)
-    wide: Callable[[pd.DataFrame], dict]            # long -> {(scale, model): wide frame}, repro.tables' layout
-    index: tuple[str, ...]                          # the wide frame's row-label columns
-    cell_key: Callable[[pd.Series], tuple[tuple[str, ...], str]]  # long row -> (row labels, column label)
-    value: str                                      # the long column with the reproduced number
-    n: str                                          # ... and with its seed count
-    runs: Callable[[pd.DataFrame], pd.DataFrame]    # the runs this table counts (repro.tables.runs_frame rows)
-    run_keys: tuple[tuple[str, str], ...]           # (long column, runs column) that select one cell's runs
-    notes: Callable[[pd.DataFrame, dict[str, str]], list[str]]  # (long rows, task -> its curve file) -> lines under it
-    claims: Callable[[pd.DataFrame, object], list[str]] | None = None  # (one section's runs, rule) -> verdict lines
-    text_columns: tuple[str, ...] = ()              # long columns read as text (empty = "")
-    headline: Callable[[pd.DataFrame, dict[str, str]], list[str]] | None = None  # ... lines for "At a glance"
-    per_task: bool = False                          # one file set per task, `name`_<task>.csv (the learning curves)
-
-
-def _glue_runs(frame: pd.DataFrame) -> pd.DataFrame:
-    tasks = paper_data("table2_glue")["tasks"]
-    return frame[frame["paper_row"].notna() & frame["paper_task"].isin(tasks) & (frame["sweep"] != T.LR_SEARCH)] \
-        if not frame.empty else frame
-
-
-def _generation_runs(task: str) -> Callable[[pd.DataFrame], pd.DataFrame]:
-    def select(frame: pd.DataFrame) -> pd.DataFrame:
-        runs = frame[(frame["task"] == task) & frame["sweep"].isna()] if not frame.empty else frame
-        return runs.assign(row=[r if isinstance(r, str) else m for r, m in zip(runs["paper_row"], runs["method"])])
-    return select
-
-
-def _rank_sweep_runs(frame: pd.DataFrame) -> pd.DataFrame:
-    runs = frame[frame["sweep"] == RANK_SWEEP] if not frame.empty else frame
-    return runs.assign(row=[f"r={_label(r)}" for r in runs["r"]])
-
-
-def _sweep(name: str) -> Callable[[pd.DataFrame], pd.DataFrame]:
-    return lambda frame: T.sweep_runs(frame, name)
-
-
-TABLE2_COLUMNS = ("scale", "model", "paper_row", "variant", "task", "median", "std", "n_seeds", "trainable", "paper",
-                  "paper_pm", "paper_params", "diff", "baseline")
-VARIANTS_COLUMNS = ("scale", "model", "task", "method", "median", "std", "n", "trainable", "peak_memory_gib",
-                    "step_ms", "baseline")
-
-
-def _generation_spec(name: str, title: str, runs: Callable, note: str) -> TableSpec:
-    return TableSpec(name, title, note, GENERATION_CELL, tuple(LONG_COLUMNS), generation_wide, ("row",),
-                     lambda r: ((_label(r["row"]),), _label(r["column"])), "mean", "n_seeds", runs,
-                     (("scale", "scale"), ("model", "model"), ("row", "row")), lambda long, _: generation_notes(long),
-                     text_columns=("row", "column"))
-
-
-def table_specs() -> list[TableSpec]:
-    """Every table `python -m repro.tables` writes, in the page's order."""
-    sweep_cols = tuple(T.SWEEP_COLUMNS)
-    specs = [TableSpec(
-        "table2", *T.TITLES["table2"], T.MEDIAN_CELL, TABLE2_COLUMNS, T.table2_wide, ("row",),
-        lambda r: ((_row_label(r["paper_row"], r["variant"]),), _label(r["task"])), "median", "n_seeds", _glue_runs,
-        (("scale", "scale"), ("model", "model"), ("paper_row", "paper_row"), ("variant", "variant"),
-         ("task", "paper_task")), T.table2_notes,
-        claims=lambda runs, rule: T.claims_summary(T.table2_cells(runs), rule), text_columns=("variant",),
-        headline=T.target_notes)]
-    specs += [TableSpec(
-        name, *T.TITLES[name], T.MEDIAN_CELL, sweep_cols, lambda long, name=name: T.sweep_wide(long, name),
-        tuple(T.SWEEP_LAYOUT[name][0]),
-        (lambda r: ((_label(r["task"]), _label(r["method"]), _label(r["targets"])), _label(r["r"]))) if name == "rank"
-        else (lambda r: ((_label(r["task"]), _label(r["method"])), f"{r['targets']} (r={_label(r['r'])})")),
-        "median", "n", _sweep(name),
-        tuple((c, c) for c in ("scale", "model", "task", "method", "targets", "r")), lambda long, _: T.sweep_notes(long),
-        claims=lambda runs, rule, name=name: T.sweep_claims(runs, name, rule), text_columns=("targets",))
-        for name in ("rank", "targets")]
-    specs += [_generation_spec(spec.name, spec.title, _generation_runs(spec.task), T.TITLES["generation"][1])
-              for spec in GENERATION_TABLES]
-    specs.append(_generation_spec("table18", *T.TITLES["table18"][:1], _rank_sweep_runs, T.TITLES["table18"][1]))
-    specs.append(TableSpec(
-        T.CURVE_SWEEP, *T.TITLES[T.CURVE_SWEEP], "median±std [seeds]", tuple(T.CURVE_COLUMNS), T.curve_wide,
-        ("task", "method"), lambda r: ((_label(r["task"]), _label(r["method"])),
-                                       f"{_label(r['train_examples'])} examples"),
-        "median", "n", _sweep(T.CURVE_SWEEP),
-        tuple((c, c) for c in ("scale", "model", "task", "method", "train_examples")),
-        lambda long, _: T.sweep_notes(long), per_task=True))
-    specs.append(TableSpec(
-        T.VARIANTS_SWEEP, *T.TITLES[T.VARIANTS_SWEEP], "median±std [seeds]", VARIANTS_COLUMNS, T.variants_wide,
-        ("task", "method"), lambda r: ((_label(r["task"]), _label(r["method"])), "main metric"), "median", "n",
-        _sweep(T.VARIANTS_SWEEP), tuple((c, c) for c in ("scale", "model", "task", "method")),
-        lambda long, _: T.variants_notes(long)))
-    return specs
-
-
-def read_long(path: Path, spec: TableSpec) -> pd.DataFrame:
+def read_long(path: Path, layout: Layout) -> pd.DataFrame:
     """A table's long CSV with every column the current layout needs (absent ones, from older CSVs, are NaN and
     show as missing); text keys read as text."""
     long = pd.read_csv(path, keep_default_na=False, na_values=[""])
-    long = long.reindex(columns=list(dict.fromkeys([*spec.columns, *long.columns])))
-    for column in spec.text_columns:
+    long = long.reindex(columns=list(dict.fromkeys([*layout.columns, *long.columns])))
+    for column in layout.text_columns:
         long[column] = long[column].map(_label)
     return long
 
@@ -299,14 +191,14 @@ def draw_curves(records: list[dict], path: Path, title: str, cfg: dict) -> None:
     fig.savefig(path, metadata={"Title": title})  # the card's caption names the cell
 
 
-def cell_card(page: Page, spec: TableSpec, scale: str, model: str, caption: str, runs: pd.DataFrame,
+def cell_card(page: Page, table: PaperTable, scale: str, model: str, caption: str, runs: pd.DataFrame,
               records: dict[str, dict]) -> Card:
     """The card (curve figure and run links) of a cell's runs; cells with the same runs share one card."""
     ids = tuple(sorted(runs["run_id"]))
-    key = (spec.name, scale, model, ids)
+    key = (table.name, scale, model, ids)
     if key in page.cards_by_runs:
         return page.cards_by_runs[key]
-    card = Card(anchor=f"cell-{spec.name}-{len(page.cards_by_runs)}", caption=caption)
+    card = Card(anchor=f"cell-{table.name}-{len(page.cards_by_runs)}", caption=caption)
     card.runs = [{"run_id": r.run_id, "seed": r.seed, "href": page.href(Path(r.run_dir)) if r.run_dir else None}
                  for r in runs.sort_values("seed").itertuples()]
     cap = page.cfg["curves"]["max_figures"]
@@ -329,29 +221,30 @@ def _matches(runs: pd.DataFrame, row: pd.Series, keys: Iterable[tuple[str, str]]
     return runs[mask]
 
 
-def grid(page: Page, spec: TableSpec, wide: pd.DataFrame, long: pd.DataFrame, runs: pd.DataFrame,
+def grid(page: Page, table: PaperTable, wide: pd.DataFrame, long: pd.DataFrame, runs: pd.DataFrame,
          records: dict[str, dict], scale: str, model: str) -> dict:
     """The wide table as header + rows of cells {text, colour, kind, href, title}: each reproduced cell coloured by
     its relative difference from the paper, a cell without runs marked missing, baseline rows set apart."""
+    layout = table.layout
     by_key: dict[tuple, pd.Series] = {}
     for _, row in long.iterrows():
-        labels, column = spec.cell_key(row)
+        labels, column = layout.cell(row)
         by_key[(labels, column)] = row
     header = [str(c) for c in wide.columns]
     rows, mismatches = [], []
     for _, wrow in wide.iterrows():
-        labels = tuple(_label(wrow[c]) for c in spec.index)
+        labels = tuple(_label(wrow[c]) for c in layout.rows)
         baseline = any(T.BASELINE_LABEL in label for label in labels)  # also "trivial baseline (copy the input)"
         cells = []
         for column in wide.columns:
             text = _label(wrow[column])
-            cell = {"text": text, "kind": "label" if column in spec.index else "baseline" if baseline else "plain",
+            cell = {"text": text, "kind": "label" if column in layout.rows else "baseline" if baseline else "plain",
                     "colour": None, "href": None, "title": ""}
             row = by_key.get((labels, str(column)))
             if row is not None and not baseline:
-                n = row[spec.n]
-                has_value = not pd.isna(row[spec.value]) and not (pd.isna(n) or int(n) == 0)
-                percent = relative_percent(row[spec.value], row.get("paper"))
+                n = row[layout.n]
+                has_value = not pd.isna(row[layout.value]) and not (pd.isna(n) or int(n) == 0)
+                percent = relative_percent(row[layout.value], row.get("paper"))
                 if not has_value:
                     cell.update(kind="missing", title="no complete run for this cell")
                 elif percent is None:
@@ -359,16 +252,16 @@ def grid(page: Page, spec: TableSpec, wide: pd.DataFrame, long: pd.DataFrame, ru
                 else:
                     cell.update(kind="value", colour=page.colours.of(percent),
                                 title=f"{percent:+.1f}% of the paper's value")
-                hits = _matches(runs, row, spec.run_keys) if has_value and not runs.empty else runs.iloc[0:0]
+                hits = _matches(runs, row, layout.run_keys) if has_value and not runs.empty else runs.iloc[0:0]
                 seeds = hits["seed"].nunique() if len(hits) else 0
                 # a per-task table's other tasks are not built from these runs (their curves were run elsewhere)
-                judged = not runs.empty and not (spec.per_task and not (runs["task"] == row["task"]).any())
+                judged = not runs.empty and not (table.per_task and not (runs["task"] == row["task"]).any())
                 if has_value and judged and seeds != int(n):
                     mismatches.append(f"{' · '.join(labels)} · {column}: {int(n)} seed(s) in the table, {seeds} "
                                       "under --runs")
                     cell["title"] += f"; the runs under --runs differ ({seeds} seed(s))"
                 if len(hits):
-                    card = cell_card(page, spec, scale, model, " · ".join([*labels, str(column)]), hits, records)
+                    card = cell_card(page, table, scale, model, " · ".join([*labels, str(column)]), hits, records)
                     card.cells.append(f"{' · '.join(labels)} · {column}")
                     cell["href"] = f"#{card.anchor}"
                 elif has_value:
@@ -406,52 +299,59 @@ def _section_of(frame: pd.DataFrame, scale: str, model: str) -> pd.DataFrame:
     return frame[(frame["scale"].map(_label) == scale) & (frame["model"].map(_label) == model)]
 
 
-def table_section(page: Page, spec: TableSpec, tables: Path, frame: pd.DataFrame, records: dict[str, dict],
+def table_section(page: Page, table: PaperTable, tables: Path, frame: pd.DataFrame, records: dict[str, dict],
                   rule, runs_root: Path | None) -> dict:
     """One table: per (scale, model) its coloured grid, notes, verdicts and cell cards; its plots; its files."""
-    csvs = sorted(tables.glob(f"{spec.name}_*.csv")) if spec.per_task else [tables / f"{spec.name}.csv"]
-    csv_name = f"{spec.name}_<task>.csv" if spec.per_task else f"{spec.name}.csv"
-    section = {"name": spec.name, "title": spec.title, "note": spec.note, "cell_text": spec.cell_text,
-               "parts": [], "missing": None, "files": [], "figures": [], "stale": []}
+    csvs = sorted(tables.glob(f"{table.name}_*.csv")) if table.per_task else [tables / f"{table.name}.csv"]
+    csv_name = f"{table.name}_<task>.csv" if table.per_task else f"{table.name}.csv"
+    section = {"name": table.name, "title": table.title, "note": table.note, "cell_text": table.cell_text,
+               "parts": [], "missing": None, "files": [], "figures": [], "stale": [], "plain": None, "notes": []}
     section["files"] = [{"name": p.name, "href": page.href(p)} for csv in csvs
                         for p in (csv.with_suffix(f".{ext}") for ext in ("md", "csv", "tex")) if p.is_file()]
-    for png in sorted(tables.glob(f"{spec.name}*.png")):
+    for png in sorted(tables.glob(f"{table.name}*.png")):
         section["figures"].append({"src": page.copy_figure(png, "tables"), "caption": png.name})
     if not any(csv.is_file() for csv in csvs):
         section["missing"] = f"no {csv_name} under {tables} (run `make tables`)"
         return section
+    if table.layout is None:  # the CSV is the table as written (LongLoRA): shown as it is, with its notes
+        section["plain"] = plain_table(pd.read_csv(csvs[0], keep_default_na=False),
+                                       page.cfg["tables"]["max_plain_rows"])
+        section["notes"] = table.notes(pd.DataFrame(), tables) if table.notes else []
+        return section
+    layout = table.layout
     try:
-        long = pd.concat([read_long(csv, spec) for csv in csvs], ignore_index=True)
+        long = pd.concat([read_long(csv, layout) for csv in csvs], ignore_index=True)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         section["missing"] = f"{csv_name} is unreadable ({type(exc).__name__}); run `make tables`"
         return section
-    runs = spec.runs(frame) if not frame.empty else frame
+    runs = table.select(runs_for(table, frame)) if not frame.empty else frame
+    if layout.keyed is not None and not runs.empty:
+        runs = layout.keyed(runs)
     if long.empty:
         section["missing"] = "no complete runs for this table"
     budgets = T.run_budgets(runs) if not runs.empty else {}
-    wide = spec.wide(long) if not long.empty else {}
-    curves = T.curve_files(tables)
-    for (scale, model), table in wide.items():
+    wide = layout.wide(long) if not long.empty else {}
+    for (scale, model), grid_frame in wide.items():
         scale, model = _label(scale), _label(model)
         part_long = _section_of(long, scale, model)
         part_runs = _section_of(runs, scale, model)
         claims = None
-        if spec.claims is not None:
-            claims = verdict_blocks(spec.claims(part_runs, rule)) if not part_runs.empty else {
+        if table.claims is not None:
+            claims = verdict_blocks(judged_lines(table.claims(part_runs, rule), rule)) if not part_runs.empty else {
                 "missing": f"no runs at scale {scale} with model {model} under {runs_root or '--runs'}: claims are "
-                           f"judged from per-seed values, which the CSV does not hold (see {spec.name}.md)"}
-        cells = grid(page, spec, table, part_long, part_runs, records, scale, model)
+                           f"judged from per-seed values, which the CSV does not hold (see {table.name}.md)"}
+        cells = grid(page, table, grid_frame, part_long, part_runs, records, scale, model)
         stale = ""
         if cells["mismatches"]:
             stale = (f"The runs under --runs do not match {csv_name} in {len(cells['mismatches'])} cell(s) (e.g. "
                      f"{cells['mismatches'][0]}): the table shows the CSV; its curves"
-                     f"{' and claim verdicts' if spec.claims else ''} come from the runs under --runs. "
+                     f"{' and claim verdicts' if table.claims else ''} come from the runs under --runs. "
                      f"`make tables` rebuilds the table from those runs.")
         section["parts"].append({
             "scale": scale, "model": model, "budget": budgets.get((scale, model), ""), "grid": cells, "stale": stale,
-            "notes": [line for line in spec.notes(part_long, curves.get((scale, model), {})) if line],
+            "notes": [line for line in table.notes(part_long, tables) if line] if table.notes else [],
             "claims": claims, "runs": len(part_runs),
-            "headline": spec.headline(part_long, curves.get((scale, model), {})) if spec.headline else []})
+            "headline": table.headline(part_long, tables) if table.headline else []})
     if not runs.empty:
         shown = {(p["scale"], p["model"]) for p in section["parts"]}
         for (scale, model), part in runs.groupby(["scale", "model"]):
@@ -658,9 +558,10 @@ def build(runs: Path | None, tables: Path, out: Path, figures: Path | None = Non
         frame, ignored = T.runs_frame(runs)
     else:
         frame, ignored = pd.DataFrame(), 0
-    records = {r.get("run_id"): r for _, r in complete_records(runs)} if not frame.empty else {}
+    records = dict(zip(frame["run_id"], frame["record"])) if not frame.empty else {}
     rule = load_rule()
-    sections = [table_section(page, spec, tables, frame, records, rule, runs) for spec in table_specs()]
+    sections = [table_section(page, table, tables, frame, records, rule, runs)
+                for table in registered() if table.report]
     cards = list(page.cards_by_runs.values())
     context = {
         "title": "repro-lora: reproduction report",
