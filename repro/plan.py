@@ -51,6 +51,10 @@ BYTES_ADAM = 8  # AdamW's two fp32 moments per trainable parameter
 ACT_PER_TOKEN_HIDDEN = 34
 ACT_ATTENTION = 5
 ACT_FP32_FACTOR = 2
+# Eager PyTorch on a CPU keeps about this many times the fused-kernel count (unfused softmax, dropout masks, GELU
+# inputs, the allocator's slack): measured on all-MiniLM-L6-v2, LoRA 1.92-1.96x at 16x128 and 8x256 on an Intel
+# Xeon (python -m repro.bench.plan_memory, results/bench/plan_memory_minilm-l6.md). GPUs keep the fused count.
+ACT_EAGER_CPU_FACTOR = 1.9
 # QLoRA (method.quantization): frozen weights in 4-bit NormalFloat with double quantisation, 4.127 bits per parameter
 # (Dettmers et al. 2023, Sec. 3: 4 bits + 8-bit block constants per 64 + their fp32 constants per 256 blocks), and
 # activations at the 16-bit compute dtype. The trained LoRA and head parameters stay fp32.
@@ -157,15 +161,24 @@ def _cached_counts(model_yaml: str, method_yaml: str, task_kind: str, num_labels
 # --- memory and the paper's numbers ---------------------------------------------------------------------------
 
 def activation_bytes(arch: dict, model_cfg: DictConfig, seq_len: int, batch_size: int,
-                     attention_span: int | None = None) -> int:
+                     attention_span: int | None = None, eager_cpu: bool = False) -> int:
     """`attention_span`: keys each query attends to when it is not the whole sequence (S²-Attn: one group), which
-    shrinks the attention-score term."""
+    shrinks the attention-score term; `eager_cpu`: the count eager PyTorch keeps on a CPU (ACT_EAGER_CPU_FACTOR)."""
     hidden = model_cfg.d_model
     heads = arch.get("num_attention_heads") or arch.get("n_head") or arch.get("num_heads") or \
         arch.get("decoder_attention_heads", 1)
     span = attention_span or seq_len
     per_layer = seq_len * batch_size * hidden * (ACT_PER_TOKEN_HIDDEN + ACT_ATTENTION * heads * span / hidden)
-    return int(model_cfg.n_layers * per_layer * ACT_FP32_FACTOR)
+    return int(model_cfg.n_layers * per_layer * ACT_FP32_FACTOR * (ACT_EAGER_CPU_FACTOR if eager_cpu else 1))
+
+
+def plans_for_cpu(device: str) -> bool:
+    """Whether a run configured with `train.device=device` trains on this machine's CPU (auto: no CUDA here)."""
+    if device == "auto":
+        import torch
+
+        return not torch.cuda.is_available()
+    return device == "cpu"
 
 
 def memory_parts(counts: ParamCounts, act_bytes: int, quantized: bool = False) -> dict[str, float]:
@@ -274,7 +287,8 @@ def plan_run(cfg: DictConfig, overrides: list[str]) -> PlannedRun:
         from repro.longcontext.attention import group_size
 
         span = group_size(seq_len, cfg.method.group_size_ratio)
-    act = activation_bytes(architecture(cfg.model), cfg.model, seq_len, cfg.train.batch_size, span)
+    act = activation_bytes(architecture(cfg.model), cfg.model, seq_len, cfg.train.batch_size, span,
+                           eager_cpu=plans_for_cpu(cfg.train.device))
     parts = memory_parts(counts, act, quantized=bool(cfg.method.get("quantization")))
     method = OmegaConf.to_container(cfg.method, resolve=True)
     return PlannedRun(task=cfg.task.name, model=cfg.model.name, method=cfg.method.name, seed=cfg.seed,
@@ -309,8 +323,9 @@ def render_table(runs: list[PlannedRun]) -> str:
              f"{len(runs)} run(s). Memory: fp32 weights + grads + AdamW states of the trained parameters (method + "
              "head) + activations (Korthikanti et al. 2022, per layer s*b*h*(34 + 5*a*s/h) bytes at 16 bit, x2 for "
              "fp32; s = max_seq_len, or task.target_context for long_context, where S²-Attn's attention term spans one group; "
-             "b = batch_size), no framework overhead: the activation count assumes fused kernels, so "
-             "eager PyTorch needs more (measured: python -m repro.bench.plan_memory, results/bench/plan_memory_*)."]
+             "b = batch_size; x" + f"{ACT_EAGER_CPU_FACTOR:g}" + " for eager PyTorch on a CPU, the fused-kernel "
+             "count on GPUs), no other framework overhead (measured: python -m repro.bench.plan_memory, "
+             "results/bench/plan_memory_*)."]
     flagged = sum(r.params_check == "MISMATCH" for r in runs)
     if flagged:
         lines.append(f"{flagged} run(s) flagged MISMATCH: the count differs from the paper's printed |Theta| at its "

@@ -46,6 +46,16 @@ def test_memory_estimate_parts():
     assert run.memory_gib == pytest.approx(sum(parts.values()))
 
 
+def test_activations_count_eager_cpu_memory_on_a_cpu_and_fused_kernels_on_a_gpu():
+    from repro.plan import ACT_EAGER_CPU_FACTOR
+
+    (cpu,) = plan(["task=glue/rte", "model=tiny-bert", "method=lora", "train.device=cpu"])
+    (gpu,) = plan(["task=glue/rte", "model=tiny-bert", "method=lora", "train.device=cuda"])
+    assert cpu.memory_parts_gib["activations"] == pytest.approx(
+        ACT_EAGER_CPU_FACTOR * gpu.memory_parts_gib["activations"], rel=1e-6)
+    assert cpu.memory_parts_gib["adamw"] == gpu.memory_parts_gib["adamw"]
+
+
 def test_table3_rows_are_counted_on_the_decoders_and_checked_against_the_paper():
     runs = {r.paper_row: r for r in plan(["+experiment=table3/gpt2_medium_lora,table3/gpt2_medium_adapter_l_0_37m,"
                                           "table3/gpt2_large_adapter_l_23m", "task=e2e", "seed=0", "scale=paper"])}

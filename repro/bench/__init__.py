@@ -10,7 +10,11 @@ def hardware_label(device: torch.device) -> str:
     """What the numbers were measured on, for table captions."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU, torch threads: {torch.get_num_threads()}"
+    from repro.provenance import cpu_info
+
+    cpu = cpu_info()
+    bf16 = f", {'/'.join(cpu['cpu_bf16'])}" if cpu["cpu_bf16"] else ""
+    return f"{cpu['cpu_model']} ({cpu['cpu_capability']}{bf16}), torch threads: {torch.get_num_threads()}"
 
 
 

@@ -14,15 +14,16 @@ import argparse
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from repro.bench import train as bench_train
-from repro.bench import write_and_show
+from repro.bench import hardware_label, write_and_show
 from repro.errors import exit_on_user_error
 from repro.params import ParamCounts
-from repro.plan import activation_bytes, architecture, memory_parts
+from repro.plan import ACT_EAGER_CPU_FACTOR, activation_bytes, architecture, memory_parts
 
-# (method, batch, sequence length): a LoRA run and full fine-tuning at the cpu recipe's shape, and a longer LoRA one
-CONFIGS = (("lora", 16, 128), ("full_ft", 16, 128), ("lora", 8, 256))
+# (method, batch, sequence length): LoRA and full fine-tuning at two batch sizes and three lengths
+CONFIGS = tuple((method, batch, seq) for method in ("lora", "full_ft") for batch, seq in ((16, 128), (8, 256), (32, 64)))
 GIB = 2**30
 
 
@@ -32,7 +33,8 @@ def row(model: str, method: str, batch: int, seq: int, device: str) -> dict:
     model_cfg = bench_train.load_group("model", model)
     counts = ParamCounts(trainable=measured["trainable_params"], head=measured["head_params"],
                          total=measured["total_params"])
-    parts = memory_parts(counts, activation_bytes(architecture(model_cfg), model_cfg, seq, batch))
+    parts = memory_parts(counts, activation_bytes(architecture(model_cfg), model_cfg, seq, batch,
+                                                  eager_cpu=device == "cpu"))
     planned = (parts["grads"] + parts["adamw"] + parts["activations"]) * GIB
     added = measured["peak_memory_bytes"] - measured["memory_before_train_bytes"]
     return {"method": method, "batch": batch, "seq": seq, "planned_training_mib": planned / 2**20,
@@ -49,8 +51,9 @@ def main(argv: list[str] | None = None) -> list[Path]:
     table = pd.DataFrame([row(args.model, m, b, s, args.device) for m, b, s in CONFIGS])
     memory = "resident set" if args.device == "cpu" else "torch allocated"
     return write_and_show(table, args.out / f"plan_memory_{args.model}",
-                          f"Planner (repro.plan: grads + AdamW + activations by Korthikanti et al.'s count for fused kernels, x2 "
-                          f"for fp32; inputs at full length) vs what "
+                          f"Planner (repro.plan: grads + AdamW + activations by Korthikanti et al.'s count, x2 for "
+                          f"fp32, x{ACT_EAGER_CPU_FACTOR:g} for eager PyTorch on a CPU; inputs at full length) on "
+                          f"{hardware_label(torch.device(args.device))} vs what "
                           f"training measurably adds ({memory}: peak over 4 steps minus after building the model), "
                           f"{args.model}, fp32, {args.device}; error = planned / measured - 1. Command: python -m "
                           f"repro.bench.plan_memory --model {args.model}", ".3g")
