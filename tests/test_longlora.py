@@ -229,12 +229,13 @@ def test_base_method_evaluates_without_training_and_only_on_long_context(compose
         validate(compose("task=glue/sst2", "method=base"))
 
 
-def _record(row: str, seed: int, nll: float, trainable: int = 1000) -> dict:
+def _record(row: str, seed: int, nll: float, trainable: int = 1000, model_context: int = 64) -> dict:
     metrics = {"nll@64": nll + 0.5, "ppl@64": math.exp(nll + 0.5), "nll@128": nll, "ppl@128": math.exp(nll),
                "passkey@64": 0.5, "passkey@128": 0.0, "neg_nll": -nll}
     return {"status": "complete", "task": "long_context", "model": "tiny-llama", "scale": "cpu", "seed": seed,
             "config": {"paper_row": row}, "params": {"trainable": trainable}, "best_metrics": metrics,
-            "long_context": {"target_context": 128, "original_context": 64, "interpolation_factor": 2.0,
+            "long_context": {"target_context": 128, "original_context": 64, "model_context": model_context,
+                             "interpolation_factor": 2.0,
                              "s2_attn": row == "longlora.longlora", "eval_lengths": [64, 128], "source": "local"},
             "trivial_baseline": {"nll@64": 9.0, "ppl@64": math.exp(9.0), "nll@128": 9.0, "ppl@128": math.exp(9.0),
                                  "passkey@64": 2e-5, "passkey@128": 2e-5}}
@@ -262,6 +263,20 @@ def test_comparison_table_has_rows_baseline_and_verdicts(tmp_path):
     assert f"{mean:.2f} ± {std:.2f} [4]" in lines[2]  # perplexity at 128: mean ± std over seeds [n]
     assert "embeddings and norms make LoRA better at context extension (LongLoRA Sec. 3.3): **holds**" in md  # 4 seeds
     assert "close to full fine-tuning (abstract, Sec. 4): **inconclusive** (no runs of longlora.full_ft)" in md
+    assert "pre-trained context 64 extended to 128 (task=long_context" in md
+
+
+def test_a_setting_within_the_models_own_context_judges_no_extension_claim(tmp_path):
+    """SmolLM2 was pre-trained at 8k: declaring 512 and training at 1,024 compresses positions but extends nothing."""
+    from repro.longcontext.tables import write
+
+    records = [_record(row, seed, value + seed / 100, model_context=8192)
+               for row, value in (("longlora.lora_qv", 4.0), ("longlora.lora_embed_norm", 3.5)) for seed in range(4)]
+    write(records, tmp_path)
+    md = (tmp_path / "longlora.md").read_text()
+    assert "declared pre-trained context 64 extended to 128, but the model was pre-trained at 8192" in md
+    assert ("better at context extension (LongLoRA Sec. 3.3): **inconclusive** (not judged: this setting does not "
+            "extend past the model's pre-trained context") in md
 
 
 def test_every_comparison_row_composes_validates_and_has_a_paper_row(compose):

@@ -162,6 +162,7 @@ class LongContext:
         check_lengths(task, method)
         tokenizer = load_lm_tokenizer(cfg.model)
         model = load_causal_lm(cfg.model, **load_kwargs(method))
+        model_context = int(model.config.max_position_embeddings)  # what the model was pre-trained at
         original = original_context(model, cfg.model.get("original_context"))
         factor = interpolation_factor(task.target_context, original) if task.position_interpolation else 1.0
         interpolate_positions(model, factor, cfg.model.get("rotary_embedding", "model.rotary_emb"))
@@ -197,7 +198,7 @@ class LongContext:
             else len(tokenizer)
         baseline = trivial_baseline(train_stream, eval_rows, vocab, task.passkey)
         extra = {**method_report(adapted), "base_metrics": before, "trivial_baseline": baseline, "long_context": {
-            "target_context": int(task.target_context), "original_context": original,
+            "target_context": int(task.target_context), "original_context": original, "model_context": model_context,
             "interpolation_factor": factor, "s2_attn": bool(method.get("s2_attn", False)),
             "group_size_ratio": method.get("group_size_ratio") if method.get("s2_attn") else None,
             "eval_lengths": [int(n) for n in task.eval_lengths], "eval_chunks": {n: len(r) for n, r in eval_rows.items()},

@@ -109,13 +109,44 @@ def claim_cells(records: list[dict[str, Any]], scale: float) -> dict[str, Cell]:
     return cells
 
 
+def extends_past_pretraining(records: list[dict[str, Any]]) -> bool | None:
+    """Whether the runs train past the context their model was pre-trained at (None: runs made before the model's
+    own context was recorded). A declared `original_context` below the model's own only mimics extension: positions
+    are compressed, but every length evaluated was seen in pre-training."""
+    known = [r["long_context"].get("model_context") for r in records]
+    if None in known:
+        return None
+    return max(r["long_context"]["target_context"] for r in records) > min(known)
+
+
+def setting_line(records: list[dict[str, Any]]) -> str:
+    """What the setting can test, said in the caption."""
+    lc = records[0]["long_context"]
+    extends = extends_past_pretraining(records)
+    if extends:
+        return f"pre-trained context {lc['model_context']} extended to {lc['target_context']}"
+    if extends is None:
+        return (f"declared pre-trained context {lc['original_context']} extended to {lc['target_context']}; the "
+                f"model's own pre-trained context is not recorded by these runs, so whether this tests context "
+                f"extension is unknown: claims about extension are not judged")
+    return (f"declared pre-trained context {lc['original_context']} extended to {lc['target_context']}, but the "
+            f"model was pre-trained at {lc['model_context']}: this setting does not extend past pre-training, so it "
+            f"tests fine-tuning at {lc['target_context']} tokens with interpolated positions, not context extension; "
+            f"claims about extension are not judged")
+
+
 def verdict_lines(records: list[dict[str, Any]]) -> list[str]:
     claims, rule = paper_data("longlora_claims"), load_rule()
     cells = claim_cells(records, claims["scale"])
     labels = paper_data(PAPER)["rows"]
     judged: list[tuple[str, Verdict | str]] = []
+    extends = extends_past_pretraining(records)
     for claim in claims["claims"]:
         a, b = claim["better"], claim["than"]
+        if claim.get("extension") and not extends:
+            judged.append((claim["text"], "not judged: this setting does not extend past the model's pre-trained "
+                                          "context (see the caption)"))
+            continue
         if a not in cells or b not in cells:
             missing = ", ".join(x for x in (a, b) if x not in cells)
             judged.append((claim["text"], f"no runs of {missing}"))
@@ -135,9 +166,8 @@ def write(records: list[dict[str, Any]], out: Path) -> list[Path]:
     written = []
     for (scale, model, target), table in comparison_table(records).items():
         part = [r for r in records if group_key(r) == (scale, model, target)]
-        original = part[0]["long_context"]["original_context"]
-        caption = (f"LongLoRA comparison, {scale} scale: {model}, pre-trained context {original} extended to "
-                   f"{target} (task=long_context, {part[0]['long_context']['source']} text). Cells: mean ± std over "
+        caption = (f"LongLoRA comparison, {scale} scale: {model}, {setting_line(part)} "
+                   f"(task=long_context, {part[0]['long_context']['source']} text). Cells: mean ± std over "
                    f"seeds [n]; perplexity with full attention at each length, passkey retrieval accuracy (%). The "
                    f"paper column is empty where conf/paper/longlora.yaml has no verified value.")
         stem = out / (f"longlora_{scale}_{model}_{target}" if len(records) != len(part) else "longlora")
