@@ -191,7 +191,35 @@ def test_variants_table_has_a_baseline_row_per_task(tmp_path):
     assert long.loc[("samsum", "dora"), "baseline"] == pytest.approx(copy)
     md = (tmp_path / "tables" / "lora_variants.md").read_text()
     assert "| sst2   | trivial baseline | 50.9 " in md and f"| samsum | trivial baseline | {copy:.1f} " in md
-    assert "No claim is judged here" in md
+    assert "- DoRA improves on LoRA at the same rank (Liu et al. 2024) (tolerance +0.0: the difference must be " \
+           "above it):\n  - not testable: no runs of dora r=8 or lora r=8" in md  # these runs are at r=4
+
+
+def test_successors_claims_are_judged_against_lora_on_their_rows(tmp_path):
+    """DoRA above LoRA in every seed on two tasks: holds; no rsLoRA at r=64: not testable; AdaLoRA's row is its
+    init_r (LoRA's r): the equal-budget comparison runs, and it is below LoRA here: fails."""
+    root = tmp_path / "runs"
+    values = {"lora": 0.80, "dora": 0.84, "adalora": 0.70}
+    for task, paper_task in (("sst2", "SST-2"), ("stsb", "STS-B")):
+        for method, value in values.items():
+            for seed in range(4):
+                _record(root, f"{task}_{method}_{seed}", task=task, paper_task=paper_task, seed=seed, method=method,
+                        sweep="lora_variants", kind="classification", main="accuracy", r=None if method == "adalora"
+                        else 8, metrics={"accuracy": value + seed / 1000}, baseline=0.5)
+    for path in root.glob("*adalora*/result.json"):  # AdaLoRA's config has init_r, no r
+        record = json.loads(path.read_text())
+        record["config"]["method"] = {"name": "adalora", "init_r": 8, "target_r": 5, "targets": ["q", "v"]}
+        path.write_text(json.dumps(record))
+    build(root, tmp_path / "tables")
+    md = (tmp_path / "tables" / "lora_variants.md").read_text()
+    assert "| sst2   | adalora r=8 " in md and "| stsb   | dora r=8 " in md
+    claims = md.split("Claims at this scale:")[1].split("Verdict rule")[0].splitlines()
+    verdicts = [line for line in claims if line.startswith("  - ")]
+    assert [line.startswith("- " + text) for line, text in zip([c for c in claims if c.startswith("- ")], (
+        "DoRA improves on LoRA", "rsLoRA improves on LoRA at a high rank", "AdaLoRA improves on LoRA"))] == [True] * 3
+    assert verdicts[0].startswith("  - holds: dora r=8 - lora r=8 = +4.0 points on 2 task(s)")
+    assert verdicts[1] == "  - not testable: no runs of rslora r=64 or lora r=64"
+    assert verdicts[2].startswith("  - fails: adalora r=8 - lora r=8 = -10.0 points on 2 task(s)")
 
 
 def test_variants_table_reports_metric_memory_and_step_time(tables):

@@ -72,7 +72,8 @@ def test_variant_counts_and_qlora_memory_next_to_lora():
     L, d = 12, 768
     assert runs["lora"].trainable == runs["qlora"].trainable == 2 * (L * 2) * d * 8
     assert runs["dora"].trainable == runs["lora"].trainable + L * 2 * d  # one magnitude per output feature
-    assert runs["adalora"].trainable == L * 2 * (2 * d * 12 + 12)  # P, Q and E at init_r = 12
+    assert runs["adalora"].trainable == L * 2 * (2 * d * 8 + 8)  # P, Q and E at init_r = LoRA's r
+    assert runs["adalora"].trainable - runs["lora"].trainable == L * 2 * 8  # equal budget but for E
     lora, qlora = runs["lora"].memory_parts_gib, runs["qlora"].memory_parts_gib
     assert qlora["weights"] < lora["weights"] / 6 and qlora["activations"] == pytest.approx(lora["activations"] / 2)
     assert qlora["adamw"] == lora["adamw"]

@@ -1,21 +1,38 @@
 """LoRA and its successors (sweeps/lora_variants.yaml, `make compare-variants`): LoRA, rsLoRA, DoRA, AdaLoRA (and
-QLoRA on a GPU) at an equal rank budget, with trainable parameters, peak memory and time per step. No paper values
-and no claim: the paper predates these methods."""
+QLoRA on a GPU) at an equal trainable-parameter budget (AdaLoRA starts at LoRA's rank), LoRA and rsLoRA also at a
+high rank, with trainable parameters, peak memory and time per step, one row per (method, rank). No paper values
+(the paper predates these methods); the successors' own claims (conf/paper/lora_variants_claims.yaml) are judged
+by the verdict rule against LoRA."""
 
 from __future__ import annotations
 
 import pandas as pd
 
 from repro.cells import MISSING, fmt_cell
+from repro.paper import paper_data
 from repro.paper_tables.common import (BASELINE_LABEL, CONSTANT_BASELINE, COPY_BASELINE, NOT_STORED, baseline_notes,
-                                       fmt_baseline, in_sweep, label, with_generation_baselines)
-from repro.paper_tables.spec import Layout, PaperTable
+                                       cells, fmt_baseline, in_sweep, label, with_generation_baselines)
+from repro.paper_tables.spec import Claims, Layout, PaperTable
+from repro.verdicts import Rule, compare, tolerance_from_gap
 
 VARIANTS_SWEEP = "lora_variants"
+CLAIMS = "lora_variants_claims"  # conf/paper/lora_variants_claims.yaml
+
+COLUMNS = ["scale", "model", "task", "method", "rank", "median", "std", "n", "trainable", "peak_memory_gib",
+           "step_ms", "baseline"]
 
 
-COLUMNS = ["scale", "model", "task", "method", "median", "std", "n", "trainable", "peak_memory_gib", "step_ms",
-           "baseline"]
+def with_rank(runs: pd.DataFrame) -> pd.DataFrame:
+    """Each run's rank: `method.r`, or AdaLoRA's `init_r` (the rank it trains before pruning)."""
+    if runs.empty:
+        return runs.assign(rank=pd.Series(dtype="Int64"))
+    ranks = [r if pd.notna(r) else ((c or {}).get("method") or {}).get("init_r")
+             for r, c in zip(runs["r"], runs["config"] if "config" in runs else [None] * len(runs))]
+    return runs.assign(rank=pd.array([None if x is None or pd.isna(x) else int(x) for x in ranks], dtype="Int64"))
+
+
+def row_label(method: str, rank) -> str:
+    return method if rank is None or pd.isna(rank) else f"{method} r={int(rank)}"
 
 
 def variants_long(runs: pd.DataFrame) -> pd.DataFrame:
@@ -25,17 +42,18 @@ def variants_long(runs: pd.DataFrame) -> pd.DataFrame:
     runs = with_generation_baselines(runs)
     if runs.empty:
         return pd.DataFrame(columns=columns)
-    runs = runs.assign(peak_memory_gib=runs["peak_memory_bytes"] / 2**30,
-                       step_ms=1000 * runs["train_time_s"] / runs["optimizer_steps"].clip(lower=1))
-    grouped = runs.groupby(["scale", "model", "task", "method"], sort=False)
+    runs = with_rank(runs).assign(peak_memory_gib=runs["peak_memory_bytes"] / 2**30,
+                                  step_ms=1000 * runs["train_time_s"] / runs["optimizer_steps"].clip(lower=1))
+    grouped = runs.groupby(["scale", "model", "task", "method", "rank"], sort=False, dropna=False)
     long = grouped.agg(median=("value", "median"), std=("value", "std"), n=("seed", "nunique"),
                        trainable=("params.trainable", "median"), peak_memory_gib=("peak_memory_gib", "median"),
                        step_ms=("step_ms", "median"), baseline=("baseline", "median")).reset_index()[columns]
     from repro.methods import LORA_FAMILY  # here, not at the top: it imports torch and peft (seconds)
 
     order = {name: i for i, name in enumerate(LORA_FAMILY)}  # lora first, then its successors
-    return long.sort_values(["scale", "model", "task", "method"], key=lambda c: c.map(order) if c.name == "method"
-                            else c, kind="stable").reset_index(drop=True)
+    return long.sort_values(["scale", "model", "task", "method", "rank"],
+                            key=lambda c: c.map(order) if c.name == "method" else c, kind="stable"
+                            ).reset_index(drop=True)
 
 
 def variants_wide(long: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
@@ -48,7 +66,7 @@ def variants_wide(long: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
             rows.append({"task": task, "method": BASELINE_LABEL,
                          "main metric": fmt_baseline(cells_["baseline"].median()),
                          "trainable": "", "peak memory (GiB)": "", "ms / step": ""})
-            rows += [{"task": task, "method": c.method,
+            rows += [{"task": task, "method": row_label(c.method, c.rank),
                       "main metric": fmt_cell(c.median, c.std, c.n, None).removesuffix(f" / {MISSING}"),
                       "trainable": f"{c.trainable / 1e6:.3f}M", "peak memory (GiB)": f"{c.peak_memory_gib:.2f}",
                       "ms / step": f"{c.step_ms:.0f}"} for c in cells_.itertuples()]
@@ -59,17 +77,34 @@ def variants_wide(long: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
 def variants_notes(long: pd.DataFrame) -> list[str]:
     notes = baseline_notes(long.groupby("task", sort=False)["baseline"].median(),
                            long.groupby("task", sort=False)["n"].max() > 0, f"{CONSTANT_BASELINE}; {COPY_BASELINE}",
-                           f"{NOT_STORED} (classification) or saved no outputs (generation)", claims=False)
-    return [*notes, "No claim is judged here: the paper predates these methods (baseline row only)."]
+                           f"{NOT_STORED} (classification) or saved no outputs (generation)")
+    return notes
+
+
+def variants_claims(runs: pd.DataFrame, rule: Rule) -> Claims:
+    """Each successor against LoRA (conf/paper/lora_variants_claims.yaml), on the rows named by (method, rank),
+    pooled over the tasks both have."""
+    by_key = cells(with_rank(with_generation_baselines(runs)), ["method", "rank"], convergence=rule.convergence)
+    out: Claims = []
+    for claim in paper_data(CLAIMS)["claims"]:
+        a, b = (claim[side] for side in ("better", "than"))
+        tolerance = tolerance_from_gap(claim["max_gap_points"])
+        text = f"{claim['text']} (tolerance {tolerance:+.1f}: the difference must be above it)"
+        found = {row_label(x["method"], x["r"]): by_key.get((x["method"], x["r"])) for x in (a, b)}
+        missing = [name for name, cell in found.items() if cell is None]
+        (name_a, cells_a), (name_b, cells_b) = found.items()
+        out.append((text, [f"not testable: no runs of {' or '.join(missing)}"] if missing else
+                    [compare(name_a, cells_a, name_b, cells_b, tolerance, rule)]))
+    return out
 
 
 TABLE = PaperTable(
-    name=VARIANTS_SWEEP, title="LoRA and its successors (equal rank budget)",
+    name=VARIANTS_SWEEP, title="LoRA and its successors (equal trainable budget)",
     note="Main metric: the task's (GLUE x100, generation on its printed scale); memory: the run's peak (CPU: resident "
          "set; CUDA: torch's max allocated); ms / step: training time per optimizer step. No paper values: the paper "
          "predates these methods.",
     select=in_sweep(VARIANTS_SWEEP), long=variants_long,
     layout=Layout(rows=("task", "method"), wide=variants_wide, columns=tuple(COLUMNS),
-                  cell=lambda r: ((label(r["task"]), label(r["method"])), "main metric"),
-                  run_keys=tuple((c, c) for c in ("scale", "model", "task", "method"))),
-    notes=lambda long, tables: variants_notes(long), cell_text="median±std [seeds]")
+                  cell=lambda r: ((label(r["task"]), row_label(r["method"], r["rank"])), "main metric"),
+                  run_keys=tuple((c, c) for c in ("scale", "model", "task", "method", "rank")), keyed=with_rank),
+    notes=lambda long, tables: variants_notes(long), claims=variants_claims, cell_text="median±std [seeds]")
