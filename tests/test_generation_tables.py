@@ -233,3 +233,30 @@ def test_variants_table_reports_metric_memory_and_step_time(tables):
     # GLUE and generation runs do not leak into each other's tables
     assert "sst2" not in (tables / "table3.md").read_text()
     assert "smollm2-135m" not in (tables / "table2.md").read_text()
+
+
+E2E_OUTPUTS = [
+    {"source": "name[The Eagle], eatType[coffee shop], food[French]", "hypothesis": "The Eagle is a French coffee shop.",
+     "references": ["The Eagle is a coffee shop serving French food."]},
+    {"source": "name[Alimentum], area[city centre]", "hypothesis": "Alimentum is in the city centre.",
+     "references": ["Alimentum is located in the city centre.", "In the city centre is Alimentum."]},
+]
+
+
+def test_table3_judges_the_papers_claims_on_bleu(tmp_path):
+    """LoRA 1 BLEU below full fine-tuning in every seed (on par within 1: not shown), far above prefix-layer tuning;
+    no Adapter^L runs. The copy-the-input baseline comes from the runs' saved outputs."""
+    root = tmp_path / "runs"
+    bleu = {"gpt2_medium.lora": 60.0, "gpt2_medium.ft": 61.0, "gpt2_medium.prefix_layer": 30.0}
+    for row, value in bleu.items():
+        for seed in range(4):
+            _record(root, f"{row}_{seed}", task="e2e", paper_task="E2E", seed=seed, row=row,
+                    method=row.split(".")[1], metrics={**E2E, "BLEU": value + seed / 10}, outputs=E2E_OUTPUTS)
+    build(root, tmp_path / "tables")
+    md = (tmp_path / "tables" / "table3.md").read_text()
+    claims = md.split("Claims at this scale:")[1].split("Verdict rule")[0].splitlines()
+    verdicts = [line for line in claims if line.startswith("  - ")]
+    assert claims[1].startswith("- LoRA is on par with full fine-tuning (Table 3, GPT-2 M) (BLEU; tolerance -1.0")
+    assert verdicts[0].startswith("  - inconclusive: gpt2_medium.lora - gpt2_medium.ft = -1.0 points on 1 task(s)")
+    assert verdicts[1] == "  - not testable: no runs of gpt2_medium.adapter_l.0.37M"
+    assert verdicts[2].startswith("  - holds: gpt2_medium.lora - gpt2_medium.prefix_layer = +30.0 points")
