@@ -4,15 +4,11 @@ method, weights) x columns rank, with the claim that a small rank is on par with
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pandas as pd
-
 from repro.paper import paper_data
 from repro.paper_tables.common import in_sweep, label, task_baseline_notes
 from repro.paper_tables.spec import Judged, Layout, PaperTable
-from repro.paper_tables.sweeps import (REFERENCE_NOTE, RUN_KEYS, SWEEP_COLUMNS, SWEEP_REFERENCE_DATASET, plot_sweep,
-                                       sweep_judged, sweep_long, sweep_wide)
+from repro.paper_tables.sweeps import (REFERENCE_NOTE, RUN_KEYS, SWEEP_COLUMNS, SWEEP_REFERENCE_DATASET,
+                                       sweep_figures, sweep_judged, sweep_long, sweep_wide)
 from repro.verdicts import Cell, Rule, compare, tolerance_from_gap
 
 NAME = "rank"
@@ -42,11 +38,6 @@ def rank_claims(by_key: dict[tuple, dict[str, Cell]], crit: dict, rule: Rule) ->
     return out or [f"not testable: no runs at r={ref} and at r in {crit['small_ranks']} on the same weights"]
 
 
-def plot(long: pd.DataFrame, out: Path) -> list[Path]:
-    plot_sweep(long, NAME, out / f"{NAME}.png", by_rank=True)
-    return [out / f"{NAME}.png"]
-
-
 TABLE = PaperTable(
     name=NAME, title="Table 6 (rank r)", note=REFERENCE_NOTE, select=in_sweep(NAME),
     long=lambda runs: sweep_long(runs, reference),
@@ -55,4 +46,4 @@ TABLE = PaperTable(
                   run_keys=RUN_KEYS, text_columns=("targets",)),
     notes=lambda long, tables: task_baseline_notes(long),
     claims=lambda runs, rule: sweep_judged(runs, NAME, CELL_KEYS, rank_claims, rule),
-    paper=PAPER, figures=plot)
+    paper=PAPER, figures=sweep_figures(NAME, by_rank=True))

@@ -13,7 +13,7 @@ import pandas as pd
 from repro.cells import MISSING, fmt_cell
 from repro.paper import paper_data
 from repro.paper_tables.common import (BASELINE_LABEL, aggregate, cells, fmt_baseline, with_generation_baselines)
-from repro.paper_tables.spec import Claims, Judged
+from repro.paper_tables.spec import Claims, Figures, Judged
 from repro.verdicts import Cell, Rule, tolerance_from_gap
 
 # the paper's sweep dataset shown as reference for our GLUE task (Tables 5 and 6 are GPT-3 on WikiSQL/MultiNLI)
@@ -77,6 +77,14 @@ def sweep_judged(runs: pd.DataFrame, name: str, keys: list[str], judge: Judge, r
     tolerance = tolerance_from_gap(crit["max_gap_points"])
     return [(f"{crit['text']} (tolerance {tolerance:+.1f}: the difference must be above it)",
              judge(cells(runs, keys, convergence=rule.convergence), crit, rule))]
+
+
+def sweep_figures(name: str, by_rank: bool) -> Figures:
+    """The sweep table's figure, `<name>.png` beside it."""
+    def plot(long: pd.DataFrame, out: Path) -> list[Path]:
+        plot_sweep(long, name, out / f"{name}.png", by_rank)
+        return [out / f"{name}.png"]
+    return plot
 
 
 def plot_sweep(long: pd.DataFrame, name: str, path: Path, by_rank: bool) -> None:

@@ -4,15 +4,13 @@ several weight types beat one (conf/paper/verdict_rule.yaml `sweep_claims.target
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
 from repro.paper import paper_data
 from repro.paper_tables.common import in_sweep, label, task_baseline_notes
 from repro.paper_tables.spec import Judged, Layout, PaperTable
-from repro.paper_tables.sweeps import (REFERENCE_NOTE, RUN_KEYS, SWEEP_COLUMNS, SWEEP_REFERENCE_DATASET, plot_sweep,
-                                       sweep_judged, sweep_long, sweep_wide)
+from repro.paper_tables.sweeps import (REFERENCE_NOTE, RUN_KEYS, SWEEP_COLUMNS, SWEEP_REFERENCE_DATASET,
+                                       sweep_figures, sweep_judged, sweep_long, sweep_wide)
 from repro.verdicts import Cell, Rule, compare, tolerance_from_gap
 
 NAME = "targets"
@@ -46,11 +44,6 @@ def targets_claims(by_key: dict[tuple, dict[str, Cell]], crit: dict, rule: Rule)
     return out or [f"not testable: none of the compared weight sets has runs ({pairs})"]
 
 
-def plot(long: pd.DataFrame, out: Path) -> list[Path]:
-    plot_sweep(long, NAME, out / f"{NAME}.png", by_rank=False)
-    return [out / f"{NAME}.png"]
-
-
 TABLE = PaperTable(
     name=NAME, title="Table 5 (weight types, equal budget)", note=REFERENCE_NOTE, select=in_sweep(NAME),
     long=lambda runs: sweep_long(runs, reference),
@@ -59,4 +52,4 @@ TABLE = PaperTable(
                   cell=lambda r: ((label(r["task"]), label(r["method"])), f"{r['targets']} (r={label(r['r'])})")),
     notes=lambda long, tables: task_baseline_notes(long),
     claims=lambda runs, rule: sweep_judged(runs, NAME, CELL_KEYS, targets_claims, rule),
-    paper=PAPER, figures=plot)
+    paper=PAPER, figures=sweep_figures(NAME, by_rank=False))
