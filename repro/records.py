@@ -40,6 +40,9 @@ def record_path(records: Path, record: dict[str, Any]) -> Path:
     return records / f"{run_id}.json"
 
 
+CPU_FIELDS = ("cpu_model", "cpu_capability", "cpu_bf16", "cpu_filled_in")
+
+
 def with_this_cpu(record: dict[str, Any]) -> dict[str, Any]:
     """The record with the CPU fields of this machine where it has none (runs made before result.json recorded the
     CPU model), marked as filled in: only for runs the caller knows were made on this machine."""
@@ -49,6 +52,15 @@ def with_this_cpu(record: dict[str, Any]) -> dict[str, Any]:
     from repro.provenance import cpu_info
 
     return {**record, "hardware": {**hardware, **cpu_info(), "cpu_filled_in": "repro.records add --this-machine"}}
+
+
+def with_filled_in_cpu(body: dict[str, Any], committed: dict[str, Any]) -> dict[str, Any]:
+    """A run added again keeps the CPU its committed record had filled in (`--this-machine`) where the run itself
+    records none: adding never loses what the record says."""
+    hardware, old = dict(body.get("hardware") or {}), committed.get("hardware") or {}
+    if hardware.get("cpu_model") or not old.get("cpu_filled_in"):
+        return body
+    return {**body, "hardware": {**hardware, **{k: old[k] for k in CPU_FIELDS if k in old}}}
 
 
 def add(runs: Path, records: Path, scale: str | None = None, this_machine: bool = False
@@ -67,7 +79,9 @@ def add(runs: Path, records: Path, scale: str | None = None, this_machine: bool 
             continue
         path, body = record_path(records, record), compact(with_this_cpu(record) if this_machine else record)
         if path.is_file():
-            if json.loads(path.read_bytes()) == json.loads(json.dumps(body, default=str)):
+            old = json.loads(path.read_bytes())
+            body = with_filled_in_cpu(body, old)
+            if old == json.loads(json.dumps(body, default=str)):
                 continue
             replaced.append(path)
         else:

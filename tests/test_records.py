@@ -58,6 +58,8 @@ def test_this_machine_fills_in_a_missing_cpu_and_marks_it(tmp_path):
     records.add(runs, to, this_machine=True)
     hardware = json.loads((to / "a.json").read_text())["hardware"]
     assert hardware["cpu_model"] and hardware["cpu_capability"] and hardware["cpu_filled_in"]
+    assert records.add(runs, to) == ([], [])  # added again without the flag: the filled-in CPU stays
+    assert json.loads((to / "a.json").read_text())["hardware"] == hardware
 
 
 def test_tables_from_runs_and_from_their_records_are_identical(tmp_path):
