@@ -76,7 +76,7 @@ CASES = [
     pytest.param(["train.early_stopping_patience=0"], None, "train.early_stopping_patience must be a positive "
                  "integer or null (no early stopping), got 0", id="early-stopping-zero"),
     pytest.param(["scale=cpu", "model=minilm-l6", "method.learning_rate=5e-4"], None,
-                 "method.learning_rate=0.0005 does not apply here: scale=cpu sets train.learning_rate=0.003 for task "
+                 "method.learning_rate=0.0005 does not apply here: scale=cpu sets train.learning_rate=0.0009 for task "
                  "sst2 and method lora (its recipe); override train.learning_rate instead", id="overridden-by-recipe"),
     pytest.param(["-m", "method.r=4,0"], None, "method.r must be a positive integer, got 0 (sweep job 1: model=tiny-bert scale=smoke "
                                                "method.r=0)", id="one-bad-job-in-a-sweep"),

@@ -160,5 +160,5 @@ def test_run_ids_depend_on_the_recipe_of_their_own_task_only(compose, tmp_path):
     the values it puts into data/train are)."""
     cfg = compose("task=glue/sst2", "method=lora", "scale=cpu")
     other = compose("task=glue/sst2", "method=lora", "scale=cpu", "cpu_recipe.rte.epochs.default=99")
-    own = compose("task=glue/sst2", "method=lora", "scale=cpu", "cpu_recipe.sst2.epochs.lora=99")
+    own = compose("task=glue/sst2", "method=lora", "scale=cpu", "cpu_recipe.sst2.epochs.default=99")
     assert run_id(cfg) == run_id(other) != run_id(own)
