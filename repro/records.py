@@ -40,6 +40,8 @@ def record_path(records: Path, record: dict[str, Any]) -> Path:
     return records / f"{run_id}.json"
 
 
+# records of recipes no table uses any more, kept as evidence under results/records/superseded/<name>/
+SUPERSEDED = "superseded"
 CPU_FIELDS = ("cpu_model", "cpu_capability", "cpu_bf16", "cpu_filled_in")
 
 
@@ -72,12 +74,15 @@ def add(runs: Path, records: Path, scale: str | None = None, this_machine: bool 
     if not runs.is_dir():
         raise ReproError(f"no runs folder {runs}")
     new, replaced = [], []
+    superseded = {p.name for p in (records / SUPERSEDED).rglob("*.json")} if (records / SUPERSEDED).is_dir() else set()
     for _, record in complete_records(runs):
         if record.get("source") == SOURCE_IMPORTED:  # a released checkpoint scored here: no training to record
             continue
         if scale is not None and (record.get("config") or {}).get("scale_name") != scale:
             continue
         path, body = record_path(records, record), compact(with_this_cpu(record) if this_machine else record)
+        if path.name in superseded:  # moved aside with a recipe that is no longer the table's: not added back
+            continue
         if path.is_file():
             old = json.loads(path.read_bytes())
             body = with_filled_in_cpu(body, old)

@@ -52,6 +52,16 @@ def test_add_compacts_complete_trained_runs_and_replaces_only_changed_ones(tmp_p
     assert [r["run_id"] for _, r in complete_records(to)] == ["a", "b"]
 
 
+def test_a_superseded_record_is_not_added_back(tmp_path):
+    runs, to = tmp_path / "runs", tmp_path / "records"
+    _run(runs, "a")
+    _run(runs, "b", seed=1)
+    records.add(runs, to)
+    (to / records.SUPERSEDED / "old_recipe").mkdir(parents=True)
+    (to / "a.json").rename(to / records.SUPERSEDED / "old_recipe" / "a.json")
+    assert records.add(runs, to) == ([], []) and not (to / "a.json").exists()
+
+
 def test_this_machine_fills_in_a_missing_cpu_and_marks_it(tmp_path):
     runs, to = tmp_path / "runs", tmp_path / "records"
     _run(runs, "a")
