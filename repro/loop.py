@@ -32,6 +32,7 @@ from repro.precision import resolve_precision
 # a best metric within this of the trivial baseline counts as at chance (metrics are fractions or correlations)
 CHANCE_EPS = 1e-6
 
+
 @dataclass
 class TrainResult:
     epochs: list[dict[str, Any]] = field(default_factory=list)  # per epoch: train loss, eval metrics

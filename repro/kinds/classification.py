@@ -185,12 +185,12 @@ def train_and_evaluate(model: nn.Module, tokenizer: PreTrainedTokenizerBase, dat
                        train_cfg: DictConfig, max_length: int, token_type_ids: bool | None, seed: int,
                        device: torch.device, on_epoch=None, checkpointer: Checkpointer | None = None,
                        world: World = World(), hooks: TrainingHooks = TrainingHooks(),
-                       on_step: OnStep | None = None) -> TrainResult:
-    """Tokenise `data`, train `model` with `repro.loop.train` and evaluate every epoch."""
+                       on_step: OnStep | None = None, chance: float | None = None) -> TrainResult:
+    """Tokenise `data`, train `model` with `repro.loop.train` and evaluate every epoch (`chance`: the main metric's
+    trivial baseline, which early stopping does not take for a plateau)."""
     session = make_session(data, tokenizer, task, train_cfg, max_length, token_type_ids, seed, device)
     return train(to_device(model, device), session, train_cfg, task.main_metric, seed, device, hooks=hooks,
-                 world=world, checkpointer=checkpointer, on_epoch=on_epoch, on_step=on_step,
-                 chance=classification_baseline(task, data).get(task.main_metric))
+                 world=world, checkpointer=checkpointer, on_epoch=on_epoch, on_step=on_step, chance=chance)
 
 
 def classification_baseline(task: DictConfig, data) -> dict[str, float]:
@@ -218,14 +218,16 @@ class Classification:
         counts = count_parameters(adapted.model, list(cfg.model.head))
         print(f"{cfg.task.name}/{cfg.model.name}/{cfg.method.name}: {len(data.train)} train examples; trainable "
               f"{counts.trainable:,} + head {counts.head:,} of {counts.total:,} parameters")
+        baseline = classification_baseline(cfg.task, data)
         result = train_and_evaluate(
             adapted.model, tokenizer, data, cfg.task, cfg.train,
             max_length=cfg.data.max_seq_len - adapted.reserved_tokens,
             token_type_ids=cfg.model.get("token_type_ids"), seed=cfg.seed, device=ctx.device, on_epoch=ctx.on_epoch,
             on_step=ctx.on_step,
-            checkpointer=ctx.checkpointer, world=ctx.world, hooks=adapted.hooks)
+            checkpointer=ctx.checkpointer, world=ctx.world, hooks=adapted.hooks,
+            chance=baseline.get(cfg.task.main_metric))
         return Outcome(adapted, counts, result, len(data.train), {s: len(r) for s, r in data.eval.items()},
-                       {**method_report(adapted), "trivial_baseline": classification_baseline(cfg.task, data)})
+                       {**method_report(adapted), "trivial_baseline": baseline})
 
     def evaluate(self, cfg: DictConfig, adapted: Adapted, ctx: RunContext) -> Outcome:
         """Score an adapted model without training (`repro.evaluate`): the eval splits, metrics, predictions and

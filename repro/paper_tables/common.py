@@ -14,7 +14,7 @@ from repro.cells import MISSING
 from repro.generation.tables import run_copy_baseline
 from repro.paper_tables.spec import MEDIAN_CELL, Claims, PaperTable, Select
 from repro.results import SOURCE_IMPORTED
-from repro.verdicts import Cell, Convergence, Rule, Verdict, decide
+from repro.verdicts import Cell, Convergence, Rule, Verdict, compare, decide, tolerance_from_gap
 
 BASELINE_LABEL = "trivial baseline"
 SCALE_PERCENT = 100  # results store fractions; the paper prints 0-100
@@ -86,6 +86,24 @@ def cells(runs: pd.DataFrame, keys: list[str], task: str = "task", convergence: 
             out.setdefault(tuple(key[:-1]), {})[key[-1]] = Cell(
                 tuple(part["value"]), baselines.median() if len(baselines) else None,
                 converged(part, convergence) if convergence else None, tuple(part["run_id"]))
+    return out
+
+
+# a claim's row spec -> (its label, its cells by task, or None where the row has no runs)
+FindRow = Callable[[object], tuple[str, "dict[str, Cell] | None"]]
+
+
+def row_claims(claims: list[dict], find: FindRow, rule: Rule, unit: str = "") -> Claims:
+    """Claims of a claims file, each "row `better` beats row `than` by more than -max_gap_points", judged on the
+    rows' cells (`find`), or not testable where a row has no runs. `unit`: what the points are, for the text."""
+    out: Claims = []
+    for claim in claims:
+        (name_a, a), (name_b, b) = find(claim["better"]), find(claim["than"])
+        tolerance = tolerance_from_gap(claim["max_gap_points"])
+        missing = [name for name, found in ((name_a, a), (name_b, b)) if found is None]
+        out.append((f"{claim['text']} ({unit}tolerance {tolerance:+.1f}: the difference must be above it)",
+                    [f"not testable: no runs of {' or '.join(missing)}"] if missing else
+                    [compare(name_a, a, name_b, b, tolerance, rule)]))
     return out
 
 

@@ -11,9 +11,9 @@ import pandas as pd
 from repro.generation.tables import (GENERATION_CELL, GENERATION_TABLES, LONG_COLUMNS, GenerationTable,
                                      generation_long, generation_notes, generation_wide)
 from repro.paper import PAPER_DIR, paper_data
-from repro.paper_tables.common import cells, label, with_generation_baselines
+from repro.paper_tables.common import cells, label, row_claims, with_generation_baselines
 from repro.paper_tables.spec import Claims, Judge, Layout, PaperTable
-from repro.verdicts import Rule, compare, tolerance_from_gap
+from repro.verdicts import Rule
 
 NOTE = "Rows map by the experiment's `paper_row`; rows without one are labelled by method."
 
@@ -42,15 +42,7 @@ def claims_judge(name: str) -> Judge | None:
             return [(c["text"], [f"not judged: the runs' main metric is not {crit['metric']}"])
                     for c in crit["claims"]]
         by_row_cells = cells(with_generation_baselines(by_row(runs)), ["row"], convergence=rule.convergence)
-        out: Claims = []
-        for claim in crit["claims"]:
-            a, b = by_row_cells.get((claim["better"],)), by_row_cells.get((claim["than"],))
-            tolerance = tolerance_from_gap(claim["max_gap_points"])
-            missing = [r for r, c in ((claim["better"], a), (claim["than"], b)) if c is None]
-            out.append((f"{claim['text']} ({crit['metric']}; tolerance {tolerance:+.1f}: the difference must be "
-                        f"above it)", [f"not testable: no runs of {' or '.join(missing)}"] if missing else
-                        [compare(claim["better"], a, claim["than"], b, tolerance, rule)]))
-        return out
+        return row_claims(crit["claims"], lambda row: (row, by_row_cells.get((row,))), rule, f"{crit['metric']}; ")
     return judge
 
 

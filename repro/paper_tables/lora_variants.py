@@ -11,9 +11,10 @@ import pandas as pd
 from repro.cells import MISSING, fmt_cell
 from repro.paper import paper_data
 from repro.paper_tables.common import (BASELINE_LABEL, CONSTANT_BASELINE, COPY_BASELINE, NOT_STORED, baseline_notes,
-                                       cells, fmt_baseline, in_sweep, label, with_generation_baselines)
+                                       cells, fmt_baseline, in_sweep, label, row_claims,
+                                       with_generation_baselines)
 from repro.paper_tables.spec import Claims, Layout, PaperTable
-from repro.verdicts import Rule, compare, tolerance_from_gap
+from repro.verdicts import Rule
 
 VARIANTS_SWEEP = "lora_variants"
 CLAIMS = "lora_variants_claims"  # conf/paper/lora_variants_claims.yaml
@@ -36,7 +37,7 @@ def row_label(method: str, rank) -> str:
 
 
 def variants_long(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (scale, model, task, method): main metric median/std over seeds, trainable parameters, peak memory and
+    """Per (scale, model, task, method, rank): main metric median/std over seeds, trainable parameters, peak memory and
     time per optimizer step (medians over seeds), and the trivial baseline on the main metric."""
     columns = COLUMNS
     runs = with_generation_baselines(runs)
@@ -57,8 +58,7 @@ def variants_long(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def variants_wide(long: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
-    """Per (scale, model): one row per (task, method), each task's trivial-baseline row first. No claim: the paper
-    predates these methods."""
+    """Per (scale, model): one row per (task, method, rank), each task's trivial-baseline row first."""
     out = {}
     for (scale, model), part in long.groupby(["scale", "model"], sort=False):
         rows = []
@@ -75,27 +75,17 @@ def variants_wide(long: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
 
 
 def variants_notes(long: pd.DataFrame) -> list[str]:
-    notes = baseline_notes(long.groupby("task", sort=False)["baseline"].median(),
-                           long.groupby("task", sort=False)["n"].max() > 0, f"{CONSTANT_BASELINE}; {COPY_BASELINE}",
-                           f"{NOT_STORED} (classification) or saved no outputs (generation)")
-    return notes
+    return baseline_notes(long.groupby("task", sort=False)["baseline"].median(),
+                          long.groupby("task", sort=False)["n"].max() > 0, f"{CONSTANT_BASELINE}; {COPY_BASELINE}",
+                          f"{NOT_STORED} (classification) or saved no outputs (generation)")
 
 
 def variants_claims(runs: pd.DataFrame, rule: Rule) -> Claims:
     """Each successor against LoRA (conf/paper/lora_variants_claims.yaml), on the rows named by (method, rank),
     pooled over the tasks both have."""
     by_key = cells(with_rank(with_generation_baselines(runs)), ["method", "rank"], convergence=rule.convergence)
-    out: Claims = []
-    for claim in paper_data(CLAIMS)["claims"]:
-        a, b = (claim[side] for side in ("better", "than"))
-        tolerance = tolerance_from_gap(claim["max_gap_points"])
-        text = f"{claim['text']} (tolerance {tolerance:+.1f}: the difference must be above it)"
-        found = {row_label(x["method"], x["r"]): by_key.get((x["method"], x["r"])) for x in (a, b)}
-        missing = [name for name, cell in found.items() if cell is None]
-        (name_a, cells_a), (name_b, cells_b) = found.items()
-        out.append((text, [f"not testable: no runs of {' or '.join(missing)}"] if missing else
-                    [compare(name_a, cells_a, name_b, cells_b, tolerance, rule)]))
-    return out
+    return row_claims(paper_data(CLAIMS)["claims"], lambda row: (row_label(row["method"], row["r"]),
+                                                                 by_key.get((row["method"], row["r"]))), rule)
 
 
 TABLE = PaperTable(
