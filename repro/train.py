@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -44,12 +45,22 @@ def watch_sweep(sweep_pid: int, interval_s: float = 2.0, grace_s: float = 10.0) 
         return True
     if sweep_pid == os.getpid() or os.getppid() != sweep_pid:
         return False
+    orphaned = threading.Event()
+    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL):
+        # a sweep started in the background by a script (`make ... &`) inherits SIGINT ignored, and then
+        # `interrupt_main` does nothing: keep ignoring Ctrl-C from outside, but stop when the sweep is gone
+        def interrupt_when_orphaned(signum: int, frame: object) -> None:
+            if orphaned.is_set():
+                raise KeyboardInterrupt
+
+        signal.signal(signal.SIGINT, interrupt_when_orphaned)
 
     def watch() -> None:
         while os.getppid() == sweep_pid:
             time.sleep(interval_s)
         print(f"error: the sweep (pid {sweep_pid}) that started this job is gone; stopping the job",
               file=sys.stderr, flush=True)
+        orphaned.set()
         _thread.interrupt_main()
         time.sleep(grace_s)
         os._exit(EXIT_INTERRUPTED)

@@ -85,13 +85,16 @@ def _session_workers(sid: int) -> list[str]:
 @pytest.mark.slow
 def test_killing_a_parallel_sweep_stops_its_jobs(data_root, tmp_path):
     """SIGTERM to the sweep process alone (as a script or scheduler sends it) must not leave its joblib workers
-    training unseen: each job notices its sweep is gone, stops as on Ctrl-C (keeping its checkpoint) and exits."""
+    training unseen: each job notices its sweep is gone, stops as on Ctrl-C (keeping its checkpoint) and exits.
+    The sweep starts with SIGINT ignored, as a script's `make ... &` starts it (where a plain `interrupt_main`
+    does nothing); with Python's own handler the job stops the same way."""
     args = [sys.executable, "-m", "repro.train", "--multirun", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
             *tiny_overrides(data_root, "train.epochs=100", "seed=3,4")]  # each job alone would train for minutes
     log = tmp_path / "sweep.err"
     with open(log, "w") as err:
         sweep = subprocess.Popen(args, cwd=REPO, env=env_for(tmp_path), stdout=subprocess.DEVNULL, stderr=err,
-                                 start_new_session=True)
+                                 start_new_session=True,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         deadline = time.time() + 180
         while time.time() < deadline and len(list(tmp_path.glob(f"runs/*/{CHECKPOINT_FILE}"))) < 2:
