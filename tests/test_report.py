@@ -159,7 +159,7 @@ def test_every_table_section_missing_cells_and_verdicts(built):
     page = built["page"]
     assert set(SECTIONS) <= page.ids
     assert page.tables >= 6  # Table 2, Table 6, the summary, Table 7, the benchmark, the runs
-    lora_rte = next(c for c in page.cells if c["text"].startswith("82.0±2.0 [3] / 86.6"))  # seed count shown
+    lora_rte = next(c for c in page.cells if c["text"].startswith("82.0±2.0 [3, 3 rising] / 86.6"))  # seed count shown
     assert "background" in lora_rte["style"] and "value" in lora_rte["class"]
     mnli = [c for c in page.cells if c["class"] == "missing" and "— / 87.5" in c["text"]]
     assert mnli and all(c["text"].startswith("missing") for c in mnli)  # no run: visibly missing
@@ -192,7 +192,7 @@ def test_embed_makes_one_file_and_tables_only_page(built, tmp_path):
     page.feed((out / "index.html").read_text(encoding="utf-8"))
     assert page.images and all(src.startswith("data:image/png;base64,") for src in page.images)
     html = (out / "index.html").read_text(encoding="utf-8")
-    assert "No runs folder" in html and "82.0±2.0 [3] / 86.6" in html
+    assert "No runs folder" in html and "82.0±2.0 [3, 3 rising] / 86.6" in html
     assert "claims are judged from per-seed values" in html  # verdicts need the runs: shown missing
 
 

@@ -48,6 +48,22 @@ def runs(tmp_path):
     return root
 
 
+def test_a_cell_says_how_many_of_its_runs_were_still_rising(tmp_path):
+    """A run whose last epoch raised its best dev metric by more than the rule's min_delta (0.5 points) is still
+    rising; the cell shows the count so a reader sees an unfinished number, and the CSV keeps it."""
+    root = tmp_path / "runs"
+    curves = {0: [0.70, 0.80], 1: [0.80, 0.79], 2: [0.75, 0.78]}  # seeds 0 and 2 still rising, seed 1 converged
+    for seed, curve in curves.items():
+        _record(root, f"lora_rte_{seed}", row="roberta_base.lora", task="rte", paper_task="RTE", seed=seed,
+                value=max(curve), trainable=300, epochs=[{"epoch": i + 1, "metrics": {"accuracy": v}}
+                                                         for i, v in enumerate(curve)], best_epoch=curve.index(max(curve)) + 1)
+    build(root, tmp_path / "tables")
+    long = pd.read_csv(tmp_path / "tables" / "table2.csv", keep_default_na=False, na_values=[""])
+    lora = long[(long.paper_row == "roberta_base.lora") & (long.task == "RTE")].iloc[0]
+    assert lora["n_seeds"] == 3 and lora["rising"] == 2
+    assert "[3, 2 rising]" in (tmp_path / "tables" / "table2.md").read_text()
+
+
 def test_table2_cells_medians_std_and_missing(runs, tmp_path, capsys):
     build(runs, tmp_path / "tables")
     assert "ignored 2 incomplete" in capsys.readouterr().out

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from repro.paper_tables import (generation, learning_curve, longlora, lora_variants, lr_search, rank, table2, table18,
-                                targets)
+from repro.paper_tables import (generation, learning_curve, longlora, lora_variants, lr_search, peft_methods, rank,
+                                table2, table18, targets)
 from repro.paper_tables.spec import PaperTable
 
 REGISTRY: dict[str, PaperTable] = {t.name: t for t in (
     table2.TABLE, rank.TABLE, targets.TABLE, *generation.TABLES, table18.TABLE, learning_curve.TABLE,
-    lora_variants.TABLE, lr_search.TABLE, longlora.TABLE)}
+    lora_variants.TABLE, peft_methods.TABLE, lr_search.TABLE, longlora.TABLE)}
 
 
 def tables() -> list[PaperTable]:

@@ -14,7 +14,7 @@ from repro.cells import MISSING
 from repro.generation.tables import run_copy_baseline
 from repro.paper_tables.spec import MEDIAN_CELL, Claims, PaperTable, Select
 from repro.results import SOURCE_IMPORTED
-from repro.verdicts import Cell, Convergence, Rule, Verdict, compare, decide, tolerance_from_gap
+from repro.verdicts import Cell, Convergence, Rule, Verdict, compare, decide, load_rule, tolerance_from_gap
 
 BASELINE_LABEL = "trivial baseline"
 SCALE_PERCENT = 100  # results store fractions; the paper prints 0-100
@@ -54,12 +54,16 @@ def section(frame: pd.DataFrame, scale: str, model: str) -> pd.DataFrame:
 
 
 def aggregate(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Median, standard deviation (over seeds, ddof 1; undefined for one seed) and seed count per group, and the
-    median trivial baseline of the group's runs (NaN when none stored it)."""
+    """Median, standard deviation (over seeds, ddof 1; undefined for one seed) and seed count per group, the
+    median trivial baseline of the group's runs (NaN when none stored it), and how many runs were still rising
+    (not converged by the verdict rule's convergence)."""
     frame = frame if "baseline" in frame else frame.assign(baseline=math.nan)
+    flags = converged(frame, load_rule().convergence) if len(frame) else None
+    frame = frame.assign(rising=[flag is False for flag in flags] if flags is not None else False)
     grouped = frame.groupby(keys, dropna=False)
     return grouped.agg(median=("value", "median"), std=("value", "std"), n=("seed", "nunique"),
-                       trainable=("params.trainable", "median"), baseline=("baseline", "median")).reset_index()
+                       trainable=("params.trainable", "median"), baseline=("baseline", "median"),
+                       rising=("rising", "sum")).reset_index()
 
 
 def converged(runs: pd.DataFrame, convergence: Convergence) -> list[bool | None] | None:

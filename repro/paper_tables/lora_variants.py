@@ -6,6 +6,8 @@ by the verdict rule against LoRA."""
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import pandas as pd
 
 from repro.cells import MISSING, fmt_cell
@@ -36,6 +38,15 @@ def row_label(method: str, rank) -> str:
     return method if rank is None or pd.isna(rank) else f"{method} r={int(rank)}"
 
 
+def with_costs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Each run's peak memory (GiB), training time per optimizer step (ms) and saved weights (`adapter_bytes`, MB;
+    NaN for runs recorded before result.json stored it)."""
+    adapter = runs["adapter_bytes"] if "adapter_bytes" in runs else pd.Series(float("nan"), index=runs.index)
+    return runs.assign(peak_memory_gib=runs["peak_memory_bytes"] / 2**30,
+                       step_ms=1000 * runs["train_time_s"] / runs["optimizer_steps"].clip(lower=1),
+                       adapter_mb=pd.to_numeric(adapter) / 1e6)
+
+
 def variants_long(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (scale, model, task, method, rank): main metric median/std over seeds, trainable parameters, peak memory and
     time per optimizer step (medians over seeds), and the trivial baseline on the main metric."""
@@ -43,8 +54,7 @@ def variants_long(runs: pd.DataFrame) -> pd.DataFrame:
     runs = with_generation_baselines(runs)
     if runs.empty:
         return pd.DataFrame(columns=columns)
-    runs = with_rank(runs).assign(peak_memory_gib=runs["peak_memory_bytes"] / 2**30,
-                                  step_ms=1000 * runs["train_time_s"] / runs["optimizer_steps"].clip(lower=1))
+    runs = with_costs(with_rank(runs))
     grouped = runs.groupby(["scale", "model", "task", "method", "rank"], sort=False, dropna=False)
     long = grouped.agg(median=("value", "median"), std=("value", "std"), n=("seed", "nunique"),
                        trainable=("params.trainable", "median"), peak_memory_gib=("peak_memory_gib", "median"),
@@ -57,21 +67,31 @@ def variants_long(runs: pd.DataFrame) -> pd.DataFrame:
                             ).reset_index(drop=True)
 
 
-def variants_wide(long: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
-    """Per (scale, model): one row per (task, method, rank), each task's trivial-baseline row first."""
+# the cost columns of a row (a long row as a namedtuple) -> their text; `adapter_mb` where the long form has it
+COSTS = {"trainable": lambda c: f"{c.trainable / 1e6:.3f}M", "peak memory (GiB)": lambda c: f"{c.peak_memory_gib:.2f}",
+         "ms / step": lambda c: f"{c.step_ms:.0f}", "adapter (MB)": lambda c: fmt_baseline(c.adapter_mb, 2)}
+
+
+def cost_wide(long: pd.DataFrame, row: Callable[[Any], str]) -> dict[tuple[str, str], pd.DataFrame]:
+    """Per (scale, model): one row per long row (`row`: its label in the method column) with the main metric and the
+    costs, each task's trivial-baseline row first."""
+    costs = {k: f for k, f in COSTS.items() if k != "adapter (MB)" or "adapter_mb" in long}
     out = {}
     for (scale, model), part in long.groupby(["scale", "model"], sort=False):
         rows = []
         for task, cells_ in part.groupby("task", sort=False):
             rows.append({"task": task, "method": BASELINE_LABEL,
-                         "main metric": fmt_baseline(cells_["baseline"].median()),
-                         "trainable": "", "peak memory (GiB)": "", "ms / step": ""})
-            rows += [{"task": task, "method": row_label(c.method, c.rank),
+                         "main metric": fmt_baseline(cells_["baseline"].median()), **{k: "" for k in costs}})
+            rows += [{"task": task, "method": row(c),
                       "main metric": fmt_cell(c.median, c.std, c.n, None).removesuffix(f" / {MISSING}"),
-                      "trainable": f"{c.trainable / 1e6:.3f}M", "peak memory (GiB)": f"{c.peak_memory_gib:.2f}",
-                      "ms / step": f"{c.step_ms:.0f}"} for c in cells_.itertuples()]
+                      **{k: f(c) for k, f in costs.items()}} for c in cells_.itertuples()]
         out[(scale, model)] = pd.DataFrame(rows)
     return out
+
+
+def variants_wide(long: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
+    """Per (scale, model): one row per (task, method, rank), each task's trivial-baseline row first."""
+    return cost_wide(long, lambda c: row_label(c.method, c.rank))
 
 
 def variants_notes(long: pd.DataFrame) -> list[str]:

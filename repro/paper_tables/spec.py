@@ -15,7 +15,8 @@ import pandas as pd
 if TYPE_CHECKING:
     from repro.verdicts import Rule, Verdict
 
-MEDIAN_CELL = "median±std [seeds] / paper (difference), 0-100 scale"
+MEDIAN_CELL = ("median±std [seeds, and how many were still rising: improving at their last epoch by the verdict "
+               "rule's convergence] / paper (difference), 0-100 scale")
 
 Judged = list[Union["Verdict", str]]  # a claim's verdicts (statistical ones get the table's Holm correction) or lines
 Claims = list[tuple[str, Judged]]     # (claim text, its verdicts) of one table section

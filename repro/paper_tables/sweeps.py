@@ -19,7 +19,7 @@ from repro.verdicts import Cell, Rule, tolerance_from_gap
 # the paper's sweep dataset shown as reference for our GLUE task (Tables 5 and 6 are GPT-3 on WikiSQL/MultiNLI)
 SWEEP_REFERENCE_DATASET = "MultiNLI"
 REFERENCE_NOTE = f"Paper: GPT-3 175B on {SWEEP_REFERENCE_DATASET} (the reference, not the same task or model)."
-SWEEP_COLUMNS = ["scale", "model", "task", "method", "targets", "r", "median", "std", "n", "paper", "diff", "baseline"]
+SWEEP_COLUMNS = ["scale", "model", "task", "method", "targets", "r", "median", "std", "n", "paper", "diff", "baseline", "rising"]
 RUN_KEYS = tuple((c, c) for c in ("scale", "model", "task", "method", "targets", "r"))
 
 Reference = Callable[[], dict[tuple[str, int], float]]  # the paper's value per (targets "q,v", rank)
@@ -47,8 +47,8 @@ def sweep_wide(long: pd.DataFrame, index: list[str], column: str,
     the task's rows."""
     out = {}
     for (scale, model), part in long.groupby(["scale", "model"], sort=False):
-        part = part.assign(cell=[fmt_cell(m, s, n, p) for m, s, n, p in
-                                 zip(part["median"], part["std"], part["n"], part["paper"])])
+        part = part.assign(cell=[fmt_cell(m, s, n, p, rising=k) for m, s, n, p, k in
+                                 zip(part["median"], part["std"], part["n"], part["paper"], part["rising"])])
         if column_label is not None:
             part = part.assign(**{column: column_label(part)})
         table = part.pivot_table(index=index, columns=column, values="cell", aggfunc="first",

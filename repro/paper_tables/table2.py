@@ -54,13 +54,14 @@ def table2_long(frame: pd.DataFrame) -> pd.DataFrame:
                                  "task": task, "median": cell["median"] if cell is not None else math.nan,
                                  "std": cell["std"] if cell is not None else math.nan,
                                  "n_seeds": int(cell["n"]) if cell is not None else 0,
+                                 "rising": int(cell["rising"]) if cell is not None else 0,
                                  "trainable": cell["trainable"] if cell is not None else math.nan,
                                  "paper": row["results"][task]["value"], "paper_pm": row["results"][task]["pm"],
                                  "paper_params": row["params"]["printed"],
                                  "baseline": cell["baseline"] if cell is not None else math.nan})
     long = pd.DataFrame(rows, columns=["scale", "model", "paper_row", "variant", "task", "median", "std", "n_seeds",
-                                       "trainable", "paper", "paper_pm", "paper_params", "baseline"])
-    long.insert(len(long.columns) - 1, "diff", long["median"] - long["paper"])  # the CSV's columns: ..., diff, baseline
+                                       "trainable", "paper", "paper_pm", "paper_params", "baseline", "rising"])
+    long.insert(list(long.columns).index("baseline"), "diff", long["median"] - long["paper"])  # ..., diff, baseline, rising
     return long
 
 
@@ -76,7 +77,7 @@ def table2_wide(long: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
             record = {"row": row_name, "params (paper)": row_cells["paper_params"].iloc[0],
                       "params (ours)": f"{params.iloc[0] / 1e6:.2f}M" if len(params) else MISSING}
             for cell in row_cells.itertuples():
-                record[cell.task] = fmt_cell(cell.median, cell.std, cell.n_seeds, cell.paper)
+                record[cell.task] = fmt_cell(cell.median, cell.std, cell.n_seeds, cell.paper, rising=cell.rising)
             complete = row_cells["median"].notna().all()
             record["Avg."] = fmt_cell(row_cells["median"].mean() if complete else None, None, None,
                                       paper["rows"][row_id]["avg"])
