@@ -32,7 +32,8 @@ NOT_IN_RUN_ID = ("output_root", "force", "logger", "hydra", "paper_hparams", "_h
 
 # knob -> the value every run had before the knob existed (fp32, no torch.compile)
 ADDED_KNOBS = {"train.precision": "fp32", "train.compile": False, "train.lr_schedule": "linear",
-               "train.early_stopping_patience": None, "data.holdout_fraction": None, "train.max_steps": None}
+               "train.early_stopping_patience": None, "data.holdout_fraction": None, "train.max_steps": None,
+               "train.eval_every_steps": None}
 
 
 def _when_in(value: Any, members: Iterable[Any], result: Any) -> Any:
@@ -130,6 +131,7 @@ KNOBS: list[tuple[str, type, Any, str, bool]] = [
     ("train.gradient_checkpointing", bool, None, "true or false", False),
     ("train.early_stopping_patience", int, _positive, "a positive integer or null (no early stopping)", True),
     ("train.max_steps", int, _positive, "a positive integer or null (train all epochs)", True),
+    ("train.eval_every_steps", int, _positive, "a positive integer or null (evaluate at epoch ends only)", True),
     ("method.alpha", float, _positive, "a positive number (the update is scaled by alpha / r)", False),
     ("method.dropout", float, _fraction, "a number in [0, 1)", False),
     ("method.r", int, _positive, "a positive integer", False),
@@ -137,6 +139,7 @@ KNOBS: list[tuple[str, type, Any, str, bool]] = [
     ("method.prefix_length", int, _positive, "a positive integer", False),
     ("method.top_layers", int, _positive, "a positive integer", False),
     ("method.infix_length", int, _non_negative, "a non-negative integer", False),
+    ("method.lr_ratio_b", float, _positive, "a positive number or null (LoRA's B at the same rate as A)", True),
 ]
 
 

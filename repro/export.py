@@ -1,13 +1,23 @@
-"""`python -m repro.export RUN_DIR [--out DIR]`: a finished run as a plain transformers model.
+"""`python -m repro.export RUN_DIR [--out DIR]`: a finished run as a transformers model folder.
 
-The LoRA update is folded into the weights (W0 + (alpha/r) B A, peft's `merge_and_unload`), GPT-2's split q/k/v
-are fused back into its `c_attn` Conv1D, and the result is saved with its tokenizer so that
+LoRA (its variants, LongLoRA) is folded into the weights (W0 + (alpha/r) B A, peft's `merge_and_unload`), GPT-2's
+split q/k/v are fused back into its `c_attn` Conv1D, and the result is saved with its tokenizer so that
 `AutoModelFor...from_pretrained(DIR)` loads it without peft or this package: no extra inference latency, the
-paper's point in Section 4.2. The export is checked: the saved model, loaded back, must give the adapted model's
-logits on a few inputs (the largest difference is printed and stored in DIR/export.json).
+paper's point in Section 4.2. LongLoRA's position interpolation is in the saved config (`rope_parameters`: linear,
+with its factor), so plain transformers reads positions as the run did.
 
-Methods that add modules plain transformers does not have (adapters, prefixes, mean pooling as a head) cannot be
-exported this way and stop with one line; QLoRA's 4-bit base would need dequantising first (not done here).
+Two parts of a run have no module in plain transformers; config.json lists them under `repro_export`, and
+`load_exported(DIR)` (transformers and torch, no peft) adds them:
+- mean pooling (`model.pooling=mean|mean_pooler`: MiniLM, every cpu-scale GLUE run): a standard
+  ...ForSequenceClassification whose classifier must read the masked mean of the tokens, not the first token;
+- bottleneck adapters (adapter_h/l/p/d: a non-linearity, nothing to merge): the whole model's weights go to
+  `adapted_model.safetensors` (not model.safetensors, so that plain `from_pretrained` fails instead of silently
+  dropping the adapters) and `load_exported` builds the architecture from config.json, inserts the adapters and
+  loads them.
+
+The export is checked: the folder, loaded back by `load_exported` (plain `from_pretrained` when nothing is added),
+must give the adapted model's logits on a few inputs (the largest difference is printed and stored in
+DIR/export.json). Prefix methods and QLoRA stop with one line.
 """
 
 from __future__ import annotations
@@ -17,38 +27,51 @@ import json
 from pathlib import Path
 
 import torch
+import transformers
 from omegaconf import DictConfig, OmegaConf
+from peft import PeftModel
+from safetensors.torch import load_model, save_model
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
+from transformers import AutoConfig
 
 from repro.errors import ReproError, exit_on_user_error
 from repro.generation.gpt2_qkv import SplitQKV, fuse_split_qkv
-from repro.generation.methods import apply_decoder_method
-from repro.generation.models import is_seq2seq, load_lm, load_lm_tokenizer
-from repro.methods import apply_method, load_kwargs
+from repro.generation.models import is_seq2seq, load_lm_tokenizer
+from repro.kinds import kind_of
+from repro.methods.adapters import WithAdapter, insert_adapters
 from repro.methods.base import Adapted
-from repro.models import load_model, load_tokenizer
+from repro.models import POOLINGS, load_tokenizer
 from repro.results import read_result
 from repro.runner import seed_everything
 
-# methods whose trained model is a plain transformers model once LoRA (if any) is merged
-EXPORTABLE = ("lora", "rslora", "dora", "adalora", "full_ft", "ft_top2", "bitfit")
+# method -> why it has no transformers form here
+NOT_EXPORTABLE = {
+    "prefix_embed": "its trained prefix is fed in by a wrapper module that neither transformers nor load_exported "
+                    "rebuilds",
+    "prefix_layer": "its trained per-layer prefix is fed in by a wrapper module that neither transformers nor "
+                    "load_exported rebuilds",
+    "qlora": "its 4-bit base would need dequantising first (not done here)",
+}
+EXPORT_KEY = "repro_export"  # config.json: what load_exported adds to the transformers model
+ADAPTED_WEIGHTS = "adapted_model.safetensors"  # a model with adapters: every weight, adapters included
+ADAPTER_KEYS = {"model": ("layers", "adapter_sites", "d_model"),
+                "method": ("sites", "bottleneck", "layer_norm", "drop_lowest_layers", "activation")}
 CHECK_TEXTS = ("the film is a quiet triumph", "name : The Eagle | food : French", "a b c d e f g h")
 TOLERANCE = 1e-4  # largest |logit difference| accepted (fp32 merge: W0 + BA computed once instead of per call)
 
 
 def rebuild_run(run_dir: Path, exportable: bool = False) -> tuple[DictConfig, Adapted]:
     """A complete run's config and its adapted model with the saved (best-epoch) weights (also what
-    `repro.bench.decode` decodes with). With `exportable`, refuse first, in one line, a run that has no plain
-    transformers form."""
+    `repro.bench.decode` decodes with). With `exportable`, refuse first, in one line, a run that cannot be
+    exported."""
     if not run_dir.is_dir():
         raise ReproError(f"{run_dir}: no such run folder")
     record = read_result(run_dir)
     if record is None or record.get("status") != "complete":
         raise ReproError(f"{run_dir} is not a complete run (no result.json with status complete)")
     cfg = OmegaConf.create(record["config"])  # its `method` is the configuration the run used
-    if exportable:
-        check_exportable(cfg, run_dir)
+    if exportable and cfg.method.name in NOT_EXPORTABLE:
+        raise ReproError(f"method {cfg.method.name} cannot be exported: {NOT_EXPORTABLE[cfg.method.name]}")
     adapted = build_adapted(cfg)
     weights = record.get("weights") or {}
     if weights.get("dir"):
@@ -57,22 +80,11 @@ def rebuild_run(run_dir: Path, exportable: bool = False) -> tuple[DictConfig, Ad
 
 
 def build_adapted(cfg: DictConfig) -> Adapted:
-    """The config's model with its method applied (fresh method weights), as a run builds it. The frozen weights
-    of a random-initialised (tiny) model are those a run with this seed drew: its seeding is replayed."""
-    method = cfg.method
+    """The config's model with its method applied (fresh method weights), built as its run builds it (the task
+    kind's `build`). The frozen weights of a random-initialised (tiny) model are those a run with this seed drew:
+    its seeding is replayed."""
     seed_everything(cfg.seed)
-    if cfg.task.kind == "classification":
-        return apply_method(load_model(cfg.model, cfg.task.num_labels, **load_kwargs(method)), method, cfg.model)
-    return apply_decoder_method(load_lm(cfg.model, **load_kwargs(method)), method, cfg.model)
-
-
-def check_exportable(cfg: DictConfig, run_dir: Path) -> None:
-    if cfg.method.name not in EXPORTABLE:
-        raise ReproError(f"method {cfg.method.name} adds modules plain transformers cannot load; export supports "
-                         f"{', '.join(EXPORTABLE)}")
-    if cfg.task.kind == "classification" and cfg.model.get("pooling", "cls") != "cls":
-        raise ReproError(f"{run_dir.name} uses model.pooling={cfg.model.pooling}; a plain transformers "
-                         f"classifier reads the first token, so its logits would differ")
+    return kind_of(cfg).build(cfg)
 
 
 def rebuild(run_dir: Path) -> tuple[DictConfig, Adapted]:
@@ -81,17 +93,52 @@ def rebuild(run_dir: Path) -> tuple[DictConfig, Adapted]:
 
 
 def plain_model(cfg: DictConfig, adapted: Adapted) -> nn.Module:
-    """The adapted model with LoRA merged and GPT-2's c_attn fused: a transformers model without peft."""
-    model = adapted.model.merge_and_unload() if adapted.is_peft else adapted.model
+    """The adapted model with LoRA merged and GPT-2's c_attn fused: a transformers model without peft (with
+    adapters or mean pooling still in it: `additions`)."""
+    model = adapted.model.merge_and_unload() if isinstance(adapted.model, PeftModel) else adapted.model
     if cfg.model.get("fused_qkv") and any(isinstance(m, SplitQKV) for m in model.modules()):
         fuse_split_qkv(model, cfg.model)
     return model
 
 
-def auto_class(cfg: DictConfig) -> type:
-    if cfg.task.kind == "classification":
-        return AutoModelForSequenceClassification
-    return AutoModelForSeq2SeqLM if is_seq2seq(cfg.model) else AutoModelForCausalLM
+def additions(cfg: DictConfig, model: nn.Module) -> dict:
+    """What `load_exported` adds to the transformers model (config.json's `repro_export`); empty when nothing."""
+    out: dict = {}
+    if cfg.task.kind == "classification" and cfg.model.get("pooling", "cls") != "cls":
+        out["pooling"] = cfg.model.pooling
+    if any(isinstance(m, WithAdapter) for m in model.modules()):
+        tree = OmegaConf.to_container(cfg, resolve=True)
+        out["adapters"] = {key: tree[group][key] for group, keys in ADAPTER_KEYS.items() for key in keys}
+    return out
+
+
+def save(model: nn.Module, added: dict, out: Path) -> None:
+    """The model's config (with `added`) and weights: transformers' layout, or every weight in ADAPTED_WEIGHTS."""
+    if added:
+        setattr(model.config, EXPORT_KEY, added)
+    if "adapters" not in added:
+        model.save_pretrained(out)
+        return
+    model.config.architectures = [type(model).__name__]
+    model.config.save_pretrained(out)
+    save_model(model, str(out / ADAPTED_WEIGHTS))  # tied weights (GPT-2's lm_head) once
+
+
+def load_exported(path: str | Path) -> nn.Module:
+    """An exported folder as the run's model, in eval mode: `from_pretrained`, plus what config.json's `repro_export`
+    names (mean pooling, bottleneck adapters)."""
+    path = Path(path)
+    config = AutoConfig.from_pretrained(path)
+    added = getattr(config, EXPORT_KEY, None) or {}
+    model_class = getattr(transformers, config.architectures[0])
+    adapters = added.get("adapters")
+    model = model_class(config) if adapters else model_class.from_pretrained(path, dtype=torch.float32)
+    POOLINGS[added.get("pooling", "cls")](model)
+    if adapters:
+        insert_adapters(model, OmegaConf.create(adapters), list(adapters["sites"]), adapters["bottleneck"],
+                        adapters["layer_norm"], adapters["drop_lowest_layers"], adapters["activation"])
+        load_model(model, path / ADAPTED_WEIGHTS)
+    return model.eval()
 
 
 @torch.no_grad()
@@ -118,13 +165,16 @@ def export(run_dir: Path, out: Path) -> dict:
     inputs = check_inputs(cfg, tokenizer)
     expected = logits(adapted.model, inputs)
     out.mkdir(parents=True, exist_ok=True)
-    plain_model(cfg, adapted).save_pretrained(out)
+    model = plain_model(cfg, adapted)
+    added = additions(cfg, model)
+    save(model, added, out)
     tokenizer.save_pretrained(out)
-    reloaded = auto_class(cfg).from_pretrained(out, dtype=torch.float32)
+    reloaded = load_exported(out)
     diff = float((logits(reloaded, inputs) - expected).abs().max())
     summary = {"run": run_dir.name, "method": cfg.method.name, "model": cfg.model.name, "task": cfg.task.name,
-               "merged_lora": adapted.is_peft, "class": type(reloaded).__name__, "check_inputs": len(CHECK_TEXTS),
-               "max_abs_logit_diff": diff}
+               "merged_lora": isinstance(adapted.model, PeftModel), "class": type(reloaded).__name__,
+               "loader": "repro.export.load_exported" if added else "transformers", "added": sorted(added),
+               "check_inputs": len(CHECK_TEXTS), "max_abs_logit_diff": diff}
     (out / "export.json").write_text(json.dumps(summary, indent=1) + "\n")
     if diff > TOLERANCE:
         raise ReproError(f"the exported model's logits differ from the run's by {diff:.3g} (> {TOLERANCE}); "
@@ -138,8 +188,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=None, help="default: RUN_DIR/exported")
     args = parser.parse_args(argv)
     summary = export(args.run_dir, args.out or args.run_dir / "exported")
+    loader = f"; load it with {summary['loader']} ({', '.join(summary['added'])})" if summary["added"] else ""
     print(f"exported {summary['run']} as {summary['class']} to {args.out or args.run_dir / 'exported'} "
-          f"(LoRA merged: {summary['merged_lora']}; max |logit difference| {summary['max_abs_logit_diff']:.2e})")
+          f"(LoRA merged: {summary['merged_lora']}; max |logit difference| {summary['max_abs_logit_diff']:.2e}"
+          f"{loader})")
     return summary
 
 

@@ -1,6 +1,7 @@
 """The training loop of every task kind: AdamW over `optimizer_groups`, linear schedule with warm-up, gradient
 accumulation, clipping, the method's hooks, resumable checkpoints (same data order, same RNG streams), DDP,
-evaluation every epoch and the best epoch kept (the paper reports each run's best epoch).
+evaluation every epoch (and every `train.eval_every_steps` optimizer steps inside one) and the best evaluation's
+weights kept (the paper reports each run's best epoch).
 
 What differs between task kinds (data, batches, loss inputs, evaluation, what is saved) comes from a `Session`
 (repro/kinds/); this module never looks at `task.kind`. A plain PyTorch loop rather than HF Trainer: every
@@ -36,7 +37,8 @@ CHANCE_EPS = 1e-6
 @dataclass
 class TrainResult:
     epochs: list[dict[str, Any]] = field(default_factory=list)  # per epoch: train loss, eval metrics
-    best_epoch: int = -1
+    best_epoch: int = -1  # the epoch of the best evaluation (its end, or a step inside it: `best_step`)
+    best_step: int | None = None  # the optimizer step of the best evaluation
     best_metrics: dict[str, float] = field(default_factory=dict)
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)  # trainable tensors at the best epoch
     train_time_s: float = 0.0
@@ -171,6 +173,14 @@ class Progress:
         self.start, self.start_step, self.samples = time.perf_counter(), None, 0
         self.printed_at = self.start
 
+    def evaluation(self, step: int, metrics: dict[str, float]) -> None:
+        """A mid-epoch evaluation (`train.eval_every_steps`): to `on_step` as eval_step/<metric> (epoch ends log
+        eval/<metric>), and a line."""
+        if self.on_step:
+            self.on_step(step, {f"eval_step/{k}": v for k, v in metrics.items()})
+        if self.enabled:
+            print(f"step {step}/{self.total} eval: {headline(metrics)}", flush=True)
+
     def step(self, step: int, loss: float, lr: float, samples: int, grad_norm: float | None = None) -> None:
         if not self.every or not (self.enabled or self.on_step):
             return
@@ -195,8 +205,13 @@ class Progress:
 
     def epoch(self, record: dict[str, Any]) -> None:
         if self.enabled:
-            metrics = " ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items() if "/" not in k)
-            print(f"epoch {record['epoch']}: train_loss {record['train_loss']:.4f} {metrics}".rstrip(), flush=True)
+            print(f"epoch {record['epoch']}: train_loss {record['train_loss']:.4f} {headline(record['metrics'])}"
+                  .rstrip(), flush=True)
+
+
+def headline(metrics: dict[str, float]) -> str:
+    """The task's headline metrics (not those per split) as `name=value` words."""
+    return " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if "/" not in k)
 
 
 def broadcast_metrics(world: World, metrics: dict[str, float]) -> dict[str, float]:
@@ -213,8 +228,11 @@ def train(model: nn.Module, session: Session, train_cfg: DictConfig, main_metric
           checkpointer: Checkpointer | None = None,
           on_epoch: Callable[[dict[str, Any]], None] | None = None, on_step: OnStep | None = None,
           chance: float | None = None) -> TrainResult:
-    """Train `model` (already on `device`) for `train_cfg.epochs`, evaluating after each epoch (`chance`: the
-    main metric's trivial baseline, which early stopping does not take for a plateau)."""
+    """Train `model` (already on `device`) for `train_cfg.epochs`, evaluating after each epoch and every
+    `train_cfg.eval_every_steps` optimizer steps inside one (`chance`: the main metric's trivial baseline, which
+    early stopping does not take for a plateau). The best evaluation, at an epoch's end or a step, gives
+    `best_metrics` and `best_state`; a step evaluation is kept in its epoch's record under `step_evals` (without
+    predictions or outputs: those saved are the epoch's)."""
     generator = torch.Generator().manual_seed(seed)
     batches = session.train_batches(generator, world)
     if train_cfg.get("gradient_checkpointing", False):
@@ -238,15 +256,31 @@ def train(model: nn.Module, session: Session, train_cfg: DictConfig, main_metric
                         every_s=train_cfg.get("log_every_seconds"))
     precision = resolve_precision(train_cfg.get("precision", "fp32"), device)
     scaler = precision.grad_scaler()
+    eval_every = train_cfg.get("eval_every_steps")
 
     result = TrainResult(precision=precision.name)
 
     def snapshot(epoch: int, batches_done: int, loss_sum: float, n_batches: int, epoch_generator) -> dict:
         return training_state(model, optimizer, scheduler, result=result, epoch=epoch, batches_done=batches_done,
                               loss_sum=loss_sum, n_batches=n_batches, epoch_generator=epoch_generator,
-                              scaler=scaler.state_dict())
+                              scaler=scaler.state_dict(), step_evals=step_evals)
+
+    def evaluate(epoch: int, into: TrainResult) -> dict[str, float]:
+        with precision.autocast():  # evaluation and decoding in the training precision
+            return broadcast_metrics(world, session.evaluate(model, epoch, into))
+
+    def keep_if_best(epoch: int, metrics: dict[str, float]) -> None:
+        if main_metric not in metrics:  # a generation kind may decode (and score) only after the last epoch
+            return
+        if math.isnan(metrics[main_metric]):
+            warnings.warn(f"epoch {epoch}, step {result.optimizer_steps}: {main_metric} is NaN (e.g. a correlation "
+                          "of constant predictions); it counts as the worst evaluation", RuntimeWarning, stacklevel=1)
+        if is_better(metrics[main_metric], result.best_metrics.get(main_metric)):
+            result.best_epoch, result.best_step, result.best_metrics = epoch, result.optimizer_steps, metrics
+            result.best_state = trainable_state(model)
 
     first_epoch, skip_batches, loss_sum, n_batches = 1, 0, 0.0, 0
+    step_evals: list[dict[str, Any]] = []  # this epoch's evaluations at steps inside it
     saved = checkpointer.load(allowed=[TrainResult]) if checkpointer else None
     if saved is not None:
         restore_training_state(saved, model, optimizer, scheduler)
@@ -255,6 +289,7 @@ def train(model: nn.Module, session: Session, train_cfg: DictConfig, main_metric
         result = saved["result"]
         first_epoch, skip_batches = saved["epoch"], saved["batches_done"]
         loss_sum, n_batches = saved["loss_sum"], saved["n_batches"]
+        step_evals = saved.get("step_evals", [])
         generator.set_state(saved["epoch_generator"])
         print(f"resumed from checkpoint: epoch {first_epoch}, batch {skip_batches}, step {result.optimizer_steps}")
 
@@ -290,6 +325,14 @@ def train(model: nn.Module, session: Session, train_cfg: DictConfig, main_metric
                               samples * train_cfg.grad_accum_steps * world.size, norm)
                 if result.optimizer_steps >= total_steps:  # train.max_steps reached inside this epoch
                     break
+                if eval_every and not result.optimizer_steps % eval_every and i + 1 < len(batches):
+                    result.train_time_s += time.perf_counter() - start
+                    metrics = evaluate(epoch, TrainResult())  # predictions and outputs: the epoch's are kept
+                    step_evals.append({"step": result.optimizer_steps, "metrics": metrics})
+                    keep_if_best(epoch, metrics)
+                    progress.evaluation(result.optimizer_steps, metrics)
+                    model.train()
+                    start = time.perf_counter()
                 if checkpointer and checkpointer.due(result.optimizer_steps) and i + 1 < len(batches):
                     result.train_time_s += time.perf_counter() - start
                     start = time.perf_counter()
@@ -298,18 +341,12 @@ def train(model: nn.Module, session: Session, train_cfg: DictConfig, main_metric
         result.train_time_s += time.perf_counter() - start
         skip_batches = 0
 
-        with precision.autocast():  # evaluation and decoding in the training precision
-            metrics = broadcast_metrics(world, session.evaluate(model, epoch, result))
-        record = {"epoch": epoch, "train_loss": loss_sum / max(n_batches, 1), "metrics": metrics}
-        loss_sum, n_batches = 0.0, 0
+        metrics = evaluate(epoch, result)
+        record = {"epoch": epoch, "train_loss": loss_sum / max(n_batches, 1), "metrics": metrics,
+                  **({"step_evals": step_evals} if step_evals else {})}
+        loss_sum, n_batches, step_evals = 0.0, 0, []
         result.epochs.append(record)
-        if main_metric in metrics:  # a generation kind may decode (and score) only after the last epoch
-            if math.isnan(metrics[main_metric]):
-                warnings.warn(f"epoch {epoch}: {main_metric} is NaN (e.g. a correlation of constant predictions); "
-                              "it counts as the worst epoch", RuntimeWarning, stacklevel=1)
-            if is_better(metrics[main_metric], result.best_metrics.get(main_metric)):
-                result.best_epoch, result.best_metrics = epoch, metrics
-                result.best_state = trainable_state(model)
+        keep_if_best(epoch, metrics)
         progress.epoch(record)
         if on_epoch:
             on_epoch(record)

@@ -231,14 +231,15 @@ def rescore_generation(record: dict, run_dir: Path, notes: list[str], kept: set[
 # --- one run --------------------------------------------------------------------------------------------------
 
 def select_best(epochs: list[dict], main: str) -> tuple[int, dict[str, float]]:
-    """The trainers' rule: the first epoch whose main metric `is_better` than every earlier one."""
+    """The trainers' rule: the first evaluation whose main metric `is_better` than every earlier one, in the order
+    they ran (an epoch's `step_evals` (train.eval_every_steps, not re-scored: no predictions kept), then its end)."""
     from repro.loop import is_better
 
     best_epoch, best_metrics = -1, {}
     for entry in epochs:
-        metrics = entry.get("metrics", {})
-        if main in metrics and is_better(metrics[main], best_metrics.get(main) if best_epoch > 0 else None):
-            best_epoch, best_metrics = entry["epoch"], metrics
+        for metrics in [e.get("metrics", {}) for e in entry.get("step_evals", [])] + [entry.get("metrics", {})]:
+            if main in metrics and is_better(metrics[main], best_metrics.get(main) if best_epoch > 0 else None):
+                best_epoch, best_metrics = entry["epoch"], metrics
     return best_epoch, best_metrics
 
 

@@ -29,7 +29,7 @@ from repro.paper_tables.common import (BASELINE_LABEL, SCALE_PERCENT, decided, g
 from repro.paper_tables.spec import Claims
 from repro.results import SOURCE_IMPORTED, complete_records, corrupt_records, is_complete, is_records_folder
 from repro.results import _row as record_row  # load()'s row of a record, without reading the records again
-from repro.verdicts import Rule, load_rule
+from repro.verdicts import FAILS, HOLDS, INCONCLUSIVE, Rule, load_rule
 
 # what other modules read from here (the report, repro.decide)
 __all__ = ["BASELINE_LABEL", "SCALE_PERCENT", "Claims", "all_claims", "all_runs", "build", "main", "run_budgets",
@@ -119,15 +119,21 @@ def classification_baseline(record: dict, main_metric: str | None) -> float:
 
 # --- building -------------------------------------------------------------------------------------------------
 
-def build(runs: Path, out: Path, scale: str | None = None) -> dict[str, list[Path]]:
-    """Every registered table from the runs or records under `runs`, into `out`; returns table -> files written."""
+def scaled_runs(runs: Path, scale: str | None = None) -> tuple[pd.DataFrame, int]:
+    """`runs_frame` of the runs or records under `runs` (only those at `scale` when given), and how many were
+    ignored."""
     if not runs.is_dir():
         raise ReproError(f"no runs or records folder {runs} (the committed records are results/records; your own runs: "
                          "--runs results/runs)")
     frame, ignored = runs_frame(runs)
-    print(f"{len(frame)} complete run(s) under {runs}; ignored {ignored} incomplete")
-    if scale is not None and not frame.empty:
-        frame = frame[frame["scale"] == scale]
+    return (frame[frame["scale"] == scale] if scale is not None and not frame.empty else frame), ignored
+
+
+def build(runs: Path, out: Path, scale: str | None = None) -> dict[str, list[Path]]:
+    """Every registered table from the runs or records under `runs`, into `out`; returns table -> files written."""
+    frame, ignored = scaled_runs(runs, scale)
+    print(f"{len(frame)} complete run(s) under {runs}{f' at scale {scale}' if scale else ''}; ignored {ignored} "
+          "incomplete")
     out.mkdir(parents=True, exist_ok=True)
     rule = load_rule()
     written = {table.name: (table.write or write_paper_table)(table, runs_for(table, frame), out, rule)
@@ -201,9 +207,27 @@ def all_runs(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(["task", "model", "method", "scale", "seed"])[columns].reset_index(drop=True)
 
 
-def log_to_wandb(written: dict[str, list[Path]], project: str) -> None:
-    """Log each table to W&B in the group its sweep's runs use (`logger.group` = `sweep_name`); offline unless
-    WANDB_MODE=online."""
+def typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """A table's CSV rows for W&B: numeric columns stay numbers (ours, paper, difference: sortable, plottable), the
+    others become text (missing: "")."""
+    text = frame.select_dtypes(exclude="number").columns
+    return frame.assign(**{c: frame[c].fillna("").astype(str) for c in text})
+
+
+def claim_rows(name: str, claims: dict[tuple[str, str, str], Claims]) -> pd.DataFrame:
+    """One row per verdict of table `name`'s claims: scale, model, claim, verdict (holds / fails / inconclusive,
+    statistical or not; "" for another line, e.g. "not testable: ...") and its full text."""
+    words = (HOLDS, FAILS, INCONCLUSIVE)
+    return pd.DataFrame([{"scale": scale, "model": model, "claim": text,
+                          "verdict": word if (word := str(v).partition(":")[0]) in words else "", "text": str(v)}
+                         for (table, scale, model), section_claims in claims.items() if table == name
+                         for text, judged in section_claims for v in judged])
+
+
+def log_to_wandb(written: dict[str, list[Path]], project: str,
+                 claims: dict[tuple[str, str, str], Claims] | None = None) -> None:
+    """Log each table to W&B in the group its sweep's runs use (`logger.group` = `sweep_name`): `<name>/table`, its
+    CSV with numeric columns, and `<name>/claims`, its verdicts (`all_claims`); offline unless WANDB_MODE=online."""
     import os
 
     import wandb
@@ -215,9 +239,13 @@ def log_to_wandb(written: dict[str, list[Path]], project: str) -> None:
         frame = pd.concat([pd.read_csv(p) for p in csvs], ignore_index=True)
         if frame.empty:
             continue
+        values = {f"{name}/table": wandb.Table(dataframe=typed(frame))}
+        verdicts = claim_rows(name, claims or {})
+        if not verdicts.empty:
+            values[f"{name}/claims"] = wandb.Table(dataframe=verdicts)
         run = wandb.init(project=project, group=name, name=f"{name}-table", job_type="tables",
                          mode=os.environ.get("WANDB_MODE", "offline"), reinit="finish_previous")
-        run.log({f"{name}/table": wandb.Table(dataframe=frame.astype(str))})
+        run.log(values)
         run.finish()
 
 
@@ -255,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"warning: {problem}; left out", file=sys.stderr)
     written = build(source, out, args.scale)
     if args.wandb:
-        log_to_wandb(written, args.wandb)
+        log_to_wandb(written, args.wandb, all_claims(scaled_runs(source, args.scale)[0], load_rule()))
 
 
 if __name__ == "__main__":

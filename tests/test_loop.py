@@ -210,3 +210,81 @@ def test_gradient_checkpointing_finds_the_hugging_face_model_or_says_it_cannot()
     assert bert.is_activation_checkpointing
     with pytest.raises(ConfigError, match="train.gradient_checkpointing: Linear has no Hugging Face model"):
         enable_gradient_checkpointing(nn.Linear(2, 2))
+
+
+class Scripted(ToySession):
+    """Dev metrics in the order the evaluations run, whatever the weights (the best is the first)."""
+
+    def __init__(self, values):
+        super().__init__()
+        self.values = iter(values)
+
+    def evaluate(self, model, epoch, result):
+        return {"neg_loss": next(self.values)}
+
+
+def test_eval_every_steps_evaluates_inside_epochs_and_keeps_the_best_step():
+    seen = []
+    torch.manual_seed(0)
+    result = train(nn.Linear(3, 1), Scripted([-1.0, -2.0, -3.0, -2.5]),
+                   cfg(epochs=2, eval_every_steps=4, lr_schedule="constant"), "neg_loss", seed=0,
+                   device=torch.device("cpu"), on_step=lambda step, values: seen.append((step, values)))
+    # 6 steps an epoch: steps 4 and 8 inside the epochs (12 is an epoch end, evaluated once, as such)
+    assert [e.get("step_evals") for e in result.epochs] == [[{"step": 4, "metrics": {"neg_loss": -1.0}}],
+                                                           [{"step": 8, "metrics": {"neg_loss": -3.0}}]]
+    assert [e["metrics"] for e in result.epochs] == [{"neg_loss": -2.0}, {"neg_loss": -2.5}]
+    assert (result.best_epoch, result.best_step, result.best_metrics) == (1, 4, {"neg_loss": -1.0})
+    assert [s for s, v in seen if "eval_step/neg_loss" in v] == [4, 8]  # its own key, on the step axis
+    # the kept weights are those after step 4 (a constant rate: a run stopped there has the same weights)
+    torch.manual_seed(0)
+    stopped = train(nn.Linear(3, 1), ToySession(), cfg(epochs=2, max_steps=4, lr_schedule="constant"), "neg_loss",
+                    seed=0, device=torch.device("cpu"))
+    assert all(torch.equal(result.best_state[k], stopped.best_state[k]) for k in stopped.best_state)
+    from repro.score import select_best  # re-scoring picks the same evaluation
+
+    assert select_best(result.epochs, "neg_loss") == (1, {"neg_loss": -1.0})
+
+
+def test_resume_inside_an_epoch_with_step_evaluations_is_exact(tmp_path, capsys):
+    from repro.checkpoint import Checkpointer
+
+    def fresh(session, folder):
+        torch.manual_seed(0)
+        return train(nn.Linear(3, 1), session, cfg(epochs=2, eval_every_steps=2), "neg_loss", seed=0,
+                     device=torch.device("cpu"), checkpointer=Checkpointer(tmp_path / folder, 3))
+
+    reference = fresh(ToySession(), "reference")
+
+    class Crashing(ToySession):
+        calls = 0
+
+        def loss(self, net, batch):
+            Crashing.calls += 1
+            if Crashing.calls == 5:  # step 5: after the step-2 and step-4 evaluations and the step-3 checkpoint
+                raise RuntimeError("simulated crash")
+            return super().loss(net, batch)
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fresh(Crashing(), "interrupted")
+    capsys.readouterr()
+    resumed = fresh(ToySession(), "interrupted")
+    assert "resumed from checkpoint: epoch 1, batch 3, step 3" in capsys.readouterr().out
+    assert [e.get("step_evals") for e in resumed.epochs] == [e.get("step_evals") for e in reference.epochs]
+    assert [s["step"] for s in resumed.epochs[0]["step_evals"]] == [2, 4]
+    assert resumed.epochs == reference.epochs
+    assert (resumed.best_epoch, resumed.best_step) == (reference.best_epoch, reference.best_step)
+    assert all(torch.equal(resumed.best_state[k], reference.best_state[k]) for k in reference.best_state)
+
+
+def test_step_evaluations_reach_the_record_and_the_loggers(compose, data_root, tmp_path):
+    import csv
+
+    from repro.runner import run
+
+    record = run(compose("model=tiny-bert", "scale=smoke", "logger=csv", f"data.root={data_root}",
+                         "data.max_train_samples=32", "data.max_eval_samples=16", "train.batch_size=4",
+                         "train.epochs=1", "train.eval_every_steps=3", f"output_root={tmp_path}"))
+    assert [s["step"] for s in record["epochs"][0]["step_evals"]] == [3, 6]  # 8 steps; the 8th is the epoch end
+    assert "accuracy" in record["epochs"][0]["step_evals"][0]["metrics"]
+    steps = list(csv.DictReader(open(tmp_path / record["run_id"] / "metrics_steps.csv", encoding="utf-8")))
+    assert [int(r["step"]) for r in steps if r.get("eval_step/accuracy")] == [3, 6]

@@ -156,6 +156,31 @@ def test_wandb_logging_with_no_learning_curve_runs(runs, tmp_path, monkeypatch):
     assert "table2" in groups and "rank" in groups and "learning_curve" not in groups
 
 
+def test_wandb_offline_tables_have_numeric_columns_and_verdicts(runs, tmp_path, monkeypatch):
+    """The real wandb, offline: each table's run files read back hold the table with numbers as numbers, and its
+    claims with their verdict words."""
+    import json
+
+    for name in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "wandb-home"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    main(["--runs", str(runs), "--out", str(tmp_path / "t"), "--wandb", "repro-test"])
+    (run_dir,) = [d for d in (tmp_path / "wandb-home" / "wandb").glob("offline-run-*")
+                  if b"table2/table" in next(d.glob("*.wandb")).read_bytes()]
+    # files/media/table/table2/<key>_<step>_<hash>.table.json for the keys table2/table and table2/claims
+    tables = {p.name.split("_")[0]: json.loads(p.read_text())
+              for p in (run_dir / "files" / "media" / "table" / "table2").glob("*.table.json")}
+    table = tables["table"]
+    rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+    lora = next(r for r in rows if r["paper_row"] == "roberta_base.lora" and r["task"] == "RTE" and not r["variant"])
+    assert lora["median"] == pytest.approx(82.0) and lora["paper"] == 86.6
+    assert lora["diff"] == pytest.approx(82.0 - 86.6) and lora["n_seeds"] == 3 and lora["task"] == "RTE"
+    claims = [dict(zip(tables["claims"]["columns"], row)) for row in tables["claims"]["data"]]
+    assert {c["verdict"] for c in claims} == {"holds", "inconclusive", ""}  # "" for "not testable: ..."
+    assert all(c["text"].startswith(c["verdict"]) for c in claims)
+
+
 def test_import_needs_neither_torch_nor_scipy():
     import subprocess
     import sys

@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator, Protocol
 import torch
 from omegaconf import DictConfig
 from torch.utils.data.distributed import DistributedSampler
+from transformers import PreTrainedTokenizerBase
 
 from repro.checkpoint import Checkpointer
 from repro.distributed import World
@@ -71,6 +72,10 @@ class TaskKind(Protocol):
 
     def method_config(self, cfg: DictConfig) -> DictConfig:
         """The method config the run actually uses (recorded in result.json)."""
+
+    def build(self, cfg: DictConfig, tokenizer: PreTrainedTokenizerBase | None = None) -> Adapted:
+        """The run's model with its method applied, fresh method weights (`run` trains it; `repro.export` and
+        `repro.evaluate` load a run's weights into it)."""
 
     def run(self, cfg: DictConfig, ctx: RunContext) -> Outcome:
         """Data -> model -> method -> `repro.loop.train`."""

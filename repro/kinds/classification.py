@@ -208,11 +208,14 @@ class Classification:
     def method_config(self, cfg: DictConfig) -> DictConfig:
         return cfg.method
 
+    def build(self, cfg: DictConfig, tokenizer: PreTrainedTokenizerBase | None = None) -> Adapted:
+        return apply_method(load_model(cfg.model, cfg.task.num_labels, **load_kwargs(cfg.method)), cfg.method,
+                            cfg.model)
+
     def run(self, cfg: DictConfig, ctx: RunContext) -> Outcome:
         data = load_task_data(cfg.task, cfg.data)
         tokenizer = load_tokenizer(cfg.model)
-        adapted = apply_method(load_model(cfg.model, cfg.task.num_labels, **load_kwargs(cfg.method)), cfg.method,
-                               cfg.model)
+        adapted = self.build(cfg)
         if ctx.init_from is not None:
             adapted.load(ctx.init_from, include_head=False)  # the head is task-specific and starts fresh
         counts = count_parameters(adapted.model, list(cfg.model.head))

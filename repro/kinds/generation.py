@@ -129,14 +129,17 @@ class Generation:
     def method_config(self, cfg: DictConfig) -> DictConfig:
         return method_config(cfg)
 
+    def build(self, cfg: DictConfig, tokenizer: PreTrainedTokenizerBase | None = None) -> Adapted:
+        return apply_decoder_method(load_lm(cfg.model, **load_kwargs(cfg.method)), method_config(cfg), cfg.model,
+                                    tokenizer)
+
     def run(self, cfg: DictConfig, ctx: RunContext) -> Outcome:
         """Train with resumable checkpoints (`ctx.checkpointer`), optionally from a finished run's method weights
         (`ctx.init_from`), scoring each epoch."""
         task, device = cfg.task, ctx.device
         data = load_generation_data(task, cfg.data)
         tokenizer = load_lm_tokenizer(cfg.model)
-        adapted = apply_decoder_method(load_lm(cfg.model, **load_kwargs(cfg.method)), method_config(cfg), cfg.model,
-                                       tokenizer)
+        adapted = self.build(cfg, tokenizer)
         if ctx.init_from is not None:
             adapted.load(ctx.init_from, include_head=False)
         model, counts, session = _session(cfg, ctx, adapted, tokenizer, data)

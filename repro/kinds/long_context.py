@@ -36,7 +36,7 @@ from repro.longcontext.data import chunks, token_stream
 from repro.longcontext.passkey import passkey_accuracy
 from repro.longcontext.positions import interpolate_positions, interpolation_factor, original_context
 from repro.loop import TrainResult, broadcast_metrics, train
-from repro.methods import load_kwargs
+from repro.methods import Adapted, load_kwargs
 from repro.models import to_device
 from repro.params import count_parameters
 
@@ -149,11 +149,26 @@ def evaluation_only(session: LongContextSession, model: nn.Module, ctx: RunConte
     return TrainResult(epochs=[record], best_epoch=0, best_metrics=metrics)
 
 
+def extended_lm(cfg: DictConfig) -> tuple[nn.Module, dict[str, int | float]]:
+    """The decoder with its positions interpolated to `task.target_context` (before any method), and its context
+    before (`model_context`), the one it was pre-trained at (`original_context`) and the `interpolation_factor`."""
+    model = load_causal_lm(cfg.model, **load_kwargs(cfg.method))
+    model_context = int(model.config.max_position_embeddings)  # what the model was pre-trained at
+    original = original_context(model, cfg.model.get("original_context"))
+    factor = interpolation_factor(cfg.task.target_context, original) if cfg.task.position_interpolation else 1.0
+    interpolate_positions(model, factor, cfg.model.get("rotary_embedding", "model.rotary_emb"))
+    return model, {"model_context": model_context, "original_context": original, "interpolation_factor": factor}
+
+
 class LongContext:
     """Language modelling at an extended context with every method (LongLoRA's comparisons)."""
 
     def method_config(self, cfg: DictConfig) -> DictConfig:
         return cfg.method
+
+    def build(self, cfg: DictConfig, tokenizer: PreTrainedTokenizerBase | None = None) -> Adapted:
+        """With full attention (S²-Attn is switched on for training by `run`; every evaluation uses full)."""
+        return apply_decoder_method(extended_lm(cfg)[0], cfg.method, cfg.model, tokenizer)
 
     def run(self, cfg: DictConfig, ctx: RunContext) -> Outcome:
         task, method, device = cfg.task, cfg.method, ctx.device
@@ -161,11 +176,8 @@ class LongContext:
             raise ConfigError(f"task {task.name} needs a decoder-only model; {cfg.model.name} is an encoder-decoder")
         check_lengths(task, method)
         tokenizer = load_lm_tokenizer(cfg.model)
-        model = load_causal_lm(cfg.model, **load_kwargs(method))
-        model_context = int(model.config.max_position_embeddings)  # what the model was pre-trained at
-        original = original_context(model, cfg.model.get("original_context"))
-        factor = interpolation_factor(task.target_context, original) if task.position_interpolation else 1.0
-        interpolate_positions(model, factor, cfg.model.get("rotary_embedding", "model.rotary_emb"))
+        model, positions = extended_lm(cfg)
+        original, factor = positions["original_context"], positions["interpolation_factor"]
         adapted = apply_decoder_method(model, method, cfg.model, tokenizer)
         if method.get("s2_attn"):
             use_s2_attn(adapted.model, method.group_size_ratio)
@@ -198,8 +210,7 @@ class LongContext:
             else len(tokenizer)
         baseline = trivial_baseline(train_stream, eval_rows, vocab, task.passkey)
         extra = {**method_report(adapted), "base_metrics": before, "trivial_baseline": baseline, "long_context": {
-            "target_context": int(task.target_context), "original_context": original, "model_context": model_context,
-            "interpolation_factor": factor, "s2_attn": bool(method.get("s2_attn", False)),
+            "target_context": int(task.target_context), **positions, "s2_attn": bool(method.get("s2_attn", False)),
             "group_size_ratio": method.get("group_size_ratio") if method.get("s2_attn") else None,
             "eval_lengths": [int(n) for n in task.eval_lengths], "eval_chunks": {n: len(r) for n, r in eval_rows.items()},
             "train_chunks": len(train_rows), "source": task.source}}
