@@ -227,19 +227,19 @@ def claim_rows(name: str, claims: dict[tuple[str, str, str], Claims]) -> pd.Data
 def log_to_wandb(written: dict[str, list[Path]], project: str,
                  claims: dict[tuple[str, str, str], Claims] | None = None) -> None:
     """Log each table to W&B in the group its sweep's runs use (`logger.group` = `sweep_name`): `<name>/table`, its
-    CSV with numeric columns, and `<name>/claims`, its verdicts (`all_claims`); offline unless WANDB_MODE=online."""
+    CSV with numeric columns, `<name>/claims`, its verdicts (`all_claims`), and its figures as images
+    (`<name>/<figure file stem>`); offline unless WANDB_MODE=online."""
     import os
 
     import wandb
 
     for name, paths in written.items():
         csvs = [p for p in paths if p.suffix == ".csv"]
-        if not csvs:  # nothing written for it (no runs), or figures only
+        frame = pd.concat([pd.read_csv(p) for p in csvs], ignore_index=True) if csvs else pd.DataFrame()
+        if frame.empty:  # nothing written for it (no runs)
             continue
-        frame = pd.concat([pd.read_csv(p) for p in csvs], ignore_index=True)
-        if frame.empty:
-            continue
-        values = {f"{name}/table": wandb.Table(dataframe=typed(frame))}
+        values = {f"{name}/table": wandb.Table(dataframe=typed(frame)),
+                  **{f"{name}/{p.stem}": wandb.Image(str(p)) for p in paths if p.suffix == ".png"}}
         verdicts = claim_rows(name, claims or {})
         if not verdicts.empty:
             values[f"{name}/claims"] = wandb.Table(dataframe=verdicts)

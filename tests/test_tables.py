@@ -149,11 +149,13 @@ def test_wandb_logging_with_no_learning_curve_runs(runs, tmp_path, monkeypatch):
         def finish(self):
             pass
 
-    fake = types.SimpleNamespace(init=lambda **kw: Run(kw["group"]), Table=lambda dataframe: dataframe)
+    fake = types.SimpleNamespace(init=lambda **kw: Run(kw["group"]), Table=lambda dataframe: dataframe,
+                                 Image=lambda path: path)
     monkeypatch.setitem(sys.modules, "wandb", fake)
     main(["--runs", str(runs), "--out", str(tmp_path / "t"), "--wandb", "repro-test"])
     groups = [g for g, _ in logged]
     assert "table2" in groups and "rank" in groups and "learning_curve" not in groups
+    assert "rank/rank" in dict(logged)["rank"]  # the rank figure (rank.png) beside its table
 
 
 def test_wandb_offline_tables_have_numeric_columns_and_verdicts(runs, tmp_path, monkeypatch):
