@@ -314,3 +314,24 @@ def test_budget_header_says_when_a_cap_exceeds_the_task(tmp_path):
                                      for n in (4000, 1000)]})
     header = run_budgets(frame)[("cpu", "m")]
     assert "rte: 2490 (all) train" in header and "rte: 1000 train" in header and "4000" not in header
+
+
+def test_a_committed_table_without_records_is_kept_and_marked_stale(tmp_path, capsys):
+    """A table built earlier from run folders whose runs are not among the records is kept (its numbers are not
+    blanked) but says under its title that the records do not back it; a second build changes nothing, and the
+    'no complete runs' placeholder is not called stale."""
+    from repro.paper_tables.common import STALE_BANNER
+
+    out = tmp_path / "tables"
+    out.mkdir()
+    (out / "rank.md").write_text("## Table 6 (rank r)\n\n| task | 1 |\n| sst2 | 80.0 |\n", encoding="utf-8")
+    (out / "lora_variants.md").write_text("## LoRA and its successors\n\nno complete runs for this table (— everywhere).\n")
+    empty = tmp_path / "runs"
+    _record(empty, "ft_rte_0", row="roberta_base.ft", task="rte", paper_task="RTE", seed=0, value=0.8, trainable=9)
+    build(empty, out)
+    first = (out / "rank.md").read_text(encoding="utf-8")
+    assert first.splitlines()[:3] == ["## Table 6 (rank r)", "", STALE_BANNER] and "| sst2 | 80.0 |" in first
+    assert STALE_BANNER not in (out / "lora_variants.md").read_text(encoding="utf-8")
+    build(empty, out)
+    assert (out / "rank.md").read_text(encoding="utf-8") == first
+    assert "kept" in capsys.readouterr().out

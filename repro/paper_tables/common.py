@@ -201,6 +201,26 @@ def run_budgets(frame: pd.DataFrame, train_size: bool = True) -> dict[tuple[str,
     return out
 
 
+NO_RUNS = "no complete runs for this table"
+STALE_BANNER = ("> **Stale: not rebuilt from the committed records.** No record under results/records holds this "
+                "table's runs; what follows was built earlier from run folders, by older code, and may use an older "
+                "verdict rule. Re-run its experiments (README, \"Reproducing each table\") and add their records "
+                "(python -m repro.records add) to rebuild it.")
+
+
+def keep_stale(path: Path) -> list[Path]:
+    """A committed table none of whose runs is among the records: kept (not blanked), with `STALE_BANNER` under
+    its title so no reader takes it for evidence the records back. Nothing is written when the banner is there."""
+    lines = path.read_text(encoding="utf-8").split("\n")
+    if any(NO_RUNS in line for line in lines):
+        print(f"kept {path}: no runs for it")
+        return []
+    if STALE_BANNER not in lines:
+        path.write_text("\n".join([lines[0], "", STALE_BANNER, *lines[1:]]), encoding="utf-8")
+    print(f"kept {path}: no runs for it here (marked stale)")
+    return []
+
+
 SectionNotes = Callable[[str, str, pd.DataFrame], list[str]]  # (scale, model, that section's long rows) -> lines
 
 
@@ -221,9 +241,8 @@ def write_tables(wide: dict, long: pd.DataFrame, out: Path, name: str, title: st
     paths = [out / f"{name}.md", out / f"{name}.csv", out / f"{name}.tex"]
     if not wide:
         if paths[0].exists():  # built before from runs that are not among these records: kept, not blanked
-            print(f"kept {paths[0]}: no runs for it here")
-            return []
-        md = [f"## {title}", "", f"no complete runs for this table ({MISSING} everywhere)."]
+            return keep_stale(paths[0])
+        md = [f"## {title}", "", f"{NO_RUNS} ({MISSING} everywhere)."]
     paths[0].write_text("\n".join(md) + "\n", encoding="utf-8")
     long.to_csv(paths[1], index=False)
     paths[2].write_text("\n".join(tex) + "\n", encoding="utf-8")

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from repro.paper import paper_data
+from repro.paper_tables.common import keep_stale
 from repro.paper_tables.spec import PaperTable
 from repro.results import read_result
 from repro.verdicts import INCONCLUSIVE, Cell, Rule, Verdict, compare, decide, load_rule, tolerance_from_gap
@@ -181,7 +182,9 @@ def write(records: list[dict[str, Any]], out: Path) -> list[Path]:
 def write_comparison(table: PaperTable, frame: pd.DataFrame, out: Path, rule: Rule) -> list[Path]:
     """The comparison from the runs among `frame`; nothing (the committed table kept) without any."""
     records = list(select(frame)["record"]) if not frame.empty else []
-    return write(records, out) if records else []
+    if records:
+        return write(records, out)
+    return keep_stale(out / f"{NAME}.md") if (out / f"{NAME}.md").exists() else []
 
 
 def notes(long: pd.DataFrame, tables: Path) -> list[str]:
