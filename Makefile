@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-stamp
 RECORD_AND_TABLE = $(RUN) -m repro.records add --scale $(SCALE) && $(RUN) -m repro.tables
 RUN := HF_HUB_OFFLINE=$${HF_HUB_OFFLINE-1} WANDB_MODE=$${WANDB_MODE-offline} REPRO_DATA_ROOT=$(DATA_ROOT) $(BIN)/python
 
-.PHONY: install test smoke gpu-check tables local-tables decide rerun lr-search report reproduce-glue reproduce-rank learning-curve reproduce-e2e reproduce-longlora compare-variants rescore bench bench-longlora clean
+.PHONY: install test smoke gpu-check tables local-tables decide rerun lr-search report reproduce-glue reproduce-rank learning-curve reproduce-e2e reproduce-longlora compare-variants compare rescore bench bench-longlora clean
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
@@ -150,6 +150,18 @@ else
 	$(RUN) -m repro.train -m --config-dir sweeps --config-name lora_variants task=$(VARIANT_TASK) method=$(VARIANTS) scale=$(SCALE) $(CPU_BUDGET) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
 	$(RUN) -m repro.train -m --config-dir sweeps --config-name lora_variants task=$(VARIANT_TASK) method=$(VARIANTS_HIGH_RANK) method.r=$(VARIANT_HIGH_RANK) scale=$(SCALE) $(CPU_BUDGET) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
 endif
+	$(RECORD_AND_TABLE)
+
+# Any PEFT method through the paper's protocol (sweeps/peft_methods.yaml, docs/peft_methods.md): the METHODS listed
+# (one conf/method/<name>.yaml each) beside LoRA and full fine-tuning on COMPARE_TASKS, 3 seeds, at SCALE=cpu the
+# embedded MiniLM with the cpu recipe (the new methods' learning rates there are untuned starting values), two runs
+# at a time; then results/tables/peft_methods.{md,csv,tex} and peft_methods_pareto.png. Not yet run: 13 methods x 2
+# tasks x 3 seeds = 78 runs, about 2-3 hours on 2 cores estimated from the recipe's per-run times.
+METHODS ?= vera,pissa,olora,loraplus,ia3,loha,lokr,oft,fourierft,hra,ln_tuning
+COMPARE_TASKS ?= glue/sst2,glue/stsb
+COMPARE_SEEDS ?= 0,1,2
+compare: $(STAMP)
+	$(RUN) -m repro.train -m --config-dir sweeps --config-name peft_methods seed=$(COMPARE_SEEDS) task=$(COMPARE_TASKS) method=lora,full_ft,$(METHODS) scale=$(SCALE) $(if $(filter paper,$(SCALE)),$(LAUNCHER),$(CPU_BUDGET) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL)))
 	$(RECORD_AND_TABLE)
 
 # Seeds until decided: re-judge every claim from the records, add seeds (two runs at a time) to the comparisons that

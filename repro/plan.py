@@ -35,7 +35,7 @@ from repro.params import ParamCounts
 REPO = CONF_DIR.parent
 PAPER_TABLE2 = PAPER_DIR / "table2_glue.yaml"
 FORMATS = ("table", "json")
-# method keys that set the method's size, shown per run
+# method keys that set the method's size, shown per run (with a peft tuner's `options`)
 SIZE_KEYS = ("r", "alpha", "targets", "train_embeddings", "train_norms", "s2_attn", "bottleneck", "sites", "drop_lowest_layers", "top_layers", "prefix_length",
              "infix_length")
 
@@ -291,8 +291,9 @@ def plan_run(cfg: DictConfig, overrides: list[str]) -> PlannedRun:
                            eager_cpu=plans_for_cpu(cfg.train.device))
     parts = memory_parts(counts, act, quantized=bool(cfg.method.get("quantization")))
     method = OmegaConf.to_container(cfg.method, resolve=True)
+    sizes = {**{k: method[k] for k in SIZE_KEYS if k in method}, **(method.get("options") or {})}
     return PlannedRun(task=cfg.task.name, model=cfg.model.name, method=cfg.method.name, seed=cfg.seed,
-                      paper_row=row_id, sizes={k: method[k] for k in SIZE_KEYS if k in method}, trainable=counts.trainable, head=counts.head, total=counts.total,
+                      paper_row=row_id, sizes=sizes, trainable=counts.trainable, head=counts.head, total=counts.total,
                       paper_params=printed, params_check=check_params(counts.trainable, printed),
                       memory_gib=sum(parts.values()), memory_parts_gib=parts, overrides=overrides)
 

@@ -114,6 +114,7 @@ def _row(record: dict[str, Any]) -> dict[str, Any]:
     row.update({f"best.{k}": v for k, v in (record.get("best_metrics") or {}).items()})
     row.update({f"throughput.{k}": v for k, v in record.get("throughput", {}).items()})
     row["peak_memory_bytes"] = record.get("peak_memory_bytes")
+    row["adapter_bytes"] = record.get("adapter_bytes")
     row["config"] = record.get("config")
     return row
 

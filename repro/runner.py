@@ -187,6 +187,7 @@ def complete_record(base: dict[str, Any], cfg: DictConfig, outcome: Any, adapted
         "wall_time_s": sum(segments),
         "wall_time_segments_s": segments,
         "train_time_s": train.train_time_s,
+        "time_per_step_s": train.train_time_s / train.optimizer_steps if train.optimizer_steps else None,
         "precision": train.precision,
         # an evaluation-only run (method=base, an imported checkpoint) has no training time
         "throughput": {"samples_per_s": train.train_samples / train.train_time_s if train.train_time_s else None,
@@ -194,6 +195,9 @@ def complete_record(base: dict[str, Any], cfg: DictConfig, outcome: Any, adapted
         "peak_memory_bytes": provenance.peak_memory_bytes(device),
         "started_at": started.isoformat(),
         "weights": {"dir": WEIGHTS_DIR, "format": "peft" if adapted.is_peft else "safetensors"},
+        # the saved trainable weights on disk (the adapter and head; all weights under full fine-tuning), kept in the
+        # committed record, which drops `weights`
+        "adapter_bytes": sum(f.stat().st_size for f in (run_dir / WEIGHTS_DIR).rglob("*") if f.is_file()),
         "versions": provenance.package_versions(),
         "git_commit": provenance.git_commit(),
         "hardware": {**provenance.hardware(device), "processes": processes},

@@ -28,6 +28,16 @@ METHOD_OVERRIDES = {
     "prefix_embed": {"prefix_length": 5, "infix_length": 3},
     "prefix_layer": {"prefix_length": 5, "infix_length": 3},
     "ft_top2": {"top_layers": 1},
+    # peft's other tuners (conf/method/<name>.yaml, `options` passed to peft as they are)
+    "pissa": {"options": {"r": 4}, "targets": ["q", "k", "v", "o"]},
+    "olora": {"options": {"r": 4}},
+    "loraplus": {"options": {"r": 4}},
+    "vera": {"options": {"r": 16}, "targets": ["q", "k", "v", "o"]},
+    "loha": {"options": {"r": 2}},
+    "lokr": {"options": {"r": 2}},  # below half the larger Kronecker factor (8): that factor is low-rank too
+    "oft": {"options": {"oft_block_size": 8}},
+    "fourierft": {"options": {"n_frequency": 100}},
+    "hra": {"options": {"r": 4}},
 }
 
 
@@ -64,7 +74,29 @@ def expected_trainable(method, model, base: torch.nn.Module) -> int:
         return d * (method.prefix_length + method.infix_length)
     if name == "prefix_layer":
         return n_layers * d * (method.prefix_length + method.infix_length)
+    options = method.get("options") or {}
+    if method.get("peft_config") == "LoraConfig":  # peft (LoRA), PiSSA, OLoRA, LoRA+: LoRA's A and B (peft's r 8)
+        return matrices * 2 * d * options.get("r", 8)
+    if name == "vera":  # the scaling vectors b (d_out) and d (r); the shared random A and B are frozen
+        return matrices * (d + options.r)
+    if name == "ia3":  # one scale per output feature
+        return matrices * d
+    if name == "loha":  # two rank-r products B1 A1, B2 A2
+        return matrices * 2 * options.r * 2 * d
+    if name == "lokr":  # d = a b (a <= b, nearest the square root): a full a x a factor, a b x b one of rank r < b / 2
+        a = max(f for f in range(1, int(d**0.5) + 1) if d % f == 0)
+        b = d // a
+        return matrices * (a * a + (2 * b * options.r if options.r < b / 2 else b * b))
+    if name == "oft":  # d / block size skew-symmetric blocks (Cayley), their strict upper triangles
+        size = options.oft_block_size
+        return matrices * (d // size) * size * (size - 1) // 2
+    if name == "fourierft":  # spectral coefficients
+        return matrices * options.n_frequency
+    if name == "hra":  # r Householder vectors of d_in
+        return matrices * options.r * d
     body = {n: p.numel() for n, p in base.named_parameters() if not is_head(n, list(model.head))}
+    if name == "ln_tuning":  # a trainable copy of every LayerNorm
+        return sum(v for n, v in body.items() if "LayerNorm" in n)
     if name == "full_ft":
         return sum(body.values())
     if name == "bitfit":

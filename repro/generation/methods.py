@@ -3,8 +3,9 @@
 Most methods of `repro.methods.METHODS` work on these models unchanged (full_ft, ft_top2, bitfit, adapters: they
 only freeze parameters or wrap the modules named by the model config; on an encoder-decoder `layers` names the
 decoder's). Three need a generation variant:
-- the LoRA family: peft's task type must be CAUSAL_LM or SEQ_2_SEQ_LM (the shared apply_lora uses SEQ_CLS), and
-  on GPT-2 the fused c_attn is split first so that q and v each get their own A and B (gpt2_qkv.py);
+- the LoRA family and the other peft tuners (PEFT_FAMILY): peft's task type must be CAUSAL_LM or SEQ_2_SEQ_LM (the
+  shared apply_lora and apply_peft_classifier use SEQ_CLS), and on GPT-2 the fused c_attn is split first so that q
+  and v each get their own adapter (gpt2_qkv.py);
 - prefix_embed / prefix_layer (impl=paper): the shared PromptTokens places the prefix after an encoder's
   [CLS]; a decoder has no such token, so the l_p trainable tokens go first (DecoderPromptTokens), and
   generation must feed them too. Decoder-only: an encoder-decoder gets a ConfigError.
@@ -21,9 +22,10 @@ from transformers import PreTrainedTokenizerBase
 from repro.errors import ConfigError
 from repro.generation.gpt2_qkv import split_fused_qkv
 from repro.generation.models import is_seq2seq
-from repro.methods import LORA_FAMILY, Adapted, apply_method
+from repro.methods import LORA_FAMILY, PEFT_FAMILY, Adapted, apply_method
 from repro.methods.base import train_only
 from repro.methods.lora import apply_peft_lora
+from repro.methods.peft_generic import apply_peft
 
 
 class DecoderPromptTokens(nn.Module):
@@ -122,10 +124,11 @@ def apply_decoder_method(model: nn.Module, method_cfg: DictConfig, model_cfg: Di
     """`repro.methods.apply_method` for generation LMs (see the module docstring for what differs). The tokenizer
     is needed only to initialise a prefix from real words (`method.init_text`); without it the prefix is random."""
     seq2seq = is_seq2seq(model_cfg)
-    if method_cfg.name in LORA_FAMILY:
+    if method_cfg.name in LORA_FAMILY + PEFT_FAMILY:
         if model_cfg.get("fused_qkv"):
             split_fused_qkv(model, model_cfg)
-        return apply_peft_lora(model, method_cfg, model_cfg, TaskType.SEQ_2_SEQ_LM if seq2seq else TaskType.CAUSAL_LM)
+        apply = apply_peft_lora if method_cfg.name in LORA_FAMILY else apply_peft
+        return apply(model, method_cfg, model_cfg, TaskType.SEQ_2_SEQ_LM if seq2seq else TaskType.CAUSAL_LM)
     if method_cfg.name in ("prefix_embed", "prefix_layer"):
         if seq2seq:
             raise ConfigError(f"method {method_cfg.name} is implemented for decoder-only models; {model_cfg.name} "

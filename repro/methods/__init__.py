@@ -12,11 +12,13 @@ from typing import Callable
 from omegaconf import DictConfig
 from torch import nn
 
+from repro.config import group_choices, load_group_config
 from repro.errors import ConfigError
 from repro.methods.adapters import apply_adapters
 from repro.methods.base import Adapted
 from repro.methods.lora import apply_lora
 from repro.methods.longlora import apply_longlora
+from repro.methods.peft_generic import apply_peft_classifier
 from repro.methods.qlora import check_backend, load_kwargs
 from repro.methods.prefix import apply_prefix_embed, apply_prefix_layer
 from repro.methods.selective import apply_base, apply_bitfit, apply_ft_top2, apply_full_ft
@@ -25,6 +27,16 @@ MethodFn = Callable[[nn.Module, DictConfig, DictConfig], Adapted]
 
 # methods built by repro.methods.lora.apply_peft_lora (a peft task type per task kind)
 LORA_FAMILY = ("lora", "rslora", "dora", "adalora", "qlora")
+
+
+def _peft_family() -> tuple[str, ...]:
+    """The methods of conf/method/ that name one of peft's config classes (`peft_config`): one YAML each, built by
+    repro.methods.peft_generic.apply_peft (docs/peft_methods.md)."""
+    configs = (load_group_config("method", name) for name in group_choices("method"))
+    return tuple(cfg.name for cfg in configs if "peft_config" in cfg)
+
+
+PEFT_FAMILY = _peft_family()
 
 METHODS: dict[str, MethodFn] = {
     "base": apply_base,
@@ -45,6 +57,8 @@ METHODS: dict[str, MethodFn] = {
     "adapter_d": apply_adapters,
     "prefix_embed": apply_prefix_embed,
     "prefix_layer": apply_prefix_layer,
+    # every other tuner peft provides (VeRA, PiSSA, IA3, LoHa, ...): conf/method/<name>.yaml, `method=peft` the base
+    **{name: apply_peft_classifier for name in PEFT_FAMILY},
 }
 
 
@@ -58,4 +72,4 @@ def apply_method(model: nn.Module, method_cfg: DictConfig, model_cfg: DictConfig
     return adapted
 
 
-__all__ = ["Adapted", "LORA_FAMILY", "METHODS", "apply_method", "check_backend", "load_kwargs"]
+__all__ = ["Adapted", "LORA_FAMILY", "PEFT_FAMILY", "METHODS", "apply_method", "check_backend", "load_kwargs"]

@@ -27,7 +27,8 @@ COST_COLUMNS = ["peak_memory_gib", "step_ms", "adapter_mb"]
 COLUMNS = [*KEYS, "median", "std", "n", "trainable", *COST_COLUMNS, "baseline"]
 REFERENCES = ("full_ft", "lora")  # first in the table, in this order
 # the figure's two panels: (long column on the x axis, its label, log scale)
-PARETO_AXES = (("trainable", "trainable parameters (head excluded)", True), ("peak_memory_gib", "peak memory (GiB)", False))
+PARETO_AXES = (("trainable", "trainable parameters (head excluded)", True),
+               ("peak_memory_gib", "peak memory (GiB)", False))
 
 
 def method_order(methods: pd.Series) -> pd.Series:
@@ -92,6 +93,7 @@ def plot_pareto(long: pd.DataFrame, out: Path) -> list[Path]:
             if pd.notna(baseline := part["baseline"].median()):
                 ax.axhline(baseline, ls=":", color="grey", label="trivial baseline")
             ax.set_xscale("log" if log else "linear")
+            ax.margins(x=0.08)
             ax.set(xlabel=x_label, ylabel="main metric x 100 (median over seeds)", title=f"{task} ({model}, {scale})")
             ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
