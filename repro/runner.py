@@ -178,6 +178,7 @@ def complete_record(base: dict[str, Any], cfg: DictConfig, outcome: Any, adapted
         "main_metric": cfg.task.main_metric,
         "epochs": train.epochs,
         "best_epoch": train.best_epoch,
+        "best_step": train.best_step,  # the optimizer step of the best evaluation (train.eval_every_steps)
         "best_metrics": train.best_metrics,
         "train_examples": outcome.train_examples,
         "eval_examples": outcome.eval_examples,

@@ -104,7 +104,8 @@ def test_a_table_without_records_keeps_its_committed_file(tmp_path):
     (out / "table3.md").write_text("built from runs before records were committed\n")
     _run(tmp_path / "runs", "a")
     tables.build(tmp_path / "runs", out)
-    assert (out / "table3.md").read_text() == "built from runs before records were committed\n"
+    kept = (out / "table3.md").read_text().splitlines()  # kept, and marked as not backed by the records
+    assert kept[0] == "built from runs before records were committed" and kept[2].startswith("> **Stale")
     assert "no complete runs for this table" in (out / "table14.md").read_text()  # absent before: placeholder
 
 

@@ -57,13 +57,18 @@ def aggregate(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Median, standard deviation (over seeds, ddof 1; undefined for one seed) and seed count per group, the
     median trivial baseline of the group's runs (NaN when none stored it), and how many runs were still rising
     (not converged by the verdict rule's convergence)."""
-    frame = frame if "baseline" in frame else frame.assign(baseline=math.nan)
-    flags = converged(frame, load_rule().convergence) if len(frame) else None
-    frame = frame.assign(rising=[flag is False for flag in flags] if flags is not None else False)
+    frame = with_rising(frame if "baseline" in frame else frame.assign(baseline=math.nan))
     grouped = frame.groupby(keys, dropna=False)
     return grouped.agg(median=("value", "median"), std=("value", "std"), n=("seed", "nunique"),
                        trainable=("params.trainable", "median"), baseline=("baseline", "median"),
                        rising=("rising", "sum")).reset_index()
+
+
+def with_rising(runs: pd.DataFrame) -> pd.DataFrame:
+    """`rising`: whether each run was still improving at its last epoch (not converged by the verdict rule's
+    convergence; False where the run does not say)."""
+    flags = converged(runs, load_rule().convergence) if len(runs) else None
+    return runs.assign(rising=[flag is False for flag in flags] if flags is not None else False)
 
 
 def converged(runs: pd.DataFrame, convergence: Convergence) -> list[bool | None] | None:

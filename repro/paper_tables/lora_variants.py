@@ -13,7 +13,7 @@ import pandas as pd
 from repro.cells import MISSING, fmt_cell
 from repro.paper import paper_data
 from repro.paper_tables.common import (BASELINE_LABEL, CONSTANT_BASELINE, COPY_BASELINE, NOT_STORED, baseline_notes,
-                                       cells, fmt_baseline, in_sweep, label, row_claims,
+                                       cells, fmt_baseline, in_sweep, label, row_claims, with_rising,
                                        with_generation_baselines)
 from repro.paper_tables.spec import Claims, Layout, PaperTable
 from repro.verdicts import Rule
@@ -22,7 +22,7 @@ VARIANTS_SWEEP = "lora_variants"
 CLAIMS = "lora_variants_claims"  # conf/paper/lora_variants_claims.yaml
 
 COLUMNS = ["scale", "model", "task", "method", "rank", "median", "std", "n", "trainable", "peak_memory_gib",
-           "step_ms", "baseline"]
+           "step_ms", "baseline", "rising"]
 
 
 def with_rank(runs: pd.DataFrame) -> pd.DataFrame:
@@ -54,11 +54,12 @@ def variants_long(runs: pd.DataFrame) -> pd.DataFrame:
     runs = with_generation_baselines(runs)
     if runs.empty:
         return pd.DataFrame(columns=columns)
-    runs = with_costs(with_rank(runs))
+    runs = with_rising(with_costs(with_rank(runs)))
     grouped = runs.groupby(["scale", "model", "task", "method", "rank"], sort=False, dropna=False)
     long = grouped.agg(median=("value", "median"), std=("value", "std"), n=("seed", "nunique"),
                        trainable=("params.trainable", "median"), peak_memory_gib=("peak_memory_gib", "median"),
-                       step_ms=("step_ms", "median"), baseline=("baseline", "median")).reset_index()[columns]
+                       step_ms=("step_ms", "median"), baseline=("baseline", "median"),
+                       rising=("rising", "sum")).reset_index()[columns]
     from repro.methods import LORA_FAMILY  # here, not at the top: it imports torch and peft (seconds)
 
     order = {name: i for i, name in enumerate(LORA_FAMILY)}  # lora first, then its successors
@@ -83,7 +84,7 @@ def cost_wide(long: pd.DataFrame, row: Callable[[Any], str]) -> dict[tuple[str, 
             rows.append({"task": task, "method": BASELINE_LABEL,
                          "main metric": fmt_baseline(cells_["baseline"].median()), **{k: "" for k in costs}})
             rows += [{"task": task, "method": row(c),
-                      "main metric": fmt_cell(c.median, c.std, c.n, None).removesuffix(f" / {MISSING}"),
+                      "main metric": fmt_cell(c.median, c.std, c.n, None, rising=c.rising).removesuffix(f" / {MISSING}"),
                       **{k: f(c) for k, f in costs.items()}} for c in cells_.itertuples()]
         out[(scale, model)] = pd.DataFrame(rows)
     return out

@@ -24,7 +24,7 @@ NAME = "peft_methods"
 CLAIMS = "peft_methods_claims"  # conf/paper/peft_methods_claims.yaml
 KEYS = ["scale", "model", "task", "method"]
 COST_COLUMNS = ["peak_memory_gib", "step_ms", "adapter_mb"]
-COLUMNS = [*KEYS, "median", "std", "n", "trainable", *COST_COLUMNS, "baseline"]
+COLUMNS = [*KEYS, "median", "std", "n", "trainable", *COST_COLUMNS, "baseline", "rising"]
 REFERENCES = ("full_ft", "lora")  # first in the table, in this order
 # the figure's two panels: (long column on the x axis, its label, log scale)
 PARETO_AXES = (("trainable", "trainable parameters (head excluded)", True),
