@@ -41,7 +41,8 @@ class WandbLogger:
             raise ConfigError(f"logger.mode must be offline, online or disabled, got {mode!r}")
         os.environ.setdefault("WANDB_SILENT", "true")
         self.run = wandb.init(project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group,
-                              name=run_id, id=run_id, config=config, dir=run_dir, mode=mode, resume="allow",
+                              name=run_id, id=run_id, config={**filter_keys(cfg), **config}, dir=run_dir, mode=mode,
+                              resume="allow",
                               reinit="finish_previous")
 
     def log_step(self, step: int, values: dict[str, float]) -> None:
@@ -56,6 +57,15 @@ class WandbLogger:
         self.run.summary.update({"best_epoch": result["best_epoch"], "params/trainable": result["params"]["trainable"],
                                  **{f"best/{k}": v for k, v in result["best_metrics"].items()}})
         self.run.finish()
+
+
+def filter_keys(cfg: DictConfig) -> dict[str, Any]:
+    """What a W&B user filters and groups runs by, as top-level scalars of the run's config (the full config sits
+    beside them, nested): task, model and method names, rank, target matrices, seed, scale, precision."""
+    targets = cfg.method.get("targets")
+    return {"task_name": cfg.task.name, "model_name": cfg.model.name, "method_name": cfg.method.name,
+            "r": cfg.method.get("r"), "targets": ",".join(targets) if targets is not None else None,
+            "seed": cfg.seed, "scale": cfg.get("scale_name"), "precision": cfg.train.precision}
 
 
 def flat_metrics(record: dict[str, Any]) -> dict[str, float]:

@@ -17,6 +17,30 @@ def test_wandb_offline_run_needs_no_account(compose, data_root, monkeypatch, tmp
     run_dir = tmp_path / "runs" / record["run_id"]
     offline = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and any(offline[0].rglob("*.wandb"))
+    # read back: the keys a user filters on sit at the top level of the run's config
+    config = _offline_config(next(offline[0].rglob("*.wandb")))
+    top = {k: config.get(k) for k in ("task_name", "model_name", "method_name", "r", "targets", "seed", "scale",
+                                      "precision")}
+    assert top == {"task_name": "sst2", "model_name": "tiny-bert", "method_name": "lora", "r": 8, "targets": "q,v",
+                   "seed": record["seed"], "scale": "smoke", "precision": "fp32"}
+    history = next(offline[0].rglob("*.wandb")).read_bytes()  # per-step and per-epoch losses under distinct keys
+    assert b"\x12\x0atrain/loss\x82" in history and b"\x12\x10train/epoch_loss\x82" in history  # len-prefixed keys
+
+
+def _offline_config(path) -> dict:
+    """The short top-level config items of an offline run file: each is a protobuf ConfigItem, `\\n` len key
+    `\\x82\\x01` len value_json (wandb ships no reader for its .wandb files)."""
+    import json
+    import re
+
+    data, out = path.read_bytes(), {}
+    for m in re.finditer(rb"\n([\x01-\x7f])([\w.]+?)\x82\x01([\x01-\x7f])", data):
+        if len(m.group(2)) == m.group(1)[0]:
+            try:
+                out[m.group(2).decode()] = json.loads(data[m.end(): m.end() + m.group(3)[0]])
+            except ValueError:
+                pass
+    return out
 
 
 def test_wandb_logger_gets_step_curves_and_world_size(compose, data_root, monkeypatch, tmp_path):
