@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Callable
 
 from repro.errors import ReproError, exit_on_user_error
 from repro.results import LOCK_FILE, RESULT_FILE, read_result, write_json_atomic
@@ -108,8 +108,9 @@ def _check_count(record: dict, split: str, relative: str, n: int) -> None:
 
 # --- classification -------------------------------------------------------------------------------------------
 
-def rescore_classification(record: dict, run_dir: Path, notes: list[str]) -> dict[str, Any]:
-    """New `epochs` and `trivial_baseline` from the saved per-epoch predictions."""
+def rescore_classification(record: dict, run_dir: Path, notes: list[str], kept: set[str]) -> dict[str, Any]:
+    """New `epochs` and `trivial_baseline` from the saved per-epoch predictions (every metric is recomputable:
+    nothing is `kept`)."""
     import numpy as np
     from omegaconf import OmegaConf
     from scipy.stats import ConstantInputWarning
@@ -243,6 +244,13 @@ def select_best(epochs: list[dict], main: str) -> tuple[int, dict[str, float]]:
     return best_epoch, best_metrics
 
 
+# task kind -> what re-scores its saved predictions / outputs into new `epochs` (None: the kind saves nothing to
+# re-score: long_context's metrics come from the model itself, perplexity and passkey)
+Rescorer = Callable[[dict, Path, list, set], dict]
+RESCORERS: dict[str, Rescorer | None] = {"classification": rescore_classification,
+                                         "generation": rescore_generation, "long_context": None}
+
+
 def rescore(record: dict[str, Any], run_dir: Path) -> tuple[dict[str, Any], list[str]]:
     """The re-scored record (a new dict; `record` is not modified) and notes worth a warning."""
     status = record.get("status")
@@ -258,20 +266,17 @@ def rescore(record: dict[str, Any], run_dir: Path) -> tuple[dict[str, Any], list
     notes: list[str] = []
     kept: set[str] = set()
     new = copy.deepcopy(record)
-    if kind == "classification":
-        new.update(rescore_classification(record, run_dir, notes))
-    elif kind == "generation":
-        new.update(rescore_generation(record, run_dir, notes, kept))
-    elif kind == "long_context":  # its metrics come from the model itself (perplexity, passkey): nothing saved
-        raise Skip("long_context runs save no predictions or outputs to re-score; re-run them (force=true)")
-    else:
+    if kind not in RESCORERS:
         raise Skip(f"unknown task kind {kind!r}")
+    if RESCORERS[kind] is None:
+        raise Skip(f"{kind} runs save no predictions or outputs to re-score; re-run them (force=true)")
+    new.update(RESCORERS[kind](record, run_dir, notes, kept))
     best_epoch, best_metrics = select_best(new["epochs"], main)
     if best_epoch < 0:
         raise Skip(f"no epoch has a {main} to choose the best epoch by")
     weights_epoch = record.get("weights_epoch", record.get("best_epoch"))
     new.update(best_epoch=best_epoch, best_metrics=best_metrics, weights_epoch=weights_epoch)
-    if kind == "generation" and "best_outputs" in record:
+    if "best_outputs" in record:  # generation: the best epoch's decoded outputs
         new["best_outputs"] = {s: record["outputs"].get(f"{s}/epoch{best_epoch}") for s in task["eval_splits"]}
     if best_epoch != weights_epoch:
         weights_dir = (record.get("weights") or {}).get("dir", "adapter")
