@@ -132,8 +132,19 @@ def load_exported(path: str | Path) -> nn.Module:
     added = getattr(config, EXPORT_KEY, None) or {}
     model_class = getattr(transformers, config.architectures[0])
     adapters = added.get("adapters")
-    model = model_class(config) if adapters else model_class.from_pretrained(path, dtype=torch.float32)
-    POOLINGS[added.get("pooling", "cls")](model)
+    pooling = added.get("pooling", "cls")
+    if adapters:
+        model = model_class(config)
+    else:
+        # mean pooling replaces the pooler layer (not exported): its "missing weights" report would only alarm
+        verbosity = transformers.logging.get_verbosity()
+        if pooling == "mean":
+            transformers.logging.set_verbosity_error()
+        try:
+            model = model_class.from_pretrained(path, dtype=torch.float32)
+        finally:
+            transformers.logging.set_verbosity(verbosity)
+    POOLINGS[pooling](model)
     if adapters:
         insert_adapters(model, OmegaConf.create(adapters), list(adapters["sites"]), adapters["bottleneck"],
                         adapters["layer_norm"], adapters["drop_lowest_layers"], adapters["activation"])
