@@ -46,11 +46,13 @@ def watch_sweep(sweep_pid: int, interval_s: float = 2.0, grace_s: float = 10.0) 
     if sweep_pid == os.getpid() or os.getppid() != sweep_pid:
         return False
     orphaned = threading.Event()
-    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL):
+    previous = signal.getsignal(signal.SIGINT)
+    if previous in (signal.SIG_IGN, signal.SIG_DFL):
         # a sweep started in the background by a script (`make ... &`) inherits SIGINT ignored, and then
-        # `interrupt_main` does nothing: keep ignoring Ctrl-C from outside, but stop when the sweep is gone
+        # `interrupt_main` does nothing: keep ignoring Ctrl-C from outside (where it was ignored), but stop when
+        # the sweep is gone
         def interrupt_when_orphaned(signum: int, frame: object) -> None:
-            if orphaned.is_set():
+            if orphaned.is_set() or previous == signal.SIG_DFL:
                 raise KeyboardInterrupt
 
         signal.signal(signal.SIGINT, interrupt_when_orphaned)
