@@ -20,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 import repro.budget  # noqa: F401  (registers ${lora_rank_for_budget:...} for the sweeps)
 from repro.errors import ConfigError
+from repro.kinds import TRAITS, traits
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # Config groups whose choices are files under conf/<group>/ (task has a subfolder per benchmark).
@@ -89,8 +90,6 @@ PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # train.precision (repro/precisio
 LR_SCHEDULES = ("linear", "constant")  # train.lr_schedule (repro.loop.lr_schedule)
 # model families that only encode: they classify, but cannot generate (E2E, WebNLG, DART, SAMSum)
 ENCODER_FAMILIES = ("bert", "roberta", "deberta-v2")
-# task kinds whose model is a language model (the planner builds it as one; encoders cannot run them)
-LM_TASK_KINDS = ("generation", "long_context")
 
 
 def _positive(v: float) -> bool:
@@ -177,7 +176,7 @@ def check_knobs(cfg: DictConfig) -> None:
 
 def check_model_task(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> None:
     """An encoder cannot run a generation task: say which models can."""
-    if cfg.task.get("kind") not in LM_TASK_KINDS or cfg.model.get("family") not in ENCODER_FAMILIES:
+    if not traits(cfg.task.get("kind")).language_model or cfg.model.get("family") not in ENCODER_FAMILIES:
         return
     decoders = [name for name in group_choices("model", conf_dir)
                 if OmegaConf.load(conf_dir / "model" / f"{name}.yaml").get("family") not in ENCODER_FAMILIES]
@@ -238,8 +237,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"method.drop_lowest_layers must be in [0, {model.n_layers}), got {method.drop_lowest_layers}")
     if problem := method_misfit(method, model, cfg.task.get("kind")):
         raise ConfigError(f"{problem} (task {cfg.task.name})")
-    if cfg.data.get("holdout_fraction") and cfg.task.get("kind", "classification") != "classification":
-        raise ConfigError(f"data.holdout_fraction is for classification tasks (GLUE); task {cfg.task.name} is "
+    if cfg.data.get("holdout_fraction") and not traits(cfg.task.get("kind")).holdout_split:
+        holdout = ", ".join(name for name, t in TRAITS.items() if t.holdout_split)
+        raise ConfigError(f"data.holdout_fraction is for {holdout} tasks (GLUE); task {cfg.task.name} is "
                           f"{cfg.task.kind}")
     if cfg.train.get("precision", "fp32") not in PRECISIONS:
         raise ConfigError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {cfg.train.precision!r}")

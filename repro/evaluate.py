@@ -46,7 +46,8 @@ from repro.config import PUBLIC_GROUPS, check_group_overrides, config_digest, id
 from repro.distributed import resolve_device
 from repro.errors import ConfigError, ReproError, exit_on_user_error
 from repro.export import build_adapted, rebuild_run
-from repro.kinds import RunContext, kind_of
+from repro.kinds import kind_of
+from repro.kinds.base import RunContext
 from repro.methods.base import TRAINABLE_FILE, Adapted
 from repro.results import (RESULT_FILE, SOURCE_IMPORTED, WEIGHTS_DIR, default_runs_root, is_complete, match_umask,
                            read_result, write_json_atomic)

@@ -10,14 +10,15 @@ Two parts of a run have no module in plain transformers; config.json lists them 
 `load_exported(DIR)` (transformers and torch, no peft) adds them:
 - mean pooling (`model.pooling=mean|mean_pooler`: MiniLM, every cpu-scale GLUE run): a standard
   ...ForSequenceClassification whose classifier must read the masked mean of the tokens, not the first token;
-- bottleneck adapters (adapter_h/l/p/d: a non-linearity, nothing to merge): the whole model's weights go to
-  `adapted_model.safetensors` (not model.safetensors, so that plain `from_pretrained` fails instead of silently
-  dropping the adapters) and `load_exported` builds the architecture from config.json, inserts the adapters and
-  loads them.
+- bottleneck adapters (adapter_h/l/p/d: a non-linearity, nothing to merge) and the paper's prefix tokens
+  (prefix_embed/prefix_layer, impl=paper: trainable positions inserted into every input, nothing to merge): the
+  whole model's weights go to `adapted_model.safetensors` (not model.safetensors, so that plain `from_pretrained`
+  fails instead of silently dropping them) and `load_exported` builds the architecture from config.json, inserts
+  the adapters or wraps it in the prompt-token module, and loads the weights.
 
 The export is checked: the folder, loaded back by `load_exported` (plain `from_pretrained` when nothing is added),
 must give the adapted model's logits on a few inputs (the largest difference is printed and stored in
-DIR/export.json). Prefix methods and QLoRA stop with one line.
+DIR/export.json). peft's prompt and prefix tuning (impl=peft) and QLoRA stop with one line.
 """
 
 from __future__ import annotations
@@ -36,24 +37,29 @@ from transformers import AutoConfig
 
 from repro.errors import ReproError, exit_on_user_error
 from repro.generation.gpt2_qkv import SplitQKV, fuse_split_qkv
-from repro.generation.models import is_seq2seq, load_lm_tokenizer
+from repro.generation.methods import DecoderPromptTokens
+from repro.generation.models import is_seq2seq
 from repro.kinds import kind_of
 from repro.methods.adapters import WithAdapter, insert_adapters
 from repro.methods.base import Adapted
-from repro.models import POOLINGS, load_tokenizer
+from repro.methods.prefix import PromptTokens
+from repro.models import POOLINGS
 from repro.results import read_result
 from repro.runner import seed_everything
 
-# method -> why it has no transformers form here
+PEFT_PROMPT = ("peft's prompt learning has no merged form; its adapter (the run's weights/ folder) loads with "
+               "peft.PeftModel.from_pretrained on the base model")
+# (method, impl) -> why it has no transformers form here (impl None: any)
 NOT_EXPORTABLE = {
-    "prefix_embed": "its trained prefix is fed in by a wrapper module that neither transformers nor load_exported "
-                    "rebuilds",
-    "prefix_layer": "its trained per-layer prefix is fed in by a wrapper module that neither transformers nor "
-                    "load_exported rebuilds",
-    "qlora": "its 4-bit base would need dequantising first (not done here)",
+    ("prefix_embed", "peft"): PEFT_PROMPT,
+    ("prefix_layer", "peft"): PEFT_PROMPT,
+    ("qlora", None): "its 4-bit base would need dequantising first (not done here)",
 }
+# what load_exported needs from the model config to rebuild a prompt-token module (impl=paper) around the model
+PROMPT_MODEL_KEYS = ("n_layers", "d_model", "word_embeddings", "layers")
 EXPORT_KEY = "repro_export"  # config.json: what load_exported adds to the transformers model
-ADAPTED_WEIGHTS = "adapted_model.safetensors"  # a model with adapters: every weight, adapters included
+ADAPTED_WEIGHTS = "adapted_model.safetensors"  # a model with adapters or prompt tokens: every weight
+WHOLE_MODEL_ADDITIONS = {"adapters", "prompt_tokens"}  # additions whose weights go to ADAPTED_WEIGHTS
 ADAPTER_KEYS = {"model": ("layers", "adapter_sites", "d_model"),
                 "method": ("sites", "bottleneck", "layer_norm", "drop_lowest_layers", "activation")}
 CHECK_TEXTS = ("the film is a quiet triumph", "name : The Eagle | food : French", "a b c d e f g h")
@@ -70,8 +76,10 @@ def rebuild_run(run_dir: Path, exportable: bool = False) -> tuple[DictConfig, Ad
     if record is None or record.get("status") != "complete":
         raise ReproError(f"{run_dir} is not a complete run (no result.json with status complete)")
     cfg = OmegaConf.create(record["config"])  # its `method` is the configuration the run used
-    if exportable and cfg.method.name in NOT_EXPORTABLE:
-        raise ReproError(f"method {cfg.method.name} cannot be exported: {NOT_EXPORTABLE[cfg.method.name]}")
+    name = cfg.method.name
+    reason = NOT_EXPORTABLE.get((name, cfg.method.get("impl"))) or NOT_EXPORTABLE.get((name, None))
+    if exportable and reason:
+        raise ReproError(f"method {cfg.method.name} cannot be exported: {reason}")
     adapted = build_adapted(cfg)
     weights = record.get("weights") or {}
     if weights.get("dir"):
@@ -104,36 +112,51 @@ def plain_model(cfg: DictConfig, adapted: Adapted) -> nn.Module:
 def additions(cfg: DictConfig, model: nn.Module) -> dict:
     """What `load_exported` adds to the transformers model (config.json's `repro_export`); empty when nothing."""
     out: dict = {}
-    if cfg.task.kind == "classification" and cfg.model.get("pooling", "cls") != "cls":
+    if cfg.model.get("pooling", "cls") != "cls":  # a classification head's pooling (language models have none)
         out["pooling"] = cfg.model.pooling
     if any(isinstance(m, WithAdapter) for m in model.modules()):
         tree = OmegaConf.to_container(cfg, resolve=True)
         out["adapters"] = {key: tree[group][key] for group, keys in ADAPTER_KEYS.items() for key in keys}
+    if isinstance(model, (PromptTokens, DecoderPromptTokens)):
+        out["prompt_tokens"] = {"module": type(model).__name__, "per_layer": len(model.prompts) > 1,
+                                "prefix_length": model.n_prefix, "infix_length": getattr(model, "n_infix", 0),
+                                **{key: cfg.model[key] for key in PROMPT_MODEL_KEYS}}
     return out
 
 
+def wrap_prompt_tokens(model: nn.Module, spec: dict) -> nn.Module:
+    """The run's prompt-token module around a transformers model (`spec`: config.json's `prompt_tokens`)."""
+    model_cfg = OmegaConf.create({key: spec[key] for key in PROMPT_MODEL_KEYS})
+    if spec["module"] == "DecoderPromptTokens":
+        return DecoderPromptTokens(model, model_cfg, spec["prefix_length"], spec["per_layer"])
+    return PromptTokens(model, model_cfg, spec["prefix_length"], spec["infix_length"], spec["per_layer"])
+
+
 def save(model: nn.Module, added: dict, out: Path) -> None:
-    """The model's config (with `added`) and weights: transformers' layout, or every weight in ADAPTED_WEIGHTS."""
+    """The model's config (with `added`) and weights: transformers' layout, or every weight in ADAPTED_WEIGHTS
+    (the prompt-token module's too: its `prompts` and its transformers model under `base.`)."""
+    inner = model.base if "prompt_tokens" in added else model
     if added:
-        setattr(model.config, EXPORT_KEY, added)
-    if "adapters" not in added:
+        setattr(inner.config, EXPORT_KEY, added)
+    if not WHOLE_MODEL_ADDITIONS & set(added):
         model.save_pretrained(out)
         return
-    model.config.architectures = [type(model).__name__]
-    model.config.save_pretrained(out)
+    inner.config.architectures = [type(inner).__name__]
+    inner.config.save_pretrained(out)
     save_model(model, str(out / ADAPTED_WEIGHTS))  # tied weights (GPT-2's lm_head) once
 
 
 def load_exported(path: str | Path) -> nn.Module:
     """An exported folder as the run's model, in eval mode: `from_pretrained`, plus what config.json's `repro_export`
-    names (mean pooling, bottleneck adapters)."""
+    names (mean pooling, bottleneck adapters, prompt tokens)."""
     path = Path(path)
     config = AutoConfig.from_pretrained(path)
     added = getattr(config, EXPORT_KEY, None) or {}
     model_class = getattr(transformers, config.architectures[0])
     adapters = added.get("adapters")
     pooling = added.get("pooling", "cls")
-    if adapters:
+    whole = bool(WHOLE_MODEL_ADDITIONS & set(added))
+    if whole:
         model = model_class(config)
     else:
         # mean pooling replaces the pooler layer (not exported): its "missing weights" report would only alarm
@@ -148,6 +171,9 @@ def load_exported(path: str | Path) -> nn.Module:
     if adapters:
         insert_adapters(model, OmegaConf.create(adapters), list(adapters["sites"]), adapters["bottleneck"],
                         adapters["layer_norm"], adapters["drop_lowest_layers"], adapters["activation"])
+    if "prompt_tokens" in added:
+        model = wrap_prompt_tokens(model, added["prompt_tokens"])
+    if whole:
         load_model(model, path / ADAPTED_WEIGHTS)
     return model.eval()
 
@@ -164,7 +190,7 @@ def check_inputs(cfg: DictConfig, tokenizer) -> dict[str, torch.Tensor]:
         tokenizer.pad_token = tokenizer.eos_token
     enc = tokenizer(list(CHECK_TEXTS), return_tensors="pt", padding=True, truncation=True, max_length=32)
     inputs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
-    if cfg.task.kind != "classification" and is_seq2seq(cfg.model):
+    if is_seq2seq(cfg.model):
         inputs["decoder_input_ids"] = enc["input_ids"][:, :4]
     return inputs
 
@@ -172,7 +198,7 @@ def check_inputs(cfg: DictConfig, tokenizer) -> dict[str, torch.Tensor]:
 def export(run_dir: Path, out: Path) -> dict:
     """Write the plain model, its tokenizer and export.json to `out`; returns what export.json holds."""
     cfg, adapted = rebuild(run_dir)
-    tokenizer = load_tokenizer(cfg.model) if cfg.task.kind == "classification" else load_lm_tokenizer(cfg.model)
+    tokenizer = kind_of(cfg).tokenizer(cfg)
     inputs = check_inputs(cfg, tokenizer)
     expected = logits(adapted.model, inputs)
     out.mkdir(parents=True, exist_ok=True)

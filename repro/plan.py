@@ -27,13 +27,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import repro.budget  # noqa: F401  (registers the budget resolvers the sweeps use)
-from repro.paper import PAPER_DIR, paper_data
-from repro.config import CONF_DIR, LM_TASK_KINDS, check_group_overrides, validate
+from repro.config import CONF_DIR, check_group_overrides, validate
 from repro.errors import ConfigError, exit_on_user_error
+from repro.kinds import kind_named, kind_of
 from repro.params import ParamCounts
 
 REPO = CONF_DIR.parent
-PAPER_TABLE2 = PAPER_DIR / "table2_glue.yaml"
 FORMATS = ("table", "json")
 # method keys that set the method's size, shown per run (with a peft tuner's `options`)
 SIZE_KEYS = ("r", "alpha", "targets", "train_embeddings", "train_norms", "s2_attn", "bottleneck", "sites", "drop_lowest_layers", "top_layers", "prefix_length",
@@ -123,33 +122,14 @@ def architecture(model_cfg: DictConfig) -> dict:
 
 def count_on_meta(model_cfg: DictConfig, method_cfg: DictConfig, task_kind: str, num_labels: int) -> ParamCounts:
     """Build the model (encoder + head, or language model) on the meta device, apply the method the way training
-    does for this kind of task, count as training does."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
+    does for this kind of task (`TaskKind.meta_model`), count as training does."""
     from repro.params import count_parameters
 
-    kwargs = architecture(model_cfg)
+    arch = architecture(model_cfg)
     for key in ("architectures", "transformers_version", "torch_dtype", "dtype", "_model_name_or_path"):
-        kwargs.pop(key, None)
-    if task_kind in LM_TASK_KINDS:
-        from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
-
-        from repro.generation.methods import apply_decoder_method as apply
-        from repro.generation.models import is_seq2seq
-
-        auto = AutoModelForSeq2SeqLM if is_seq2seq(model_cfg) else AutoModelForCausalLM
-        config = AutoConfig.for_model(kwargs.pop("model_type"), **kwargs)
-    else:
-        from repro.methods import apply_method as apply
-        from repro.models import POOLINGS
-
-        auto = AutoModelForSequenceClassification
-        config = AutoConfig.for_model(kwargs.pop("model_type"), num_labels=num_labels, **kwargs)
+        arch.pop(key, None)
     with torch.device("meta"):
-        model = auto.from_config(config)
-        if task_kind not in LM_TASK_KINDS:  # the head training builds: mean pooling drops the pooler from it
-            POOLINGS[model_cfg.get("pooling", "cls")](model)
-        adapted = apply(model, method_cfg, model_cfg)
+        adapted = kind_named(task_kind).meta_model(arch, model_cfg, method_cfg, num_labels)
     return count_parameters(adapted.model, list(model_cfg.head))
 
 
@@ -190,28 +170,6 @@ def memory_parts(counts: ParamCounts, act_bytes: int, quantized: bool = False) -
     parts = {"weights": weights, "grads": trained * BYTES_GRAD, "adamw": trained * BYTES_ADAM,
              "activations": act_bytes}
     return {k: v / 2**30 for k, v in parts.items()}
-
-
-def paper_params(row_id: str, task_cfg: DictConfig) -> str | None:
-    """The printed |Theta| of an experiment's paper row: Table 2 for GLUE, Tables 3/13/14 for generation tasks,
-    none for LongLoRA's rows (conf/paper/longlora.yaml: the paper prints no count for its ablation rows)."""
-    if task_cfg.kind == "long_context":
-        rows = paper_data("longlora")["rows"]
-        if row_id not in rows:
-            raise ConfigError(f"paper_row {row_id!r} is not a row of conf/paper/longlora.yaml")
-        return rows[row_id].get("params")
-    if task_cfg.kind != "generation":
-        rows = paper_data("table2_glue")["rows"]
-        if row_id not in rows:
-            raise ConfigError(f"paper_row {row_id!r} is not a row of Table 2 ({PAPER_TABLE2.name})")
-        return rows[row_id]["params"]["printed"]
-    from repro.generation.tables import GENERATION_TABLES
-
-    spec = next((s for s in GENERATION_TABLES if s.task == task_cfg.name and s.paper), None)
-    rows = paper_data(spec.paper)["rows"] if spec else {}
-    if row_id not in rows:
-        raise ConfigError(f"paper_row {row_id!r} is not a row of the paper's {task_cfg.name} table")
-    return f"{rows[row_id]['params_M']}M"
 
 
 def check_params(trainable: int, printed: str | None) -> str:
@@ -279,14 +237,11 @@ def plan_run(cfg: DictConfig, overrides: list[str]) -> PlannedRun:
     model_yaml = OmegaConf.to_yaml(cfg.model, resolve=True)
     counts = _cached_counts(model_yaml, OmegaConf.to_yaml(cfg.method, resolve=True), cfg.task.kind,
                             cfg.task.get("num_labels", 0))
+    kind = kind_of(cfg)
     row_id = cfg.get("paper_row")
-    printed = paper_params(row_id, cfg.task) if row_id else None
+    printed = kind.paper_params(row_id, cfg.task) if row_id else None
     seq_len = cfg.task.get("target_context") or cfg.data.max_seq_len  # long_context trains at its target
-    span = None
-    if cfg.method.get("s2_attn") and cfg.task.kind == "long_context":
-        from repro.longcontext.attention import group_size
-
-        span = group_size(seq_len, cfg.method.group_size_ratio)
+    span = kind.attention_span(cfg, seq_len)
     act = activation_bytes(architecture(cfg.model), cfg.model, seq_len, cfg.train.batch_size, span,
                            eager_cpu=plans_for_cpu(cfg.train.device))
     parts = memory_parts(counts, act, quantized=bool(cfg.method.get("quantization")))

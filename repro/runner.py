@@ -27,13 +27,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from repro import provenance
 from repro.checkpoint import Checkpointer
 from repro.config import CONF_DIR, check_device, check_writable, identity_config, run_id, validate
-from repro.data.generation import check_local_generation_files
-from repro.data.glue import check_local_data
 from repro.distributed import device_for, init_world, resolve_device
 from repro.errors import ConfigError, DataError, ReproError
-from repro.kinds import RunContext, kind_of
+from repro.kinds import kind_of
+from repro.kinds.base import RunContext
 from repro.loggers import NoLogger, make_logger
-from repro.longcontext.data import check_local_files as check_local_long_text
 from repro.methods import check_backend
 from repro.precision import use_fast_fp32_matmul
 from repro.results import (LOCK_FILE, RESULT_FILE, WEIGHTS_DIR, is_complete, match_umask, read_result,
@@ -105,10 +103,6 @@ def run_lock(run_dir: Path):
         yield
 
 
-LOCAL_DATA_CHECKS = {"classification": check_local_data, "generation": check_local_generation_files,
-                     "long_context": check_local_long_text}
-
-
 def preflight(cfg: DictConfig, this_machine: bool = True) -> None:
     """Everything that can be checked before a file is written or a model is loaded: the config's values, and
     with `this_machine` (false for a job that a launcher sends elsewhere, e.g. SLURM) the device, the results
@@ -121,7 +115,7 @@ def preflight(cfg: DictConfig, this_machine: bool = True) -> None:
     check_writable(cfg.output_root, "results folder")
     check_model_reachable(cfg.model)
     if cfg.data.root is not None:
-        LOCAL_DATA_CHECKS[cfg.task.kind](cfg.task, cfg.data.root)
+        kind_of(cfg).check_local_data(cfg.task, cfg.data.root)
 
 
 def check_model_reachable(model: DictConfig) -> None:

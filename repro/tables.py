@@ -21,8 +21,9 @@ import pandas as pd
 
 from repro.analysis.reference import write_table
 from repro.cells import RELEASED_LABEL
-from repro.config import LM_TASK_KINDS, identity_tree
+from repro.config import identity_tree
 from repro.errors import ReproError, exit_on_user_error
+from repro.kinds import DEFAULT_KIND, traits
 from repro.paper_tables import build_order, runs_for, shared_runs, tables
 from repro.paper_tables.common import (BASELINE_LABEL, SCALE_PERCENT, decided, get, run_budgets, section,
                                        write_paper_table)
@@ -70,26 +71,27 @@ def runs_frame(root: Path) -> tuple[pd.DataFrame, int]:
                  for c, source in zip(cfg, frame["source"])],
         sweep=cfg.map(lambda c: get(c, "sweep_name")),
         paper_task=cfg.map(lambda c: get(c, "task.paper_key")),
-        kind=cfg.map(lambda c: get(c, "task.kind") or "classification"),
+        kind=cfg.map(lambda c: get(c, "task.kind") or DEFAULT_KIND),
         r=cfg.map(lambda c: get(c, "method.r")),
         learning_rate=cfg.map(lambda c: get(c, "train.learning_rate")),
         lr_factor=cfg.map(lambda c: get(c, "lr_factor")),
         targets=cfg.map(lambda c: ",".join(get(c, "method.targets") or [])),
         # classification metrics are stored as fractions; generation metrics already on the paper's scales, and
         # long_context's (minus the NLL per token) on their own
-        value=[row[f"best.{row['main_metric']}"] * (1 if get(c, "task.kind") in LM_TASK_KINDS else SCALE_PERCENT)
+        value=[row[f"best.{row['main_metric']}"] * traits(get(c, "task.kind")).metric_scale
                for c, (_, row) in zip(cfg, frame.iterrows())],
     )
     return frame, ignored
 
 
 def dev_curve(record: dict, main_metric: str | None) -> tuple[float, ...] | None:
-    """A classification run's main dev metric per epoch, x 100 (the verdicts' convergence); None for other kinds
-    (their per-epoch scores are not on the table's scale) and for runs whose epochs lack the metric."""
-    if get(record.get("config") or {}, "task.kind") in LM_TASK_KINDS or not main_metric:
+    """A run's main dev metric per epoch on the table's scale (the verdicts' convergence); None for kinds whose
+    per-epoch scores are not on that scale (Traits.dev_curve) and for runs whose epochs lack the metric."""
+    kind = traits(get(record.get("config") or {}, "task.kind"))
+    if not kind.dev_curve or not main_metric:
         return None
     values = [(e.get("metrics") or {}).get(main_metric) for e in record.get("epochs") or []]
-    return tuple(float(v) * SCALE_PERCENT for v in values) if values and None not in values else None
+    return tuple(float(v) * kind.metric_scale for v in values) if values and None not in values else None
 
 
 def describe_cpu(hardware: dict) -> str:
@@ -111,10 +113,12 @@ def released_variant(variant: str, source: str) -> str:
 
 
 def classification_baseline(record: dict, main_metric: str | None) -> float:
-    """The run's trivial baseline on its main metric, x 100 (NaN when the run did not store one: runs made before
-    `trivial_baseline` was recorded, and generation runs, whose baseline is computed from their outputs)."""
+    """The run's trivial baseline on its main metric on the table's scale (NaN when the run did not store one:
+    runs made before `trivial_baseline` was recorded, and generation runs, whose baseline is computed from their
+    outputs)."""
     value = (record.get("trivial_baseline") or {}).get(main_metric)
-    return math.nan if value is None else float(value) * SCALE_PERCENT
+    scale = traits(get(record.get("config") or {}, "task.kind")).metric_scale
+    return math.nan if value is None else float(value) * scale
 
 
 # --- building -------------------------------------------------------------------------------------------------
@@ -275,6 +279,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", help="only runs at this scale (paper, cpu, smoke)")
     parser.add_argument("--wandb", metavar="PROJECT", help="also log the tables to this W&B project, one group per "
                                                            "sweep (offline unless WANDB_MODE=online)")
+    parser.add_argument("--wandb-report", action="store_true",
+                        help="with --wandb, online: also create a saved W&B report of the tables, their verdicts "
+                             "and figures (needs the wandb-workspaces package)")
     args = parser.parse_args(argv)
     import os
 
@@ -282,8 +289,18 @@ def main(argv: list[str] | None = None) -> None:
     for problem in corrupt_records(source) if source.is_dir() and not is_records_folder(source) else []:
         print(f"warning: {problem}; left out", file=sys.stderr)
     written = build(source, out, args.scale)
+    if args.wandb_report and not args.wandb:
+        raise ReproError("--wandb-report needs --wandb PROJECT (the project the report's panels read)")
     if args.wandb:
-        log_to_wandb(written, args.wandb, all_claims(scaled_runs(source, args.scale)[0], load_rule()))
+        claims = all_claims(scaled_runs(source, args.scale)[0], load_rule())
+        log_to_wandb(written, args.wandb, claims)
+        if args.wandb_report:
+            from repro import wandb_report
+
+            if reason := wandb_report.why_no_report():
+                print(f"no W&B report: {reason}; the tables were logged", file=sys.stderr)
+            else:
+                print(f"W&B report: {wandb_report.save_report(args.wandb, written, claims)}")
 
 
 if __name__ == "__main__":

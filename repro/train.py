@@ -71,7 +71,6 @@ def watch_sweep(sweep_pid: int, interval_s: float = 2.0, grace_s: float = 10.0) 
     return True
 
 
-# per task kind: the check that the offline data files a task reads exist (before anything is loaded)
 # --- the command line: checks before Hydra writes anything, one line per failure, a sweep summary -------------
 
 EXIT_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 1, 2, 130

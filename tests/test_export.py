@@ -1,7 +1,7 @@
 """`python -m repro.export`: a finished LoRA run becomes a plain transformers model (LoRA merged; GPT-2's split
 q/v fused back into c_attn; LongLoRA's position interpolation in its config) whose logits, loaded without peft,
-equal the adapted model's; mean pooling and bottleneck adapters load with `repro.export.load_exported` and give the
-run's logits too; prefix methods stop with one line."""
+equal the adapted model's; mean pooling, bottleneck adapters and the paper's prefix tokens load with
+`repro.export.load_exported` and give the run's logits too; peft's prompt learning stops with one line."""
 
 from __future__ import annotations
 
@@ -70,9 +70,10 @@ def test_gpt2_lora_exports_with_q_and_v_fused_back_into_c_attn(compose, data_roo
     assert torch.isfinite(plain).all()
 
 
-def test_methods_that_add_modules_stop_with_one_line(compose, data_root, tmp_path):
-    record = run(compose(f"data.root={data_root}", *GLUE, "method=prefix_embed", f"output_root={tmp_path / 'runs'}"))
-    with pytest.raises(ReproError, match=r"^method prefix_embed cannot be exported: its trained prefix"):
+def test_peft_prompt_learning_and_bad_folders_stop_with_one_line(compose, data_root, tmp_path):
+    record = run(compose(f"data.root={data_root}", *GLUE, "method=prefix_embed", "method.impl=peft",
+                         f"output_root={tmp_path / 'runs'}"))
+    with pytest.raises(ReproError, match=r"^method prefix_embed cannot be exported: peft's prompt learning"):
         export.main([str(_run_dir(record))])
     with pytest.raises(ReproError, match="is not a complete run"):
         export.main([str(tmp_path)])
@@ -115,6 +116,31 @@ def test_mean_pooling_and_adapter_runs_load_with_load_exported_and_give_the_runs
     else:  # plain transformers loads it, but reads the first token: the pooling is what load_exported adds
         plain, _ = _plain_logits(AutoModelForSequenceClassification, out, TEXTS)
         assert not torch.allclose(plain, exported, atol=1e-3)
+
+
+@pytest.mark.parametrize("method", ["prefix_embed", "prefix_layer"])
+def test_prefix_runs_export_and_load_with_their_prompt_tokens(compose, data_root, tmp_path, method):
+    """The paper's prefix (and infix) positions, encoder and decoder: load_exported rebuilds the prompt-token module,
+    and its logits are the run's; plain transformers cannot load the folder (no silent loss of the prefix)."""
+    from tests.test_generation_run import TINY
+
+    encoder = run(compose(f"data.root={data_root}", *GLUE, *MEAN_POOLED, f"method={method}", "method.infix_length=2",
+                          "data.max_train_samples=16", "data.max_eval_samples=8", f"output_root={tmp_path / 'runs'}"))
+    args = [a for a in TINY if not a.startswith("method=")]
+    decoder = run(compose("task=e2e", f"data.root={data_root}", *args, f"method={method}", "task.metric_set=samsum",
+                          "task.main_metric=ROUGE_L", f"output_root={tmp_path / 'runs'}"))
+    for record, module in ((encoder, "PromptTokens"), (decoder, "DecoderPromptTokens")):
+        out = tmp_path / f"exported_{module}"
+        summary = export.main([str(_run_dir(record)), "--out", str(out)])
+        spec = json.loads((out / "config.json").read_text())[export.EXPORT_KEY]["prompt_tokens"]
+        assert summary["added"][-1] == "prompt_tokens" and spec["module"] == module
+        assert spec["per_layer"] == (method == "prefix_layer") and spec["prefix_length"] > 0
+        assert not (out / "model.safetensors").exists() and "prompts" in load_file(out / export.ADAPTED_WEIGHTS)
+        enc = AutoTokenizer.from_pretrained(out)(TEXTS, return_tensors="pt", padding=True)
+        enc = {k: enc[k] for k in ("input_ids", "attention_mask")}
+        with torch.no_grad():
+            exported = export.load_exported(out)(**enc).logits
+        assert torch.allclose(exported, _in_harness_logits(_run_dir(record), enc), atol=1e-5)
 
 
 def test_adapters_on_gpt2_export_with_its_tied_output_layer(compose, data_root, tmp_path):

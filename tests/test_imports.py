@@ -103,3 +103,28 @@ def test_library_code_never_imports_a_command_module():
     upward = sorted(f"{m} -> {t}" for m, targets in graph.items() if m not in COMMAND_MODULES
                     for t in targets & ENTRY_POINTS)
     assert not upward, "imports of command modules: " + "; ".join(upward)
+
+
+def kind_comparisons(root: Path) -> list[str]:
+    """`x == "generation"`, `kind in ("classification", ...)` and the like: a comparison with a task kind's name."""
+    from repro.kinds import KINDS
+
+    found = []
+    for path in sorted((root / "repro").rglob("*.py")):
+        if path.parent.name == "kinds":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Compare):
+                continue
+            operands = [node.left, *node.comparators]
+            operands += [e for o in operands if isinstance(o, (ast.Tuple, ast.List, ast.Set)) for e in o.elts]
+            constants = [o for o in operands if isinstance(o, ast.Constant) and o.value in KINDS]
+            if constants:
+                found.append(f"{path.relative_to(root)}:{node.lineno}")
+    return found
+
+
+def test_task_kinds_own_their_differences():
+    """What differs between task kinds lives in repro/kinds/ (the kind classes, and `Traits` for light modules):
+    no module elsewhere branches on a kind's name."""
+    assert not kind_comparisons(REPO), "task.kind comparisons outside repro/kinds/: " + ", ".join(kind_comparisons(REPO))

@@ -183,6 +183,47 @@ def test_wandb_offline_tables_have_numeric_columns_and_verdicts(runs, tmp_path, 
     assert all(c["text"].startswith(c["verdict"]) for c in claims)
 
 
+def test_wandb_report_blocks_show_each_table_its_verdicts_and_figures(runs, tmp_path):
+    """The saved report's blocks, built offline (saving needs a login): per table with rows a heading, its verdicts
+    as text, and panels over the runs of its W&B group reading the logged table, claims and figures."""
+    import wandb_workspaces.reports.v2 as wr
+
+    from repro.tables import all_claims, build, scaled_runs
+    from repro.verdicts import load_rule
+    from repro.wandb_report import report_blocks
+
+    written = build(runs, tmp_path / "t")
+    blocks = report_blocks("repro-test", "someone", written, all_claims(scaled_runs(runs)[0], load_rule()))
+    assert isinstance(blocks[0], wr.TableOfContents)
+    sections = {blocks[i].text: blocks[i + 1:i + 3] for i, b in enumerate(blocks) if isinstance(b, wr.H2)}
+    assert "table2" in sections and "rank" in sections and "learning_curve" not in sections  # no curve runs
+    text, grid = sections["table2"]
+    assert "holds: roberta_base.lora trains" in text.text and text.text.startswith("- **")
+    assert [p.table_name for p in grid.panels if isinstance(p, wr.WeavePanelSummaryTable)] == \
+        ["table2/table", "table2/claims"]
+    assert grid.runsets[0].project == "repro-test" and "table2" in str(grid.runsets[0].filters)
+    rank_media = [p for p in sections["rank"][1].panels if isinstance(p, wr.MediaBrowser)]
+    assert rank_media and rank_media[0].media_keys == ["rank/rank"]
+    # a report accepts them (its fields are validated; saving, which resolves the project, needs a login)
+    assert wr.Report(project="repro-test", entity="someone", title="t", blocks=blocks).blocks == blocks
+
+
+def test_wandb_report_offline_says_why_and_still_logs(runs, tmp_path, monkeypatch, capsys):
+    import sys
+    import types
+
+    logged = []
+    fake = types.SimpleNamespace(init=lambda **kw: types.SimpleNamespace(log=logged.append, finish=lambda: None),
+                                 Table=lambda dataframe: dataframe, Image=lambda path: path)
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    main(["--runs", str(runs), "--out", str(tmp_path / "t"), "--wandb", "repro-test", "--wandb-report"])
+    assert logged and "no W&B report: W&B is offline" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["--runs", str(runs), "--out", str(tmp_path / "t"), "--wandb-report"])
+    assert exc.value.code == 2 and "--wandb-report needs --wandb PROJECT" in capsys.readouterr().err
+
+
 def test_import_needs_neither_torch_nor_scipy():
     import subprocess
     import sys

@@ -24,6 +24,7 @@ from repro.analysis.reference import write_table
 from repro.bench import hardware_label
 from repro.data.generation import load_generation_data
 from repro.errors import ReproError, exit_on_user_error
+from repro.kinds import traits
 from repro.methods import Adapted
 from repro.generation.decoding import beam_search
 from repro.generation.models import load_lm_tokenizer
@@ -34,7 +35,7 @@ def rebuild_run(run_dir: Path, data_root: str | None) -> tuple[DictConfig, Adapt
     """The generation run's config (data root overridden if given) and its adapted model with the saved
     best-epoch weights (`repro.export.rebuild_run`)."""
     cfg, adapted = export.rebuild_run(run_dir)
-    if cfg.task.get("kind") != "generation":
+    if not traits(cfg.task.get("kind")).decodes:
         raise ReproError(f"{run_dir} is a {cfg.task.get('kind')} run; decoding needs a generation run")
     if data_root is not None:
         cfg.data.root = data_root

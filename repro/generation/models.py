@@ -142,6 +142,16 @@ def load_seq2seq_lm(model_cfg: DictConfig, **pretrained_kwargs) -> PreTrainedMod
     return _load(AutoModelForSeq2SeqLM, model_cfg, pretrained_kwargs)
 
 
+def lm_from_architecture(arch: dict, model_cfg: DictConfig) -> PreTrainedModel:
+    """The generation model the config names, random-initialised from transformers config kwargs (`arch`: with
+    `model_type`) on the current default device: the planner counts parameters on it on `meta`."""
+    from transformers import AutoConfig
+
+    auto = AutoModelForSeq2SeqLM if is_seq2seq(model_cfg) else AutoModelForCausalLM
+    arch = dict(arch)
+    return auto.from_config(AutoConfig.for_model(arch.pop("model_type"), **arch))
+
+
 def load_lm(model_cfg: DictConfig, **pretrained_kwargs) -> PreTrainedModel:
     """The generation model the config names: encoder-decoder for `lm: seq2seq`, else decoder."""
     return (load_seq2seq_lm if is_seq2seq(model_cfg) else load_causal_lm)(model_cfg, **pretrained_kwargs)

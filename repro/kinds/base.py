@@ -77,6 +77,23 @@ class TaskKind(Protocol):
         """The run's model with its method applied, fresh method weights (`run` trains it; `repro.export` and
         `repro.evaluate` load a run's weights into it)."""
 
+    def check_local_data(self, task: DictConfig, root: str) -> None:
+        """The offline data files the task reads under `root` exist (DataError, one line), before anything loads."""
+
+    def tokenizer(self, cfg: DictConfig) -> PreTrainedTokenizerBase:
+        """The run's tokenizer (a language model's has a pad token)."""
+
+    def meta_model(self, model_cfg: DictConfig, method_cfg: DictConfig, num_labels: int) -> Adapted:
+        """The model with the method applied as training applies it, built from the model config alone (no weights)
+        on the current default device; the planner builds it on `meta` to count parameters."""
+
+    def paper_params(self, row_id: str, task_cfg: DictConfig) -> str | None:
+        """The |Theta| the paper prints for an experiment's paper row (conf/paper/), or None where it prints none."""
+
+    def attention_span(self, cfg: DictConfig, seq_len: int) -> int | None:
+        """Keys each query attends to in training when not the whole sequence (LongLoRA's S²-Attn), for the
+        planner's memory estimate."""
+
     def run(self, cfg: DictConfig, ctx: RunContext) -> Outcome:
         """Data -> model -> method -> `repro.loop.train`."""
 

@@ -19,13 +19,16 @@ from transformers import PreTrainedTokenizerBase
 
 from repro.checkpoint import Checkpointer
 from repro.data import TaskData, load_task_data
+from repro.data.glue import check_local_data
 from repro.distributed import World, shard_sampler
+from repro.errors import ConfigError
 from repro.kinds.base import Outcome, RunContext, method_report
 from repro.loop import OnStep, TrainResult, evaluate_once, train
 from repro.methods import apply_method, load_kwargs
 from repro.methods.base import Adapted, TrainingHooks
 from repro.metrics import compute_metrics, trivial_baseline
-from repro.models import load_model, load_tokenizer, to_device
+from repro.models import POOLINGS, load_model, load_tokenizer, to_device
+from repro.paper import paper_data
 from repro.params import count_parameters
 
 
@@ -211,6 +214,31 @@ class Classification:
     def build(self, cfg: DictConfig, tokenizer: PreTrainedTokenizerBase | None = None) -> Adapted:
         return apply_method(load_model(cfg.model, cfg.task.num_labels, **load_kwargs(cfg.method)), cfg.method,
                             cfg.model)
+
+    def check_local_data(self, task: DictConfig, root: str) -> None:
+        check_local_data(task, root)
+
+    def tokenizer(self, cfg: DictConfig) -> PreTrainedTokenizerBase:
+        return load_tokenizer(cfg.model)
+
+    def meta_model(self, arch: dict, model_cfg: DictConfig, method_cfg: DictConfig, num_labels: int) -> Adapted:
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        arch = dict(arch)
+        config = AutoConfig.for_model(arch.pop("model_type"), num_labels=num_labels, **arch)
+        model = AutoModelForSequenceClassification.from_config(config)
+        POOLINGS[model_cfg.get("pooling", "cls")](model)  # the head training builds: mean pooling drops the pooler
+        return apply_method(model, method_cfg, model_cfg)
+
+    def paper_params(self, row_id: str, task_cfg: DictConfig) -> str | None:
+        """Table 2's printed |Theta| (conf/paper/table2_glue.yaml)."""
+        rows = paper_data("table2_glue")["rows"]
+        if row_id not in rows:
+            raise ConfigError(f"paper_row {row_id!r} is not a row of Table 2 (table2_glue.yaml)")
+        return rows[row_id]["params"]["printed"]
+
+    def attention_span(self, cfg: DictConfig, seq_len: int) -> int | None:
+        return None
 
     def run(self, cfg: DictConfig, ctx: RunContext) -> Outcome:
         data = load_task_data(cfg.task, cfg.data)

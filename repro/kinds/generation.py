@@ -20,18 +20,21 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from repro.data.generation import GenerationData, Grouped, Pair, load_generation_data
+from repro.data.generation import (GenerationData, Grouped, Pair, check_local_generation_files,
+                                   load_generation_data)
 from repro.distributed import World, shard_sampler
+from repro.errors import ConfigError
 from repro.generation.causal import CausalFormat
 from repro.generation.decoding import beam_search
 from repro.generation.methods import apply_decoder_method
 from repro.generation.metrics import score_outputs
-from repro.generation.models import end_token_id, is_seq2seq, load_lm, load_lm_tokenizer
+from repro.generation.models import end_token_id, is_seq2seq, lm_from_architecture, load_lm, load_lm_tokenizer
 from repro.generation.seq2seq import Seq2SeqFormat, decoder_start_id
 from repro.kinds.base import Outcome, RunContext, ShuffledBatches, method_report
 from repro.loop import TrainResult, evaluate_once, train
 from repro.methods import LORA_FAMILY, Adapted, load_kwargs
 from repro.models import to_device
+from repro.paper import paper_data
 from repro.params import ParamCounts, count_parameters
 
 TextFormat = CausalFormat | Seq2SeqFormat
@@ -123,7 +126,17 @@ class GenerationSession:
         return metrics
 
 
-class Generation:
+class LanguageModelKind:
+    """What the kinds whose model is a language model share (generation, long_context)."""
+
+    def tokenizer(self, cfg: DictConfig) -> PreTrainedTokenizerBase:
+        return load_lm_tokenizer(cfg.model)
+
+    def meta_model(self, arch: dict, model_cfg: DictConfig, method_cfg: DictConfig, num_labels: int) -> Adapted:
+        return apply_decoder_method(lm_from_architecture(arch, model_cfg), method_cfg, model_cfg)
+
+
+class Generation(LanguageModelKind):
     """E2E, WebNLG, DART, SAMSum with decoders (GPT-2) or encoder-decoders (T5, BART)."""
 
     def method_config(self, cfg: DictConfig) -> DictConfig:
@@ -132,6 +145,22 @@ class Generation:
     def build(self, cfg: DictConfig, tokenizer: PreTrainedTokenizerBase | None = None) -> Adapted:
         return apply_decoder_method(load_lm(cfg.model, **load_kwargs(cfg.method)), method_config(cfg), cfg.model,
                                     tokenizer)
+
+    def check_local_data(self, task: DictConfig, root: str) -> None:
+        check_local_generation_files(task, root)
+
+    def paper_params(self, row_id: str, task_cfg: DictConfig) -> str | None:
+        """The printed |Theta| of the paper's table for this task (Tables 3, 13, 14: `params_M`)."""
+        from repro.generation.tables import GENERATION_TABLES
+
+        spec = next((s for s in GENERATION_TABLES if s.task == task_cfg.name and s.paper), None)
+        rows = paper_data(spec.paper)["rows"] if spec else {}
+        if row_id not in rows:
+            raise ConfigError(f"paper_row {row_id!r} is not a row of the paper's {task_cfg.name} table")
+        return f"{rows[row_id]['params_M']}M"
+
+    def attention_span(self, cfg: DictConfig, seq_len: int) -> int | None:
+        return None
 
     def run(self, cfg: DictConfig, ctx: RunContext) -> Outcome:
         """Train with resumable checkpoints (`ctx.checkpointer`), optionally from a finished run's method weights

@@ -31,13 +31,15 @@ from repro.errors import ConfigError
 from repro.generation.methods import apply_decoder_method
 from repro.generation.models import is_seq2seq, load_causal_lm, load_lm_tokenizer
 from repro.kinds.base import Outcome, RunContext, ShuffledBatches, method_report
+from repro.kinds.generation import LanguageModelKind
 from repro.longcontext.attention import FULL_ATTN, full_attention, group_size, set_attention, use_s2_attn
-from repro.longcontext.data import chunks, token_stream
+from repro.longcontext.data import check_local_files, chunks, token_stream
 from repro.longcontext.passkey import passkey_accuracy
 from repro.longcontext.positions import interpolate_positions, interpolation_factor, original_context
 from repro.loop import TrainResult, broadcast_metrics, train
 from repro.methods import Adapted, load_kwargs
 from repro.models import to_device
+from repro.paper import paper_data
 from repro.params import count_parameters
 
 BASE_METRICS_FILE = "base_metrics.json"
@@ -160,7 +162,7 @@ def extended_lm(cfg: DictConfig) -> tuple[nn.Module, dict[str, int | float]]:
     return model, {"model_context": model_context, "original_context": original, "interpolation_factor": factor}
 
 
-class LongContext:
+class LongContext(LanguageModelKind):
     """Language modelling at an extended context with every method (LongLoRA's comparisons)."""
 
     def method_config(self, cfg: DictConfig) -> DictConfig:
@@ -169,6 +171,20 @@ class LongContext:
     def build(self, cfg: DictConfig, tokenizer: PreTrainedTokenizerBase | None = None) -> Adapted:
         """With full attention (S²-Attn is switched on for training by `run`; every evaluation uses full)."""
         return apply_decoder_method(extended_lm(cfg)[0], cfg.method, cfg.model, tokenizer)
+
+    def check_local_data(self, task: DictConfig, root: str) -> None:
+        check_local_files(task, root)
+
+    def paper_params(self, row_id: str, task_cfg: DictConfig) -> str | None:
+        """None: conf/paper/longlora.yaml's ablation rows print no count (the row must exist)."""
+        rows = paper_data("longlora")["rows"]
+        if row_id not in rows:
+            raise ConfigError(f"paper_row {row_id!r} is not a row of conf/paper/longlora.yaml")
+        return rows[row_id].get("params")
+
+    def attention_span(self, cfg: DictConfig, seq_len: int) -> int | None:
+        """One S²-Attn group where training uses it."""
+        return group_size(seq_len, cfg.method.group_size_ratio) if cfg.method.get("s2_attn") else None
 
     def run(self, cfg: DictConfig, ctx: RunContext) -> Outcome:
         task, method, device = cfg.task, cfg.method, ctx.device

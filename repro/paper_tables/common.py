@@ -12,6 +12,7 @@ import pandas as pd
 
 from repro.cells import MISSING
 from repro.generation.tables import run_copy_baseline
+from repro.kinds import traits
 from repro.paper_tables.spec import MEDIAN_CELL, Claims, PaperTable, Select
 from repro.results import SOURCE_IMPORTED
 from repro.verdicts import Cell, Convergence, Rule, Verdict, compare, decide, load_rule, tolerance_from_gap
@@ -119,9 +120,11 @@ def row_claims(claims: list[dict], find: FindRow, rule: Rule, unit: str = "") ->
 def with_generation_baselines(runs: pd.DataFrame) -> pd.DataFrame:
     """`baseline` of generation runs (a sweep or the variants may run on E2E...): the input copied as the output,
     scored on the run's main metric from its saved outputs (repro.generation.tables.copy_input_baseline)."""
-    if runs.empty or "kind" not in runs or not (runs["kind"] == "generation").any():
+    if runs.empty or "kind" not in runs:
         return runs
-    generation = runs["kind"] == "generation"
+    generation = runs["kind"].map(lambda kind: traits(kind).copy_input_baseline)
+    if not generation.any():
+        return runs
     scores = [run_copy_baseline(row) or {} for _, row in runs[generation].iterrows()]
     runs = runs.copy()
     runs.loc[generation, "baseline"] = [s.get(m, math.nan) for s, m in zip(scores, runs.loc[generation, "main_metric"])]
