@@ -101,12 +101,27 @@ def rebuild(run_dir: Path) -> tuple[DictConfig, Adapted]:
 
 
 def plain_model(cfg: DictConfig, adapted: Adapted) -> nn.Module:
-    """The adapted model with LoRA merged and GPT-2's c_attn fused: a transformers model without peft (with
-    adapters or mean pooling still in it: `additions`)."""
-    model = adapted.model.merge_and_unload() if isinstance(adapted.model, PeftModel) else adapted.model
+    """The adapted model with LoRA (or any peft tuner that merges) merged and GPT-2's c_attn fused: a transformers
+    model without peft (with adapters or mean pooling still in it: `additions`)."""
+    model = adapted.model
+    if isinstance(model, PeftModel):
+        keep_trained_copies(model)
+        model = model.merge_and_unload()
     if cfg.model.get("fused_qkv") and any(isinstance(m, SplitQKV) for m in model.modules()):
         fuse_split_qkv(model, cfg.model)
     return model
+
+
+def keep_trained_copies(model: PeftModel) -> None:
+    """Put each trained head module (peft's `modules_to_save` copy) in its wrapper's place. peft's generic merge
+    (VeRA, IA3, LoHa, LoKr, OFT, FourierFT, HRA, LN tuning) fails on a wrapped module without a `weight` (BERT's
+    pooler) or keeps the untrained original; LoRA's own merge does this itself."""
+    from peft.utils import ModulesToSaveWrapper
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, ModulesToSaveWrapper):
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, module.modules_to_save[module.active_adapter])
 
 
 def additions(cfg: DictConfig, model: nn.Module) -> dict:

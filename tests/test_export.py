@@ -70,6 +70,17 @@ def test_gpt2_lora_exports_with_q_and_v_fused_back_into_c_attn(compose, data_roo
     assert torch.isfinite(plain).all()
 
 
+@pytest.mark.parametrize("method", ["adalora", "vera", "ln_tuning", "hra"])
+def test_peft_tuners_merge_into_plain_transformers_with_their_trained_head(compose, data_root, tmp_path, method):
+    """peft's generic merge (VeRA, LN tuning, HRA, ...) with a trained head in `modules_to_save` (BERT's pooler has
+    no `weight`), and AdaLoRA, whose saved adapter holds its pruned ranks: plain transformers gives the run's logits."""
+    record = run(compose(f"data.root={data_root}", *GLUE, f"method={method}", f"output_root={tmp_path / 'runs'}"))
+    summary = export.main([str(_run_dir(record)), "--out", str(tmp_path / "exported")])
+    assert summary["merged_lora"] and summary["loader"] == "transformers" and summary["max_abs_logit_diff"] <= 1e-5
+    plain, enc = _plain_logits(AutoModelForSequenceClassification, tmp_path / "exported")
+    assert torch.allclose(plain, _in_harness_logits(_run_dir(record), dict(enc)), atol=1e-5)
+
+
 def test_peft_prompt_learning_and_bad_folders_stop_with_one_line(compose, data_root, tmp_path):
     record = run(compose(f"data.root={data_root}", *GLUE, "method=prefix_embed", "method.impl=peft",
                          f"output_root={tmp_path / 'runs'}"))

@@ -75,8 +75,11 @@ class Adapted:
         """Load what `save` wrote into a freshly adapted model built from the same config. Without the head,
         the method's weights of another task's run (the paper starts MRPC/RTE/STS-B from MNLI's LoRA)."""
         if self.is_peft:
-            from peft import get_peft_model_state_dict, load_peft_weights, set_peft_model_state_dict
+            from peft import PeftConfig, get_peft_model_state_dict, load_peft_weights, set_peft_model_state_dict
 
+            saved = PeftConfig.from_pretrained(str(directory))
+            if saved.peft_type == "ADALORA" and saved.rank_pattern:  # AdaLoRA saves its pruned ranks: resize to them
+                self.model.peft_config[self.model.active_adapter].rank_pattern = saved.rank_pattern
             state = load_peft_weights(str(directory))
             if not include_head:  # peft wants every saved key: keep this model's own head tensors
                 own = get_peft_model_state_dict(self.model)
