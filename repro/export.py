@@ -18,7 +18,9 @@ Two parts of a run have no module in plain transformers; config.json lists them 
 
 The export is checked: the folder, loaded back by `load_exported` (plain `from_pretrained` when nothing is added),
 must give the adapted model's logits on a few inputs (the largest difference is printed and stored in
-DIR/export.json). peft's prompt and prefix tuning (impl=peft) and QLoRA stop with one line.
+DIR/export.json). peft's prompt and prefix tuning (impl=peft) export in peft's format: the base model (with the
+trained head) in DIR and the adapter in DIR/peft_adapter, which `load_exported` (or
+`PeftModel.from_pretrained(AutoModelFor...from_pretrained(DIR), DIR/peft_adapter)`) loads. QLoRA stops with one line.
 """
 
 from __future__ import annotations
@@ -47,14 +49,12 @@ from repro.models import POOLINGS
 from repro.results import read_result
 from repro.runner import seed_everything
 
-PEFT_PROMPT = ("peft's prompt learning has no merged form; its adapter (the run's weights/ folder) loads with "
-               "peft.PeftModel.from_pretrained on the base model")
-# (method, impl) -> why it has no transformers form here (impl None: any)
+# (method, impl) -> why it has no faithful transformers form here (impl None: any)
 NOT_EXPORTABLE = {
-    ("prefix_embed", "peft"): PEFT_PROMPT,
-    ("prefix_layer", "peft"): PEFT_PROMPT,
-    ("qlora", None): "its 4-bit base would need dequantising first (not done here)",
+    ("qlora", None): "its 4-bit NormalFloat base computes in 16 bits; no fp32 transformers model gives its logits "
+                     "(its LoRA adapter is the run's weights/ folder, for peft on the same quantised base)",
 }
+PEFT_ADAPTER = "peft_adapter"  # peft's prompt learning (impl=peft prefixes): its adapter folder inside the export
 # what load_exported needs from the model config to rebuild a prompt-token module (impl=paper) around the model
 PROMPT_MODEL_KEYS = ("n_layers", "d_model", "word_embeddings", "layers")
 EXPORT_KEY = "repro_export"  # config.json: what load_exported adds to the transformers model
@@ -104,12 +104,17 @@ def plain_model(cfg: DictConfig, adapted: Adapted) -> nn.Module:
     """The adapted model with LoRA (or any peft tuner that merges) merged and GPT-2's c_attn fused: a transformers
     model without peft (with adapters or mean pooling still in it: `additions`)."""
     model = adapted.model
-    if isinstance(model, PeftModel):
+    if merges(model):
         keep_trained_copies(model)
         model = model.merge_and_unload()
     if cfg.model.get("fused_qkv") and any(isinstance(m, SplitQKV) for m in model.modules()):
         fuse_split_qkv(model, cfg.model)
     return model
+
+
+def merges(model: nn.Module) -> bool:
+    """A peft model whose tuner folds into the weights (not prompt learning: its virtual tokens are inputs)."""
+    return isinstance(model, PeftModel) and not model.peft_config[model.active_adapter].is_prompt_learning
 
 
 def keep_trained_copies(model: PeftModel) -> None:
@@ -132,6 +137,8 @@ def additions(cfg: DictConfig, model: nn.Module) -> dict:
     if any(isinstance(m, WithAdapter) for m in model.modules()):
         tree = OmegaConf.to_container(cfg, resolve=True)
         out["adapters"] = {key: tree[group][key] for group, keys in ADAPTER_KEYS.items() for key in keys}
+    if isinstance(model, PeftModel):  # not merged: peft's prompt learning, saved in peft's own format
+        out["peft_adapter"] = PEFT_ADAPTER
     if isinstance(model, (PromptTokens, DecoderPromptTokens)):
         out["prompt_tokens"] = {"module": type(model).__name__, "per_layer": len(model.prompts) > 1,
                                 "prefix_length": model.n_prefix, "infix_length": getattr(model, "n_infix", 0),
@@ -150,6 +157,10 @@ def wrap_prompt_tokens(model: nn.Module, spec: dict) -> nn.Module:
 def save(model: nn.Module, added: dict, out: Path) -> None:
     """The model's config (with `added`) and weights: transformers' layout, or every weight in ADAPTED_WEIGHTS
     (the prompt-token module's too: its `prompts` and its transformers model under `base.`)."""
+    if "peft_adapter" in added:  # the adapter in peft's format, then the base model (trained head) around it
+        model.save_pretrained(out / PEFT_ADAPTER)
+        keep_trained_copies(model)
+        model = model.get_base_model()
     inner = model.base if "prompt_tokens" in added else model
     if added:
         setattr(inner.config, EXPORT_KEY, added)
@@ -163,7 +174,7 @@ def save(model: nn.Module, added: dict, out: Path) -> None:
 
 def load_exported(path: str | Path) -> nn.Module:
     """An exported folder as the run's model, in eval mode: `from_pretrained`, plus what config.json's `repro_export`
-    names (mean pooling, bottleneck adapters, prompt tokens)."""
+    names (mean pooling, bottleneck adapters, prompt tokens, a peft prompt-learning adapter)."""
     path = Path(path)
     config = AutoConfig.from_pretrained(path)
     added = getattr(config, EXPORT_KEY, None) or {}
@@ -190,6 +201,8 @@ def load_exported(path: str | Path) -> nn.Module:
         model = wrap_prompt_tokens(model, added["prompt_tokens"])
     if whole:
         load_model(model, path / ADAPTED_WEIGHTS)
+    if "peft_adapter" in added:
+        model = PeftModel.from_pretrained(model, str(path / added["peft_adapter"]))
     return model.eval()
 
 
@@ -224,7 +237,7 @@ def export(run_dir: Path, out: Path) -> dict:
     reloaded = load_exported(out)
     diff = float((logits(reloaded, inputs) - expected).abs().max())
     summary = {"run": run_dir.name, "method": cfg.method.name, "model": cfg.model.name, "task": cfg.task.name,
-               "merged_lora": isinstance(adapted.model, PeftModel), "class": type(reloaded).__name__,
+               "merged_lora": merges(adapted.model), "class": type(reloaded).__name__,
                "loader": "repro.export.load_exported" if added else "transformers", "added": sorted(added),
                "check_inputs": len(CHECK_TEXTS), "max_abs_logit_diff": diff}
     (out / "export.json").write_text(json.dumps(summary, indent=1) + "\n")

@@ -1,7 +1,8 @@
 """`python -m repro.export`: a finished LoRA run becomes a plain transformers model (LoRA merged; GPT-2's split
 q/v fused back into c_attn; LongLoRA's position interpolation in its config) whose logits, loaded without peft,
 equal the adapted model's; mean pooling, bottleneck adapters and the paper's prefix tokens load with
-`repro.export.load_exported` and give the run's logits too; peft's prompt learning stops with one line."""
+`repro.export.load_exported` and give the run's logits too; peft's prompt learning exports in peft's format; QLoRA
+stops with one line."""
 
 from __future__ import annotations
 
@@ -81,11 +82,34 @@ def test_peft_tuners_merge_into_plain_transformers_with_their_trained_head(compo
     assert torch.allclose(plain, _in_harness_logits(_run_dir(record), dict(enc)), atol=1e-5)
 
 
-def test_peft_prompt_learning_and_bad_folders_stop_with_one_line(compose, data_root, tmp_path):
-    record = run(compose(f"data.root={data_root}", *GLUE, "method=prefix_embed", "method.impl=peft",
+@pytest.mark.parametrize("method", ["prefix_embed", "prefix_layer"])
+def test_peft_prompt_learning_exports_in_peft_format(compose, data_root, tmp_path, method):
+    """impl=peft (prompt tuning, prefix tuning): nothing merges; the base model with its trained head, and the adapter
+    in DIR/peft_adapter, load with plain transformers + peft and give the run's logits."""
+    from peft import PeftModel
+
+    record = run(compose(f"data.root={data_root}", *GLUE, f"method={method}", "method.impl=peft",
                          f"output_root={tmp_path / 'runs'}"))
-    with pytest.raises(ReproError, match=r"^method prefix_embed cannot be exported: peft's prompt learning"):
-        export.main([str(_run_dir(record))])
+    out = tmp_path / "exported"
+    summary = export.main([str(_run_dir(record)), "--out", str(out)])
+    assert summary["added"] == ["peft_adapter"] and not summary["merged_lora"]
+    assert summary["max_abs_logit_diff"] <= 1e-5
+    base, enc = _plain_logits(AutoModelForSequenceClassification, out)
+    with torch.no_grad():
+        model = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(out),
+                                          str(out / export.PEFT_ADAPTER)).eval()
+        plain_peft = model(**enc).logits
+    expected = _in_harness_logits(_run_dir(record), dict(enc))
+    assert torch.allclose(plain_peft, expected, atol=1e-5)
+    assert not torch.allclose(base, expected, atol=1e-4)  # the prompts matter: the base alone is another model
+
+
+def test_qlora_and_bad_folders_stop_with_one_line(tmp_path):
+    run_dir = tmp_path / "runs" / "sst2_tiny-bert_qlora_s0_0000000000"  # QLoRA trains on CUDA only: a record alone
+    run_dir.mkdir(parents=True)
+    (run_dir / "result.json").write_text(json.dumps({"status": "complete", "config": {"method": {"name": "qlora"}}}))
+    with pytest.raises(ReproError, match=r"^method qlora cannot be exported: its 4-bit NormalFloat base"):
+        export.main([str(run_dir)])
     with pytest.raises(ReproError, match="is not a complete run"):
         export.main([str(tmp_path)])
     with pytest.raises(ReproError, match="no such run folder"):
