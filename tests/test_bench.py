@@ -207,6 +207,7 @@ def test_decode_bench_rebuilds_a_run_and_compares_batched_with_one_at_a_time(com
     row = decode.measure(run_dir, n_inputs=3, batch_size=2, data_root=None)
     assert row["identical_outputs"] and row["inputs"] == 3 and row["batch_size"] == 2
     assert row["batched_s"] > 0 and row["speedup"] == pytest.approx(row["one_at_a_time_s"] / row["batched_s"])
+    assert row["speedup_vs_prompt_per_beam"] == pytest.approx(row["one_at_a_time_prompt_per_beam_s"] / row["batched_s"])
     decode.main([str(run_dir), "--inputs", "2", "--out", str(tmp_path / "decode")])
     assert "outputs identical: True" in (tmp_path / "decode.md").read_text()
     with pytest.raises(SystemExit):  # a run folder without a complete result

@@ -93,6 +93,29 @@ def test_batched_beam_search_equals_one_at_a_time(method_name):
     assert batched == single and any(batched)
 
 
+@pytest.mark.parametrize("model_name", ["tiny-gpt2", "tiny-llama"])
+def test_prompt_encoded_once_for_all_beams_gives_generates_own_outputs(model_name):
+    """`prefill_once` (the prompt's cache computed per input, repeated for its beams) decodes exactly what generate
+    does when it encodes every beam's copy of the prompt: left-padded batches of different lengths, LoRA on top."""
+    from repro.generation.decoding import prompt_cache
+
+    model_cfg = _cfg("model", model_name)
+    tokenizer = load_lm_tokenizer(model_cfg)
+    torch.manual_seed(0)
+    adapted = apply_decoder_method(load_causal_lm(model_cfg), _cfg("method", "lora"), model_cfg)
+    torch.nn.init.normal_(next(p for n, p in adapted.model.named_parameters() if "lora_B" in n), std=0.5)
+    decode = OmegaConf.create({"num_beams": 4, "length_penalty": 0.9, "no_repeat_ngram_size": 3,
+                               "max_new_tokens": 10, "early_stopping": True, "batch_size": 3})
+    sources = ["name : A | food : Thai", "name : The Eagle | area : riverside | near : Burger King", "x y", "a b c"]
+    prompts = [tokenizer.encode(s, add_special_tokens=False) + [tokenizer.eos_token_id] for s in sources]
+    end, cpu = tokenizer.eos_token_id, torch.device("cpu")
+    once = beam_search(adapted.model, tokenizer, prompts, decode, end, cpu, prefill_once=True)
+    assert once == beam_search(adapted.model, tokenizer, prompts, decode, end, cpu, prefill_once=False) and any(once)
+    ids, mask = torch.tensor([[0, 0, 5, 6, 7], [1, 2, 3, 4, 5]]), torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    cache = prompt_cache(adapted.model, ids, mask, num_beams=4)
+    assert cache.get_seq_length() == 4 and cache.layers[0].keys.shape[0] == 8  # 2 inputs x 4 beams, last token left
+
+
 @pytest.mark.parametrize("method_name", ["prefix_layer", "prefix_embed"])
 def test_prefix_from_real_words_starts_at_the_models_own_activations(method_name):
     model_cfg = _cfg("model", "tiny-llama")

@@ -4,6 +4,11 @@ encoder-decoder's `generate` returns decoder tokens only, starting with the deco
 
 Inputs are sorted by length so that a batch holds similar lengths (less padding), then restored to input order.
 The settings (beam size, length penalty, no-repeat n-gram size, max new tokens) come from the task config.
+
+A decoder's prompt is encoded once per input, not once per beam: `generate` copies each prompt `num_beams` times
+before its first forward pass, so on E2E-length prompts most of beam search's arithmetic went into encoding the
+same prompt ten times. `prefill_once` runs the prompt (all but its last token) through the model for the inputs
+alone and hands `generate` that cache repeated for the beams; `generate` then starts at the last prompt token.
 """
 
 from __future__ import annotations
@@ -27,6 +32,17 @@ def is_encoder_decoder(model: nn.Module) -> bool:
     return bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
 
 
+def prompt_cache(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, num_beams: int):
+    """The keys and values of each prompt but its last token, computed once per input and repeated for its beams,
+    with the positions `generate` gives left-padded prompts."""
+    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    out = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1], use_cache=True,
+                logits_to_keep=1)
+    cache = out.past_key_values
+    cache.batch_repeat_interleave(num_beams)
+    return cache
+
+
 def returns_prompt(model: nn.Module) -> bool:
     """HF generate from input_ids returns prompt + new tokens; our prompt-token wrapper returns new ones only."""
     return not hasattr(model, "n_prefix")
@@ -34,9 +50,12 @@ def returns_prompt(model: nn.Module) -> bool:
 
 @torch.no_grad()
 def beam_search(model: nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: list[list[int]], decode: DictConfig,
-                end_id: int, device: torch.device, batch_size: int | None = None, desc: str = "decode") -> list[str]:
+                end_id: int, device: torch.device, batch_size: int | None = None, desc: str = "decode",
+                prefill_once: bool = True) -> list[str]:
     """Decode each prompt (a decoder's: token ids ending with the separator; an encoder-decoder's: the encoder
-    input); returns the generated texts in input order."""
+    input); returns the generated texts in input order. `prefill_once`: a decoder's prompt is encoded once for all
+    its beams (module docstring); an encoder-decoder's encoder already runs once per input, and the prompt-token
+    wrapper feeds its prefix itself."""
     model.eval()
     batch_size = batch_size or decode.batch_size
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
@@ -51,7 +70,11 @@ def beam_search(model: nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: l
         for row, i in enumerate(index):  # a decoder's prompts all end at the last column, encoder inputs start at 0
             cols = slice(0, len(prompts[i])) if seq2seq else slice(width - len(prompts[i]), width)
             ids[row, cols], mask[row, cols] = torch.tensor(prompts[i]), 1
-        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
+        ids, mask = ids.to(device), mask.to(device)
+        cached = {}
+        if prefill_once and not seq2seq and returns_prompt(model) and width > 1:
+            cached["past_key_values"] = prompt_cache(model, ids, mask, decode.num_beams)
+        out = model.generate(input_ids=ids, attention_mask=mask, **kwargs, **cached)
         new = out[:, 1:] if seq2seq else out[:, width:] if returns_prompt(model) else out  # drop start / prompt
         for row, i in enumerate(index):
             tokens = new[row].tolist()
