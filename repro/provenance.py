@@ -91,5 +91,9 @@ def peak_memory_bytes(device: torch.device) -> int:
     its own): torch's max allocated on CUDA, the resident-set high-water mark (VmHWM) on CPU."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
-    hwm = _proc_status_kb("VmHWM")
-    return hwm * 1024 if hwm is not None else int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    hwm, rss = _proc_status_kb("VmHWM"), _proc_status_kb("VmRSS")
+    if hwm is None:
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    # the kernel syncs per-thread RSS counters lazily, so VmHWM can trail VmRSS by a few pages: a peak is never below
+    # the memory in use now
+    return max(hwm, rss or 0) * 1024
