@@ -79,7 +79,7 @@ def rebuild_run(run_dir: Path, exportable: bool = False) -> tuple[DictConfig, Ad
     name = cfg.method.name
     reason = NOT_EXPORTABLE.get((name, cfg.method.get("impl"))) or NOT_EXPORTABLE.get((name, None))
     if exportable and reason:
-        raise ReproError(f"method {cfg.method.name} cannot be exported: {reason}")
+        raise ReproError(f"method {name} cannot be exported: {reason}")
     adapted = build_adapted(cfg)
     weights = record.get("weights") or {}
     if weights.get("dir"):

@@ -123,13 +123,16 @@ def architecture(model_cfg: DictConfig) -> dict:
 def count_on_meta(model_cfg: DictConfig, method_cfg: DictConfig, task_kind: str, num_labels: int) -> ParamCounts:
     """Build the model (encoder + head, or language model) on the meta device, apply the method the way training
     does for this kind of task (`TaskKind.meta_model`), count as training does."""
+    from transformers import AutoConfig
+
     from repro.params import count_parameters
 
     arch = architecture(model_cfg)
     for key in ("architectures", "transformers_version", "torch_dtype", "dtype", "_model_name_or_path"):
         arch.pop(key, None)
+    config = AutoConfig.for_model(arch.pop("model_type"), **arch)
     with torch.device("meta"):
-        adapted = kind_named(task_kind).meta_model(arch, model_cfg, method_cfg, num_labels)
+        adapted = kind_named(task_kind).meta_model(config, model_cfg, method_cfg, num_labels)
     return count_parameters(adapted.model, list(model_cfg.head))
 
 

@@ -34,7 +34,6 @@ from repro import tables as T
 from repro.cells import MISSING
 from repro.config import CONF_DIR
 from repro.errors import ReproError, exit_on_user_error
-from repro.kinds import traits
 from repro.generation.tables import VALIDATION_LOSS
 from repro.paper_tables import runs_for, tables as registered
 from repro.paper_tables.common import judged_lines, label as _label
@@ -167,7 +166,7 @@ def draw_curves(records: list[dict], path: Path, title: str, cfg: dict) -> None:
     for record in sorted(records, key=lambda r: (r.get("seed") is None, r.get("seed"))):
         epochs = record.get("epochs") or []
         main = record.get("main_metric")
-        scale = traits(((record.get("config") or {}).get("task") or {}).get("kind")).metric_scale
+        scale = T.record_traits(record).metric_scale
         label = f"seed {record.get('seed')}"
         xs = [e.get("epoch") for e in epochs]
         loss = [e.get("train_loss") for e in epochs]

@@ -23,7 +23,7 @@ from repro.analysis.reference import write_table
 from repro.cells import RELEASED_LABEL
 from repro.config import identity_tree
 from repro.errors import ReproError, exit_on_user_error
-from repro.kinds import DEFAULT_KIND, traits
+from repro.kinds import DEFAULT_KIND, Traits, traits
 from repro.paper_tables import build_order, runs_for, shared_runs, tables
 from repro.paper_tables.common import (BASELINE_LABEL, SCALE_PERCENT, decided, get, run_budgets, section,
                                        write_paper_table)
@@ -84,10 +84,15 @@ def runs_frame(root: Path) -> tuple[pd.DataFrame, int]:
     return frame, ignored
 
 
+def record_traits(record: dict) -> Traits:
+    """The traits of a record's task kind (records from before `task.kind` existed: DEFAULT_KIND)."""
+    return traits(get(record.get("config") or {}, "task.kind"))
+
+
 def dev_curve(record: dict, main_metric: str | None) -> tuple[float, ...] | None:
     """A run's main dev metric per epoch on the table's scale (the verdicts' convergence); None for kinds whose
     per-epoch scores are not on that scale (Traits.dev_curve) and for runs whose epochs lack the metric."""
-    kind = traits(get(record.get("config") or {}, "task.kind"))
+    kind = record_traits(record)
     if not kind.dev_curve or not main_metric:
         return None
     values = [(e.get("metrics") or {}).get(main_metric) for e in record.get("epochs") or []]
@@ -117,8 +122,7 @@ def classification_baseline(record: dict, main_metric: str | None) -> float:
     runs made before `trivial_baseline` was recorded, and generation runs, whose baseline is computed from their
     outputs)."""
     value = (record.get("trivial_baseline") or {}).get(main_metric)
-    scale = traits(get(record.get("config") or {}, "task.kind")).metric_scale
-    return math.nan if value is None else float(value) * scale
+    return math.nan if value is None else float(value) * record_traits(record).metric_scale
 
 
 # --- building -------------------------------------------------------------------------------------------------

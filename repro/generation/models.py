@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel,
-                          PreTrainedTokenizerBase)
+                          PretrainedConfig, PreTrainedTokenizerBase)
 
 from repro.errors import ConfigError
 from repro.models import check_pretrained_kwargs, package_dir
@@ -142,14 +142,10 @@ def load_seq2seq_lm(model_cfg: DictConfig, **pretrained_kwargs) -> PreTrainedMod
     return _load(AutoModelForSeq2SeqLM, model_cfg, pretrained_kwargs)
 
 
-def lm_from_architecture(arch: dict, model_cfg: DictConfig) -> PreTrainedModel:
-    """The generation model the config names, random-initialised from transformers config kwargs (`arch`: with
-    `model_type`) on the current default device: the planner counts parameters on it on `meta`."""
-    from transformers import AutoConfig
-
-    auto = AutoModelForSeq2SeqLM if is_seq2seq(model_cfg) else AutoModelForCausalLM
-    arch = dict(arch)
-    return auto.from_config(AutoConfig.for_model(arch.pop("model_type"), **arch))
+def lm_from_config(config: PretrainedConfig, model_cfg: DictConfig) -> PreTrainedModel:
+    """The generation model the config names, random-initialised from a transformers config on the current default
+    device: the planner counts parameters on it on `meta`."""
+    return (AutoModelForSeq2SeqLM if is_seq2seq(model_cfg) else AutoModelForCausalLM).from_config(config)
 
 
 def load_lm(model_cfg: DictConfig, **pretrained_kwargs) -> PreTrainedModel:

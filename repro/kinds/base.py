@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterator, Protocol
 import torch
 from omegaconf import DictConfig
 from torch.utils.data.distributed import DistributedSampler
-from transformers import PreTrainedTokenizerBase
+from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from repro.checkpoint import Checkpointer
 from repro.distributed import World
@@ -83,9 +83,11 @@ class TaskKind(Protocol):
     def tokenizer(self, cfg: DictConfig) -> PreTrainedTokenizerBase:
         """The run's tokenizer (a language model's has a pad token)."""
 
-    def meta_model(self, model_cfg: DictConfig, method_cfg: DictConfig, num_labels: int) -> Adapted:
-        """The model with the method applied as training applies it, built from the model config alone (no weights)
-        on the current default device; the planner builds it on `meta` to count parameters."""
+    def meta_model(self, config: PretrainedConfig, model_cfg: DictConfig, method_cfg: DictConfig,
+                   num_labels: int) -> Adapted:
+        """The model with the method applied as training applies it, built from its transformers `config` alone (no
+        weights; `num_labels` for a classifier's head) on the current default device; the planner builds it on
+        `meta` to count parameters."""
 
     def paper_params(self, row_id: str, task_cfg: DictConfig) -> str | None:
         """The |Theta| the paper prints for an experiment's paper row (conf/paper/), or None where it prints none."""

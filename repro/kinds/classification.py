@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
-from transformers import PreTrainedTokenizerBase
+from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from repro.checkpoint import Checkpointer
 from repro.data import TaskData, load_task_data
@@ -221,11 +221,11 @@ class Classification:
     def tokenizer(self, cfg: DictConfig) -> PreTrainedTokenizerBase:
         return load_tokenizer(cfg.model)
 
-    def meta_model(self, arch: dict, model_cfg: DictConfig, method_cfg: DictConfig, num_labels: int) -> Adapted:
-        from transformers import AutoConfig, AutoModelForSequenceClassification
+    def meta_model(self, config: PretrainedConfig, model_cfg: DictConfig, method_cfg: DictConfig,
+                   num_labels: int) -> Adapted:
+        from transformers import AutoModelForSequenceClassification
 
-        arch = dict(arch)
-        config = AutoConfig.for_model(arch.pop("model_type"), num_labels=num_labels, **arch)
+        config.num_labels = num_labels
         model = AutoModelForSequenceClassification.from_config(config)
         POOLINGS[model_cfg.get("pooling", "cls")](model)  # the head training builds: mean pooling drops the pooler
         return apply_method(model, method_cfg, model_cfg)

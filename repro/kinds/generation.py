@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from transformers import PreTrainedTokenizerBase
+from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from repro.data.generation import (GenerationData, Grouped, Pair, check_local_generation_files,
                                    load_generation_data)
@@ -28,7 +28,7 @@ from repro.generation.causal import CausalFormat
 from repro.generation.decoding import beam_search
 from repro.generation.methods import apply_decoder_method
 from repro.generation.metrics import score_outputs
-from repro.generation.models import end_token_id, is_seq2seq, lm_from_architecture, load_lm, load_lm_tokenizer
+from repro.generation.models import end_token_id, is_seq2seq, lm_from_config, load_lm, load_lm_tokenizer
 from repro.generation.seq2seq import Seq2SeqFormat, decoder_start_id
 from repro.kinds.base import Outcome, RunContext, ShuffledBatches, method_report
 from repro.loop import TrainResult, evaluate_once, train
@@ -132,8 +132,9 @@ class LanguageModelKind:
     def tokenizer(self, cfg: DictConfig) -> PreTrainedTokenizerBase:
         return load_lm_tokenizer(cfg.model)
 
-    def meta_model(self, arch: dict, model_cfg: DictConfig, method_cfg: DictConfig, num_labels: int) -> Adapted:
-        return apply_decoder_method(lm_from_architecture(arch, model_cfg), method_cfg, model_cfg)
+    def meta_model(self, config: PretrainedConfig, model_cfg: DictConfig, method_cfg: DictConfig,
+                   num_labels: int) -> Adapted:
+        return apply_decoder_method(lm_from_config(config, model_cfg), method_cfg, model_cfg)
 
 
 class Generation(LanguageModelKind):
