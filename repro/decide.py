@@ -15,8 +15,10 @@ tables are rebuilt from the records and every verdict is printed.
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,13 +139,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cap", type=int, default=None, help="seeds per method at most (default: the rule's)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one torch thread each")
-    parser.add_argument("--dry-run", action="store_true", help="print the first round's runs and stop")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the verdicts and the first round's runs, and stop; records and tables unchanged")
     args = parser.parse_args(argv)
     if args.cap is not None and args.cap < 2:
         raise ReproError(f"--cap {args.cap}: at least 2 seeds per method")
     if args.jobs < 1 or args.rounds < 1:
         raise ReproError("--jobs and --rounds must be at least 1")
     rule = load_rule()
+    if args.dry_run:  # judge a copy: a dry run previews what the finished runs would add, and changes nothing
+        preview = Path(tempfile.mkdtemp(prefix="repro_decide_"))
+        if args.records.is_dir():
+            shutil.copytree(args.records, preview / "records")
+        args.records = preview / "records"
     for round_ in range(1, args.rounds + 1):
         if args.runs.is_dir():
             new, replaced = records_mod.add(args.runs, args.records)
@@ -157,6 +165,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.dry_run:
             for job in todo.jobs:
                 print("  " + " ".join(job.commands()[0][3:-1]) + f" seed={','.join(map(str, job.seeds))}")
+            print("\n".join(verdict_lines(claims)))
+            shutil.rmtree(args.records.parent)
             return
         if not todo.jobs:
             break

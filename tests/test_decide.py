@@ -84,12 +84,20 @@ def test_records_without_invocation_say_so(tmp_path):
     assert todo.jobs == [] and any("do not keep the invocation" in n for n in todo.notes)
 
 
-def test_dry_run_prints_the_round(tmp_path, capsys):
+def test_dry_run_previews_finished_runs_and_changes_nothing(tmp_path, capsys):
+    """A finished run under runs/ counts in the preview (its cell gets fewer seeds), but the records stay as they
+    were: a dry run must not commit evidence."""
     _cells(tmp_path / "records", LORA_CLOSE, FT)
+    _record(tmp_path / "runs", "roberta_base.lora_3", row="roberta_base.lora", task="sst2", paper_task="SST-2",
+            metric="accuracy", seed=3, value=0.842, baseline=0.509, folder=True)
+    before = sorted(p.name for p in (tmp_path / "records").iterdir())
     decide.main(["--records", str(tmp_path / "records"), "--runs", str(tmp_path / "runs"), "--dry-run"])
     out = capsys.readouterr().out
-    assert "round 1: " in out and "run(s) to add in 2 cell(s)" in out
-    assert "+experiment=table2/roberta_base_lora task=glue/sst2 scale=cpu train.num_threads=1 seed=3," in out
+    assert "round 1: 1 new and 0 replaced record(s)" in out and "run(s) to add in 2 cell(s)" in out
+    assert "+experiment=table2/roberta_base_lora task=glue/sst2 scale=cpu train.num_threads=1 seed=4," in out
+    assert "+experiment=table2/roberta_base_ft task=glue/sst2 scale=cpu train.num_threads=1 seed=3," in out
+    assert f"{MATCHES_FT}:" in out and "inconclusive" in out  # the verdicts it judged
+    assert sorted(p.name for p in (tmp_path / "records").iterdir()) == before
 
 
 def test_one_real_round_adds_a_seed_and_its_record(tmp_path, monkeypatch, data_root):
