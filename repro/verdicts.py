@@ -274,17 +274,20 @@ def permutation_pvalues(pairs: Sequence[tuple[Sequence[float], Sequence[float]]]
     return (1 + hi) / (1 + rule.draws), (1 + lo) / (1 + rule.draws), spreads
 
 
-def seeds_to_decide(effect: float, tasks: int, alpha: float, rule: Rule) -> int | None:
+def seeds_to_decide(effect: float, tasks: int, alpha: float, rule: Rule, have: int = 0) -> int | None:
     """Seeds per method at which the test would decide at the rule's power: each task's t is about
     (d_t + margin) / (s_t sqrt(2 / n)), so their sum over tasks, divided by sqrt(tasks), is about
-    effect * sqrt(tasks * n / 2), which must reach z_(1-alpha) + z_power (normal approximation). None when the
+    effect * sqrt(tasks * n / 2), which must reach z_(1-alpha) + z_power (normal approximation). Never fewer than
+    the exact test needs to reach `alpha` at all (its smallest p-value is 1 / C(2n, n)^tasks: one task at 3 vs 3
+    seeds cannot go below 0.05), nor than `have` + 1 (the seeds per method that left it undecided). None when the
     observed effect is zero (no number of seeds decides a difference that sits at the tolerance)."""
     if not effect or not math.isfinite(effect):
         return None
     from scipy.stats import norm  # here: scipy takes a while to import
 
     z = float(norm.ppf(1 - alpha) + norm.ppf(rule.power_target))
-    return max(rule.min_seeds, math.ceil(2 * z**2 / (tasks * effect**2)))
+    resolvable = next(n for n in itertools.count(rule.min_seeds) if math.comb(2 * n, n) ** tasks * alpha >= 1)
+    return max(rule.min_seeds, math.ceil(2 * z**2 / (tasks * effect**2)), resolvable, have + 1)
 
 
 def still_improving(cells: Mapping[str, Cell], tasks: Sequence[str]) -> str:
@@ -362,7 +365,8 @@ def decide(verdicts: Sequence[Verdict], rule: Rule) -> list[Verdict]:
             reason += f"; {'would fail, but ' if would_fail else ''}{v.blocked}"
         seeds = None
         if word == INCONCLUSIVE and not would_fail:
-            seeds = seeds_to_decide(v.effect, len(v.counted), rule.alpha / max(k, 1), rule)
+            have = min((c.n for c in v.cells), default=0)
+            seeds = seeds_to_decide(v.effect, len(v.counted), rule.alpha / max(k, 1), rule, have)
             reason += ("; no number of seeds decides it (effect 0)" if seeds is None else
                        f"; ~{seeds} seeds per method would decide it at {rule.power_target:.0%} power" +
                        (f" (over the cap of {rule.seed_cap})" if seeds > rule.seed_cap else ""))

@@ -13,7 +13,7 @@ from repro.paper import paper_data
 from repro.results import RESULT_FILE, write_json_atomic
 from repro.tables import build
 from repro.verdicts import (FAILS, HOLDS, INCONCLUSIVE, Cell, Rule, compare, decide, holm, load_rule,
-                            permutation_pvalues, tolerance_from_gap)
+                            permutation_pvalues, seeds_to_decide, tolerance_from_gap)
 
 TASK_METRIC = {"SST-2": ("sst2", "accuracy"), "CoLA": ("cola", "matthews_correlation"), "RTE": ("rte", "accuracy"),
                "STS-B": ("stsb", "pearson"), "MRPC": ("mrpc", "accuracy")}
@@ -196,6 +196,19 @@ def test_inconclusive_prints_seeds_that_decide_it_and_they_do():
                            {"SST-2": Cell(tuple(rng.normal(0, spread, n)), -100.0)}, BETTER).word == HOLDS
                   for _ in range(40))
     assert 24 <= decided, (n, decided)
+
+
+def test_seeds_to_decide_never_below_what_the_exact_test_can_resolve():
+    """One task, 3 vs 3 seeds, a huge standardised effect: the normal approximation says 2 seeds, but the exact
+    test's smallest p is 1/20, above Holm's 0.05/8; it needs 5 per method (1/252). An undecided claim always asks
+    for more seeds than it has, so `make decide` never stalls on it."""
+    assert seeds_to_decide(20.0, 1, 0.05, RULE) == 3  # 1/20 <= 0.05: resolvable at 3
+    assert seeds_to_decide(20.0, 1, 0.05 / 8, RULE) == 5  # C(8, 4) = 70 < 160 <= C(10, 5) = 252
+    assert seeds_to_decide(20.0, 2, 0.05 / 8, RULE) == 3  # 20^2 = 400 >= 160
+    assert seeds_to_decide(20.0, 2, 0.05 / 8, RULE, have=3) == 4
+    a, b = {"STS-B": Cell((84.0, 84.3, 84.6), 0.0)}, {"STS-B": Cell((80.0, 80.3, 80.6), 0.0)}
+    eight = decide([compare(f"m{i}", a, "lora", b, BETTER, RULE) for i in range(8)], RULE)
+    assert all(v.word == INCONCLUSIVE and v.seeds_needed == 5 and "~5 seeds per method" in v.reason for v in eight)
 
 
 # --- through the tables: Table 2 --------------------------------------------------------------------------------
