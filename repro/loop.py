@@ -126,9 +126,9 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
 def plateaued(result: TrainResult, epoch: int, patience: int | None, main_metric: str,
               chance: float | None = None) -> bool:
     """Early stopping: the main dev metric has not improved for `patience` epochs (None or 0: never stop early).
-    A run whose best is still at `chance` (the trivial baseline: e.g. MCC 0 while it predicts the majority class)
-    has not started learning, so it is not a plateau: such runs train on (CoLA's LoRA sat at MCC 0 for one or two
-    epochs, then rose). The learning-rate schedule still spans `train.epochs`, the budget's maximum."""
+    A run whose best is still at or below `chance` (the trivial baseline, plus its noise band for a correlation:
+    `repro.metrics.chance_level`) has not started learning, so it is not a plateau: such runs train on (CoLA's LoRA
+    sat at MCC 0 for one or two epochs, then rose; STS-B's at Pearson 0.01-0.05 for three, then reached 0.79). The learning-rate schedule still spans `train.epochs`, the budget's maximum."""
     if not patience or result.best_epoch <= 0 or epoch - result.best_epoch < patience:
         return False
     best = result.best_metrics.get(main_metric)
@@ -229,8 +229,8 @@ def train(model: nn.Module, session: Session, train_cfg: DictConfig, main_metric
           on_epoch: Callable[[dict[str, Any]], None] | None = None, on_step: OnStep | None = None,
           chance: float | None = None) -> TrainResult:
     """Train `model` (already on `device`) for `train_cfg.epochs`, evaluating after each epoch and every
-    `train_cfg.eval_every_steps` optimizer steps inside one (`chance`: the main metric's trivial baseline, which
-    early stopping does not take for a plateau). The best evaluation, at an epoch's end or a step, gives
+    `train_cfg.eval_every_steps` optimizer steps inside one (`chance`: the main metric's level of a run that has
+    not started learning, which early stopping does not take for a plateau). The best evaluation, at an epoch's end or a step, gives
     `best_metrics` and `best_state`; a step evaluation is kept in its epoch's record under `step_evals` (without
     predictions or outputs: those saved are the epoch's)."""
     generator = torch.Generator().manual_seed(seed)

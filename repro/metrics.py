@@ -21,6 +21,11 @@ METRICS: dict[str, MetricFn] = {
 
 
 CORRELATIONS = ("pearson", "spearman")
+# metrics that are correlations of the predictions with the labels (MCC: of two binary variables): for predictions
+# unrelated to the labels they scatter around 0 with a standard error of about 1/sqrt(n) on n examples
+CENTRED_AT_CHANCE = (*CORRELATIONS, "matthews_correlation")
+# how many such standard errors above the trivial baseline a score must be to show that a run has started learning
+CHANCE_STANDARD_ERRORS = 2.0
 
 
 def trivial_baseline(names: Sequence[str], references: np.ndarray) -> dict[str, float]:
@@ -33,6 +38,17 @@ def trivial_baseline(names: Sequence[str], references: np.ndarray) -> dict[str, 
     values, counts = np.unique(references, return_counts=True)
     majority = np.full_like(references, values[np.argmax(counts)])
     return compute_metrics(names, majority, references)
+
+
+def chance_level(name: str, baseline: float, n_examples: int) -> float:
+    """The highest score of metric `name` that is still no evidence of learning, on `n_examples` evaluation examples
+    whose trivial baseline is `baseline`: for a correlation, the baseline (0) plus two standard errors of the
+    correlation of unrelated variables (2/sqrt(n): STS-B runs sitting at the label mean score Pearson 0.01-0.05 on
+    500 examples); for accuracy and F1 the majority-class baseline itself, which a predictor that ignores the input
+    does not beat in expectation."""
+    if name in CENTRED_AT_CHANCE:
+        return baseline + CHANCE_STANDARD_ERRORS / float(np.sqrt(max(n_examples, 1)))
+    return baseline
 
 
 def compute_metrics(names: Sequence[str], predictions: np.ndarray, references: np.ndarray) -> dict[str, float]:

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 from sklearn import metrics as skm
 
-from repro.metrics import compute_metrics
+from repro.metrics import chance_level, compute_metrics
 
 rng = np.random.default_rng(0)
 PRED = rng.integers(0, 2, 200)
@@ -39,3 +39,17 @@ def test_regression_metrics_match_scipy():
     assert got["pearson"] == pytest.approx(stats.pearsonr(pred, ref)[0])
     assert got["spearman"] == pytest.approx(stats.spearmanr(pred, ref)[0])
     assert compute_metrics(["pearson"], ref, 2 * ref + 1)["pearson"] == pytest.approx(1.0)
+
+
+def test_chance_level_covers_what_unrelated_predictions_score():
+    """Early stopping must not take a run that has not started learning for a plateau. A correlation of predictions
+    unrelated to the labels scatters around 0: on 500 examples, 95% of such scores fall below chance_level (2/sqrt(n),
+    0.089), so STS-B's stuck runs (Pearson 0.01-0.05) train on. Accuracy's level is the majority baseline itself."""
+    rng = np.random.default_rng(0)
+    labels = rng.uniform(0, 5, 500)
+    unrelated = [compute_metrics(["pearson"], rng.normal(size=500), labels)["pearson"] for _ in range(400)]
+    level = chance_level("pearson", 0.0, 500)
+    assert level == pytest.approx(2 / math.sqrt(500))
+    assert 0.95 <= np.mean(np.asarray(unrelated) <= level) < 1.0
+    assert chance_level("matthews_correlation", 0.0, 1043) == pytest.approx(2 / math.sqrt(1043))
+    assert chance_level("accuracy", 0.527, 277) == 0.527

@@ -26,7 +26,7 @@ from repro.kinds.base import Outcome, RunContext, method_report
 from repro.loop import OnStep, TrainResult, evaluate_once, train
 from repro.methods import apply_method, load_kwargs
 from repro.methods.base import Adapted, TrainingHooks
-from repro.metrics import compute_metrics, trivial_baseline
+from repro.metrics import chance_level, compute_metrics, trivial_baseline
 from repro.models import POOLINGS, load_model, load_tokenizer, to_device
 from repro.paper import paper_data
 from repro.params import count_parameters
@@ -190,7 +190,7 @@ def train_and_evaluate(model: nn.Module, tokenizer: PreTrainedTokenizerBase, dat
                        world: World = World(), hooks: TrainingHooks = TrainingHooks(),
                        on_step: OnStep | None = None, chance: float | None = None) -> TrainResult:
     """Tokenise `data`, train `model` with `repro.loop.train` and evaluate every epoch (`chance`: the main metric's
-    trivial baseline, which early stopping does not take for a plateau)."""
+    level of a run that has not started learning, which early stopping does not take for a plateau)."""
     session = make_session(data, tokenizer, task, train_cfg, max_length, token_type_ids, seed, device)
     return train(to_device(model, device), session, train_cfg, task.main_metric, seed, device, hooks=hooks,
                  world=world, checkpointer=checkpointer, on_epoch=on_epoch, on_step=on_step, chance=chance)
@@ -256,7 +256,8 @@ class Classification:
             token_type_ids=cfg.model.get("token_type_ids"), seed=cfg.seed, device=ctx.device, on_epoch=ctx.on_epoch,
             on_step=ctx.on_step,
             checkpointer=ctx.checkpointer, world=ctx.world, hooks=adapted.hooks,
-            chance=baseline.get(cfg.task.main_metric))
+            chance=chance_level(cfg.task.main_metric, baseline[cfg.task.main_metric],
+                                sum(map(len, data.eval.values()))) if cfg.task.main_metric in baseline else None)
         return Outcome(adapted, counts, result, len(data.train), {s: len(r) for s, r in data.eval.items()},
                        {**method_report(adapted), "trivial_baseline": baseline})
 
