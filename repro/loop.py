@@ -128,7 +128,8 @@ def plateaued(result: TrainResult, epoch: int, patience: int | None, main_metric
     """Early stopping: the main dev metric has not improved for `patience` epochs (None or 0: never stop early).
     A run whose best is still at or below `chance` (the trivial baseline, plus its noise band for a correlation:
     `repro.metrics.chance_level`) has not started learning, so it is not a plateau: such runs train on (CoLA's LoRA
-    sat at MCC 0 for one or two epochs, then rose; STS-B's at Pearson 0.01-0.05 for three, then reached 0.79). The learning-rate schedule still spans `train.epochs`, the budget's maximum."""
+    sat at MCC 0 for one or two epochs, then rose; STS-B's at Pearson 0.01-0.05 for three, then reached 0.79).
+    The learning-rate schedule still spans `train.epochs`, the budget's maximum."""
     if not patience or result.best_epoch <= 0 or epoch - result.best_epoch < patience:
         return False
     best = result.best_metrics.get(main_metric)
@@ -230,8 +231,8 @@ def train(model: nn.Module, session: Session, train_cfg: DictConfig, main_metric
           chance: float | None = None) -> TrainResult:
     """Train `model` (already on `device`) for `train_cfg.epochs`, evaluating after each epoch and every
     `train_cfg.eval_every_steps` optimizer steps inside one (`chance`: the main metric's level of a run that has
-    not started learning, which early stopping does not take for a plateau). The best evaluation, at an epoch's end or a step, gives
-    `best_metrics` and `best_state`; a step evaluation is kept in its epoch's record under `step_evals` (without
+    not started learning, which early stopping does not take for a plateau). The best evaluation, at an epoch's
+    end or a step, gives `best_metrics` and `best_state`; a step evaluation is kept in its epoch's record under `step_evals` (without
     predictions or outputs: those saved are the epoch's)."""
     generator = torch.Generator().manual_seed(seed)
     batches = session.train_batches(generator, world)

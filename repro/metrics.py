@@ -3,6 +3,7 @@ Values are fractions (accuracy 0.91, correlations in [-1, 1]); tables scale them
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import numpy as np
@@ -47,7 +48,7 @@ def chance_level(name: str, baseline: float, n_examples: int) -> float:
     500 examples); for accuracy and F1 the majority-class baseline itself, which a predictor that ignores the input
     does not beat in expectation."""
     if name in CENTRED_AT_CHANCE:
-        return baseline + CHANCE_STANDARD_ERRORS / float(np.sqrt(max(n_examples, 1)))
+        return baseline + CHANCE_STANDARD_ERRORS / math.sqrt(max(n_examples, 1))
     return baseline
 
 

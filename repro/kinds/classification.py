@@ -250,14 +250,15 @@ class Classification:
         print(f"{cfg.task.name}/{cfg.model.name}/{cfg.method.name}: {len(data.train)} train examples; trainable "
               f"{counts.trainable:,} + head {counts.head:,} of {counts.total:,} parameters")
         baseline = classification_baseline(cfg.task, data)
+        main = cfg.task.main_metric
+        chance = chance_level(main, baseline[main], sum(map(len, data.eval.values()))) if main in baseline else None
         result = train_and_evaluate(
             adapted.model, tokenizer, data, cfg.task, cfg.train,
             max_length=cfg.data.max_seq_len - adapted.reserved_tokens,
             token_type_ids=cfg.model.get("token_type_ids"), seed=cfg.seed, device=ctx.device, on_epoch=ctx.on_epoch,
             on_step=ctx.on_step,
             checkpointer=ctx.checkpointer, world=ctx.world, hooks=adapted.hooks,
-            chance=chance_level(cfg.task.main_metric, baseline[cfg.task.main_metric],
-                                sum(map(len, data.eval.values()))) if cfg.task.main_metric in baseline else None)
+            chance=chance)
         return Outcome(adapted, counts, result, len(data.train), {s: len(r) for s, r in data.eval.items()},
                        {**method_report(adapted), "trivial_baseline": baseline})
 
