@@ -132,7 +132,7 @@ def verdict_lines(claims: dict[tuple[str, str, str], tables.Claims]) -> list[str
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m repro.decide", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m repro.decide", description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=Path, default=records_mod.DEFAULT_RECORDS)
     parser.add_argument("--runs", type=Path, default=Path("results/runs"))
     parser.add_argument("--tables", type=Path, default=Path("results/tables"))
