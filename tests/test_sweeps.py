@@ -131,3 +131,37 @@ def test_submitit_local_multirun(tmp_path, data_root):
             if line.startswith("  job logs (submitit): ")]
     assert len(logs) == 1 and list(Path(logs[0]).glob("*_log.out")), proc.stderr[-2000:]
     assert not list(tmp_path.rglob("%j"))
+
+
+def _make_train_overrides(target: str, *make_vars: str) -> list[tuple[str, list[str]]]:
+    """The (sweep, overrides) of each `python -m repro.train` line that `make -n TARGET` would run."""
+    import shlex
+    out = subprocess.run(["make", "-n", "-s", target, *make_vars], cwd=REPO, capture_output=True, text=True,
+                         check=True).stdout
+    lines = []
+    for line in out.splitlines():
+        if "-m repro.train" not in line:
+            continue
+        args = shlex.split(line.split("-m repro.train", 1)[1])
+        sweep = args[args.index("--config-name") + 1]
+        lines.append((sweep, [a for a in args if "=" in a and not a.startswith("hydra")]))
+    return lines
+
+
+def test_rank_budget_comes_from_each_tasks_recipe():
+    """`make reproduce-rank` at cpu scale reads every budget value from the task's `rank_budget` (Tables 5 and 6 use
+    one budget per task for every arm); a task the recipe gives no rank budget stops with the missing key."""
+    lines = _make_train_overrides("reproduce-rank", "SCALE=cpu", "RANK_TASKS=glue/sst2")
+    assert [sweep for sweep, _ in lines] == ["rank", "targets"]
+    recipe = yaml.safe_load((CONF_DIR / "cpu_recipe" / "glue.yaml").read_text(encoding="utf-8"))
+    for sweep, overrides in lines:
+        one = [o.split(",")[0] if o.startswith(("seed=", "method.r=")) else o for o in overrides
+               if not o.startswith(("task=", "method.targets="))]
+        for task in ("sst2", "stsb"):
+            cfg = Composer(REPO / "sweeps" / f"{sweep}.yaml")([*one, f"task=glue/{task}", "method.targets=[q,v]"])
+            budget = recipe[task]["rank_budget"]
+            got = {"max_train_samples": cfg.data.max_train_samples, "max_eval_samples": cfg.data.max_eval_samples,
+                   **{k: cfg.train[k] for k in ("learning_rate", "epochs", "batch_size", "early_stopping_patience")}}
+            assert got == budget, (sweep, task)
+        with pytest.raises(Exception, match="rank_budget"):
+            OmegaConf.to_container(Composer(REPO / "sweeps" / f"{sweep}.yaml")([*one, "task=glue/cola"]), resolve=True)
