@@ -34,7 +34,7 @@ NOT_IN_RUN_ID = ("output_root", "force", "logger", "hydra", "paper_hparams", "_h
 # knob -> the value every run had before the knob existed (fp32, no torch.compile)
 ADDED_KNOBS = {"train.precision": "fp32", "train.compile": False, "train.lr_schedule": "linear",
                "train.early_stopping_patience": None, "data.holdout_fraction": None, "train.max_steps": None,
-               "train.eval_every_steps": None}
+               "train.eval_every_steps": None, "train.early_stopping_min_epochs": None}
 
 
 def _when_in(value: Any, members: Iterable[Any], result: Any) -> Any:
@@ -129,6 +129,7 @@ KNOBS: list[tuple[str, type, Any, str, bool]] = [
     ("train.compile", bool, None, "true or false", False),
     ("train.gradient_checkpointing", bool, None, "true or false", False),
     ("train.early_stopping_patience", int, _positive, "a positive integer or null (no early stopping)", True),
+    ("train.early_stopping_min_epochs", int, _positive, "a positive integer or null (stop at any epoch)", True),
     ("train.max_steps", int, _positive, "a positive integer or null (train all epochs)", True),
     ("train.eval_every_steps", int, _positive, "a positive integer or null (evaluate at epoch ends only)", True),
     ("method.alpha", float, _positive, "a positive number (the update is scaled by alpha / r)", False),

@@ -160,6 +160,19 @@ def test_early_stopping_after_patience_epochs_without_improvement():
     assert [e["epoch"] for e in result.epochs] == [1, 2, 3, 4] and result.best_epoch == 2
 
 
+def test_early_stopping_waits_for_its_minimum_epochs():
+    """A dip early in the schedule (STS-B at batch 8: 69.2, 65.0, 52.6) ends no run before `min_epochs`."""
+    class EarlyDip(ToySession):
+        def evaluate(self, model, epoch, result):
+            return {"neg_loss": {1: -1.0, 2: -1.5, 3: -2.0, 4: -0.8, 5: -0.5}.get(epoch, -0.9)}
+
+    run = lambda **kw: train(nn.Linear(3, 1), EarlyDip(), cfg(epochs=10, early_stopping_patience=2, **kw),  # noqa: E731
+                             "neg_loss", seed=0, device=torch.device("cpu"))
+    assert [e["epoch"] for e in run().epochs] == [1, 2, 3]
+    later = run(early_stopping_min_epochs=4)
+    assert [e["epoch"] for e in later.epochs] == [1, 2, 3, 4, 5, 6, 7] and later.best_epoch == 5
+
+
 def test_early_stopping_waits_while_the_run_is_at_chance():
     """MCC 0 (the majority class) for two epochs, then learning: not a plateau (CoLA's LoRA at cpu scale)."""
     class LateStart(ToySession):

@@ -161,7 +161,8 @@ def test_rank_budget_comes_from_each_tasks_recipe():
             cfg = Composer(REPO / "sweeps" / f"{sweep}.yaml")([*one, f"task=glue/{task}", "method.targets=[q,v]"])
             budget = recipe[task]["rank_budget"]
             got = {"max_train_samples": cfg.data.max_train_samples, "max_eval_samples": cfg.data.max_eval_samples,
-                   **{k: cfg.train[k] for k in ("learning_rate", "epochs", "batch_size", "early_stopping_patience")}}
+                   **{k: cfg.train[k] for k in ("learning_rate", "epochs", "batch_size", "early_stopping_patience",
+                                               "early_stopping_min_epochs")}}
             assert got == budget, (sweep, task)
         with pytest.raises(Exception, match="rank_budget"):
             OmegaConf.to_container(Composer(REPO / "sweeps" / f"{sweep}.yaml")([*one, "task=glue/cola"]), resolve=True)
