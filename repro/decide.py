@@ -69,12 +69,15 @@ def _template(record: dict) -> tuple[str | None, str, tuple[str, ...]] | None:
 
 
 def plan(claims: dict[tuple[str, str, str], tables.Claims], by_id: dict[str, dict], rule: Rule,
-         cap: int | None = None) -> Plan:
-    """The seeds each inconclusive verdict's cells need this round (min(seeds that decide, cap) per method)."""
+         cap: int | None = None, only: set[str] | None = None) -> Plan:
+    """The seeds each inconclusive verdict's cells need this round (min(seeds that decide, cap) per method), for
+    the tables named in `only` (None: every table)."""
     cap = cap or rule.seed_cap
     wanted: dict[tuple[str | None, str, tuple[str, ...]], set[int]] = {}
     out = Plan()
     for (table, scale, model), judged in claims.items():
+        if only is not None and table not in only:
+            continue
         for text, verdicts in judged:
             for v in verdicts:
                 if not isinstance(v, Verdict) or v.word != INCONCLUSIVE or not v.statistical:
@@ -138,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tables", type=Path, default=Path("results/tables"))
     parser.add_argument("--cap", type=int, default=None, help="seeds per method at most (default: the rule's)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--table", action="append", default=None, metavar="NAME",
+                        help="add seeds only for this table's claims (repeatable; e.g. rank, targets, table2)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one torch thread each")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the verdicts and the first round's runs, and stop; records and tables unchanged")
@@ -152,29 +157,37 @@ def main(argv: list[str] | None = None) -> None:
         if args.records.is_dir():
             shutil.copytree(args.records, preview / "records")
         args.records = preview / "records"
-    for round_ in range(1, args.rounds + 1):
-        if args.runs.is_dir():
-            new, replaced = records_mod.add(args.runs, args.records)
-            if new or replaced:
-                print(f"round {round_}: {len(new)} new and {len(replaced)} replaced record(s)")
-        claims, by_id = judge(args.records, rule)
-        todo = plan(claims, by_id, rule, args.cap)
-        for note in todo.notes:
-            print(f"round {round_}: {note}")
-        print(f"round {round_}: {todo.runs} run(s) to add in {len(todo.jobs)} cell(s)")
-        if args.dry_run:
-            for job in todo.jobs:
-                print("  " + " ".join(job.commands()[0][3:-1]) + f" seed={','.join(map(str, job.seeds))}")
-            print("\n".join(verdict_lines(claims)))
-            shutil.rmtree(args.records.parent)
-            return
-        if not todo.jobs:
-            break
-        failures = run_jobs(todo.jobs, args.jobs, args.runs.parent / "local" / "decide_logs" / f"round{round_}")
-        for line in failures:
-            print(f"round {round_}: failed: {line}", file=sys.stderr)
-        if failures and len(failures) == todo.runs:
-            raise ReproError(f"round {round_}: every run failed; see the logs above")
+    try:
+        for round_ in range(1, args.rounds + 1):
+            if args.runs.is_dir():
+                new, replaced = records_mod.add(args.runs, args.records)
+                if new or replaced:
+                    print(f"round {round_}: {len(new)} new and {len(replaced)} replaced record(s)")
+            claims, by_id = judge(args.records, rule)
+            judged_tables = {table for table, _, _ in claims}
+            if args.table and not set(args.table) <= judged_tables:
+                unknown = ", ".join(sorted(set(args.table) - judged_tables))
+                raise ReproError(f"--table {unknown}: no claims judged there; tables with claims: "
+                                 f"{', '.join(sorted(judged_tables))}")
+            todo = plan(claims, by_id, rule, args.cap, set(args.table) if args.table else None)
+            for note in todo.notes:
+                print(f"round {round_}: {note}")
+            print(f"round {round_}: {todo.runs} run(s) to add in {len(todo.jobs)} cell(s)")
+            if args.dry_run:
+                for job in todo.jobs:
+                    print("  " + " ".join(job.commands()[0][3:-1]) + f" seed={','.join(map(str, job.seeds))}")
+                print("\n".join(verdict_lines(claims)))
+                return
+            if not todo.jobs:
+                break
+            failures = run_jobs(todo.jobs, args.jobs, args.runs.parent / "local" / "decide_logs" / f"round{round_}")
+            for line in failures:
+                print(f"round {round_}: failed: {line}", file=sys.stderr)
+            if failures and len(failures) == todo.runs:
+                raise ReproError(f"round {round_}: every run failed; see the logs above")
+    finally:
+        if args.dry_run:  # the copy goes, whatever happened
+            shutil.rmtree(args.records.parent, ignore_errors=True)
     if args.runs.is_dir():
         records_mod.add(args.runs, args.records)
     tables.build(args.records, args.tables)

@@ -48,8 +48,8 @@ def chance_level(name: str, baseline: float, n_examples: int) -> float:
     """The highest score of metric `name` that is still no evidence of learning, on `n_examples` evaluation examples
     whose trivial baseline is `baseline`: for a correlation, the baseline (0) plus CHANCE_STANDARD_ERRORS standard
     errors of the correlation of unrelated variables (3/sqrt(n), 0.134 on 500 examples: STS-B runs sitting at the
-    label mean score Pearson -0.07 to 0.09 there); for accuracy and F1 the majority-class baseline itself, which a predictor that ignores the input
-    does not beat in expectation."""
+    label mean score Pearson -0.07 to 0.09 there); for accuracy and F1 the majority-class baseline itself, which a
+    predictor that ignores the input does not beat in expectation."""
     if name in CENTRED_AT_CHANCE:
         return baseline + CHANCE_STANDARD_ERRORS / math.sqrt(max(n_examples, 1))
     return baseline

@@ -65,6 +65,16 @@ def test_inconclusive_claim_gets_the_seeds_that_decide_it_on_both_cells(tmp_path
     assert all(j.seeds == tuple(range(3, target)) for j in todo.jobs)
     assert todo.jobs[0].commands()[0][-2:] == ["train.num_threads=1", "seed=3"]
     assert decide.plan(claims, by_id, RULE, cap=3).jobs == []  # already at the cap
+    assert decide.plan(claims, by_id, RULE, only={"rank"}).jobs == []  # another table's claims only
+    assert decide.plan(claims, by_id, RULE, only={"table2"}).runs == todo.runs
+
+
+def test_a_table_without_claims_is_a_one_line_error(tmp_path, capsys):
+    _cells(tmp_path, LORA_CLOSE, FT)
+    with pytest.raises(SystemExit) as exc:
+        decide.main(["--records", str(tmp_path), "--runs", str(tmp_path / "none"), "--table", "rnak", "--dry-run"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and "rnak" in err and "table2" in err
 
 
 def test_decided_and_blocked_claims_get_no_seeds(tmp_path):
