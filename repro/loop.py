@@ -235,8 +235,8 @@ def train(model: nn.Module, session: Session, train_cfg: DictConfig, main_metric
     """Train `model` (already on `device`) for `train_cfg.epochs`, evaluating after each epoch and every
     `train_cfg.eval_every_steps` optimizer steps inside one (`chance`: the main metric's level of a run that has
     not started learning, which early stopping does not take for a plateau). The best evaluation, at an epoch's
-    end or a step, gives `best_metrics` and `best_state`; a step evaluation is kept in its epoch's record under `step_evals` (without
-    predictions or outputs: those saved are the epoch's)."""
+    end or a step, gives `best_metrics` and `best_state`; a step evaluation is kept in its epoch's record under
+    `step_evals` (without predictions or outputs: those saved are the epoch's)."""
     generator = torch.Generator().manual_seed(seed)
     batches = session.train_batches(generator, world)
     if train_cfg.get("gradient_checkpointing", False):

@@ -5,6 +5,7 @@ local executor trains tiny-bert and ends in a generated table."""
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -135,7 +136,6 @@ def test_submitit_local_multirun(tmp_path, data_root):
 
 def _make_train_overrides(target: str, *make_vars: str) -> list[tuple[str, list[str]]]:
     """The (sweep, overrides) of each `python -m repro.train` line that `make -n TARGET` would run."""
-    import shlex
     out = subprocess.run(["make", "-n", "-s", target, *make_vars], cwd=REPO, capture_output=True, text=True,
                          check=True).stdout
     lines = []
