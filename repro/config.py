@@ -322,8 +322,17 @@ def identity_tree(tree: dict[str, Any]) -> dict[str, Any]:
 
 
 def identity_config(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config that defines what a run computes (`identity_tree`)."""
-    return identity_tree(OmegaConf.to_container(cfg, resolve=True))
+    """The resolved config that defines what a run computes (`identity_tree`). `train.precision=auto` counts as
+    the precision it picks on this machine's device (bf16 or fp32 on a CPU), so that the run id tells fp32 and
+    bf16 runs apart and an `auto` run where it means fp32 keeps the id of an fp32 run."""
+    tree = OmegaConf.to_container(cfg, resolve=True)
+    train = tree.get("train") if isinstance(tree.get("train"), dict) else {}
+    if train.get("precision") == "auto":
+        from repro.distributed import resolve_device
+        from repro.precision import resolve_precision
+
+        train["precision"] = resolve_precision("auto", resolve_device(str(train.get("device", "auto")))).name
+    return identity_tree(tree)
 
 
 def config_digest(obj: Any) -> str:

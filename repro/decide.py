@@ -61,10 +61,13 @@ class Plan:
 
 
 def _template(record: dict) -> tuple[str | None, str, tuple[str, ...]] | None:
+    """How the record's run was invoked, less its seed and per-machine settings; `train.precision=auto` pinned to
+    what the run trained in, so that a seed added on another CPU joins its cell in the same precision."""
     inv = record.get("invocation")
     if not inv:
         return None
-    keep = tuple(o for o in inv["overrides"] if not o.startswith(("seed=", "train.num_threads=", "force=")))
+    keep = tuple(f"train.precision={record.get('precision') or 'fp32'}" if o == "train.precision=auto" else o
+                 for o in inv["overrides"] if not o.startswith(("seed=", "train.num_threads=", "force=")))
     return inv.get("config_dir"), inv["config_name"], keep
 
 

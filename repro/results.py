@@ -116,6 +116,7 @@ def _row(record: dict[str, Any]) -> dict[str, Any]:
     row["peak_memory_bytes"] = record.get("peak_memory_bytes")
     row["adapter_bytes"] = record.get("adapter_bytes")
     row["config"] = record.get("config")
+    row["precision"] = record.get("precision") or "fp32"  # what ran (records before the knob: fp32)
     return row
 
 

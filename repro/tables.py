@@ -24,7 +24,7 @@ from repro.cells import RELEASED_LABEL
 from repro.config import identity_tree
 from repro.errors import ReproError, exit_on_user_error
 from repro.kinds import DEFAULT_KIND, Traits, traits
-from repro.paper_tables import build_order, runs_for, shared_runs, tables
+from repro.paper_tables import build_order, one_precision, runs_for, tables
 from repro.paper_tables.common import (BASELINE_LABEL, SCALE_PERCENT, decided, get, run_budgets, section,
                                        write_paper_table)
 from repro.paper_tables.spec import Claims
@@ -67,8 +67,8 @@ def runs_frame(root: Path) -> tuple[pd.DataFrame, int]:
     frame = frame.assign(
         scale=cfg.map(lambda c: get(c, "scale_name")),
         paper_row=cfg.map(lambda c: get(c, "paper_row")),
-        variant=[released_variant(get(c, "paper_variant.name") or "", source)
-                 for c, source in zip(cfg, frame["source"])],
+        variant=[run_variant(get(c, "paper_variant.name") or "", source, precision)
+                 for c, source, precision in zip(cfg, frame["source"], frame["precision"])],
         sweep=cfg.map(lambda c: get(c, "sweep_name")),
         paper_task=cfg.map(lambda c: get(c, "task.paper_key")),
         kind=cfg.map(lambda c: get(c, "task.kind") or DEFAULT_KIND),
@@ -109,12 +109,16 @@ def describe_cpu(hardware: dict) -> str:
         f" ({'/'.join(hardware['cpu_bf16'])})" if hardware.get("cpu_bf16") else "")
 
 
-def released_variant(variant: str, source: str) -> str:
-    """An imported record's variant: "released checkpoint" (after the experiment's own variant, if any), so that
-    Table 2 puts it in a row of its own beside the reproduced row of the same paper row."""
-    if source != SOURCE_IMPORTED:
-        return variant
-    return f"{variant}, {RELEASED_LABEL}" if variant else RELEASED_LABEL
+def run_variant(variant: str, source: str, precision: str = "fp32") -> str:
+    """A run's variant of its paper row: the experiment's own (`paper_variant.name`), then "released checkpoint"
+    for an imported record and the precision of a run that did not train in fp32 ("bf16"), so that Table 2 puts
+    each in a row of its own beside the reproduced fp32 row of the same paper row (cells never pool precisions)."""
+    parts = [variant] if variant else []
+    if source == SOURCE_IMPORTED:
+        parts.append(RELEASED_LABEL)
+    if precision != "fp32":
+        parts.append(precision)
+    return ", ".join(parts)
 
 
 def classification_baseline(record: dict, main_metric: str | None) -> float:
@@ -174,19 +178,21 @@ def all_claims(frame: pd.DataFrame, rule: Rule) -> dict[tuple[str, str, str], Cl
 # --- every run and its tables ---------------------------------------------------------------------------------
 
 NOT_IN_A_TABLE = "none: no paper row (run without +experiment=...) and no sweep of a paper table"
+OTHER_PRECISION = "none: trained in {}, beside fp32 runs of its scale and model (its table counts one precision)"
 
 
 def tables_of(frame: pd.DataFrame) -> list[str]:
     """Per run of `frame`, the generated tables it is counted in (each table's `select`, as `build` applies it), or
     why none."""
     names: dict[object, list[str]] = {i: [] for i in frame.index}
-    shared = shared_runs(frame)
     for table in tables():
-        for i, row in table.select(frame if table.exclusive else shared).iterrows():
+        for i, row in table.select(runs_for(table, frame)).iterrows():
             names[i].append(table.stem(row["task"]))
+    counted = set(one_precision(frame).index)
     return [", ".join(names[i]) if names[i] else
+            OTHER_PRECISION.format(precision) if i not in counted else
             NOT_IN_A_TABLE if not isinstance(sweep, str) else f"none: sweep {sweep} has no table"
-            for i, sweep in zip(frame.index, frame["sweep"])]
+            for i, sweep, precision in zip(frame.index, frame["sweep"], frame["precision"])]
 def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
     out = {}
     for key, value in tree.items():

@@ -69,6 +69,15 @@ def test_inconclusive_claim_gets_the_seeds_that_decide_it_on_both_cells(tmp_path
     assert decide.plan(claims, by_id, RULE, only={"table2"}).runs == todo.runs
 
 
+def test_a_seed_added_to_an_auto_precision_cell_trains_in_the_cells_precision():
+    """`train.precision=auto` means bf16 on one CPU and fp32 on another: the added seed is pinned to what the
+    cell's runs trained in."""
+    record = {"precision": "bf16", "invocation": {"config_name": "train", "config_dir": None, "overrides": [
+        "seed=0", "+experiment=table2/roberta_base_lora", "train.precision=auto", "train.num_threads=1"]}}
+    assert decide._template(record) == (None, "train", ("+experiment=table2/roberta_base_lora",
+                                                         "train.precision=bf16"))
+
+
 def test_a_table_without_claims_is_a_one_line_error(tmp_path, capsys):
     _cells(tmp_path, LORA_CLOSE, FT)
     with pytest.raises(SystemExit) as exc:

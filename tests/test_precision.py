@@ -41,6 +41,18 @@ def test_fp32_default_keeps_the_run_id_and_other_precisions_change_it(compose, d
     assert len(ids) == 3 and run_id(fp32) in ids
 
 
+def test_auto_takes_the_run_id_of_the_precision_it_picks(compose, data_root, monkeypatch):
+    """`auto` is not a computation: on a CPU without native bf16 its runs are fp32 runs (same id, so a machine
+    change reuses them), on one with it they are bf16 runs."""
+    import repro.precision as precision
+
+    auto = compose(*tiny(data_root, "train.precision=auto"))
+    for native, picked in ((False, "fp32"), (True, "bf16")):
+        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda native=native: native)
+        assert run_id(auto) == run_id(compose(*tiny(data_root, f"train.precision={picked}")))
+    assert auto.train.precision == "auto"  # the config itself still says what was asked
+
+
 @pytest.mark.parametrize("method", ["lora", "full_ft"])
 def test_bf16_trains_on_cpu_with_fp32_weights(compose, data_root, tmp_path, monkeypatch, method):
     seen = {"logits": set(), "weights": set()}

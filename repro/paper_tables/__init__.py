@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from repro.paper_tables import (generation, learning_curve, longlora, lora_variants, lr_search, peft_methods, rank,
-                                table2, table18, targets)
+from repro.paper_tables import (generation, learning_curve, longlora, lora_variants, lr_search, peft_methods, precision,
+                                rank, table2, table18, targets)
 from repro.paper_tables.spec import PaperTable
 
 REGISTRY: dict[str, PaperTable] = {t.name: t for t in (
     table2.TABLE, rank.TABLE, targets.TABLE, *generation.TABLES, table18.TABLE, learning_curve.TABLE,
-    lora_variants.TABLE, peft_methods.TABLE, lr_search.TABLE, longlora.TABLE)}
+    lora_variants.TABLE, peft_methods.TABLE, lr_search.TABLE, longlora.TABLE, precision.TABLE)}
 
 
 def tables() -> list[PaperTable]:
@@ -50,6 +50,22 @@ def shared_runs(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def one_precision(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per (scale, model) section, the runs of one training precision: fp32 where the section has fp32 runs, else
+    the precision most of its runs used. A table whose cells do not tell precisions apart never pools them (bf16
+    runs made on a bf16 CPU beside committed fp32 runs: repro/paper_tables/precision.py compares them)."""
+    if frame.empty or frame["precision"].nunique() < 2:
+        return frame
+    keep = []
+    for _, part in frame.groupby(["scale", "model"], dropna=False, sort=False):
+        counts = part["precision"].value_counts()
+        chosen = "fp32" if "fp32" in counts else counts.index[0]
+        keep.append(part.index[part["precision"] == chosen])
+    return frame.loc[[i for index in keep for i in index]].sort_index()
+
+
 def runs_for(table: PaperTable, frame: pd.DataFrame) -> pd.DataFrame:
-    """The runs `table` may draw on (its `select` picks among them)."""
-    return frame if table.exclusive else shared_runs(frame)
+    """The runs `table` may draw on (its `select` picks among them): one precision per section unless the table
+    keeps precisions apart."""
+    frame = frame if table.exclusive else shared_runs(frame)
+    return frame if table.precisions else one_precision(frame)

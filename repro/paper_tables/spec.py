@@ -71,6 +71,8 @@ class PaperTable:
     after: tuple[str, ...] = ()     # tables built first: their files are read by this one's notes
     per_task: bool = False          # one file set per task, <name>_<task>.* (each task's curve is its own experiment)
     write: Writer | None = None     # its own writer; None: repro.paper_tables.common.write_paper_table
+    precisions: bool = False        # its cells keep training precisions apart (Table 2: a row per precision);
+                                    # otherwise it counts one precision per (scale, model) section (`one_precision`)
 
     def stem(self, task: str) -> str:
         """The file stem that holds a run of `task`."""

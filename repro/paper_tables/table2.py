@@ -148,10 +148,12 @@ def table2_cells(runs: pd.DataFrame, convergence: Convergence | None = None) -> 
 
 
 def _pairs(labelled: Labelled, first: Callable[[str], bool], second: Callable[[str], bool]):
-    """(a, b, a's cells, b's cells on their common tasks, a's and b's trainable parameters), same model only."""
+    """(a, b, a's cells, b's cells on their common tasks, a's and b's trainable parameters), same model only;
+    `first` and `second` see the paper row of a label (its variant in brackets left out)."""
     for a, (ca, pa) in labelled.items():
         for b, (cb, pb) in labelled.items():
-            if a != b and first(a) and second(b) and a.split(".")[0] == b.split(".")[0]:
+            row_a, row_b = a.split(" [")[0], b.split(" [")[0]
+            if a != b and first(row_a) and second(row_b) and a.split(".")[0] == b.split(".")[0]:
                 common = [t for t in ca if t in cb]
                 if common:
                     yield a, b, {t: ca[t] for t in common}, {t: cb[t] for t in common}, pa, pb
@@ -196,6 +198,19 @@ def table2_claims(labelled: Labelled, rule: Rule) -> Claims:
             for name, fn in CLAIMS.items()]
 
 
+def claims_per_precision(runs: pd.DataFrame, rule: Rule) -> Claims:
+    """Table 2's claims judged within each training precision (fp32 runs against fp32 runs, bf16 against bf16,
+    each verdict naming its rows), never across: a precision changes the numbers it is compared on."""
+    order = sorted(set(runs["precision"]), key=lambda p: (p != "fp32", p)) if len(runs) else []
+    groups = [runs[runs["precision"] == p] for p in order] or [runs]
+    judged = [table2_claims(table2_cells(part), rule) for part in groups]
+    out: Claims = []
+    for i, (text, _) in enumerate(judged[0]):
+        verdicts = [v for claims in judged for v in claims[i][1] if not str(v).startswith("not testable")]
+        out.append((text, verdicts or judged[0][i][1]))
+    return out
+
+
 def _curves(long: pd.DataFrame, tables: Path) -> dict[str, str]:
     """Paper task -> its learning curve's file, for the section of `long` (one scale and model)."""
     return curve_files(tables).get((str(long["scale"].iloc[0]), str(long["model"].iloc[0])), {}) if len(long) else {}
@@ -211,6 +226,6 @@ TABLE = PaperTable(
                             ("variant", "variant"), ("task", "paper_task")),
                   n="n_seeds", text_columns=("variant",)),
     notes=lambda long, tables: table2_notes(long, _curves(long, tables)),
-    claims=lambda runs, rule: table2_claims(table2_cells(runs), rule),
+    claims=claims_per_precision,
     headline=lambda long, tables: target_notes(long, _curves(long, tables)),
-    paper=PAPER, after=("learning_curve",))
+    paper=PAPER, after=("learning_curve",), precisions=True)
