@@ -50,6 +50,9 @@ CPU_BUDGET ?= model=minilm-l6 init_from_task=null
 # two runs at a time, one torch thread each: on 2 cores this beats one run with 2 threads (and never oversubscribes)
 CPU_JOBS ?= 2
 CPU_PARALLEL ?= hydra/launcher=joblib hydra.launcher.n_jobs=$(CPU_JOBS) train.num_threads=1
+# Table 2 trains in bf16 where the CPU computes it natively (AVX512_BF16 or AMX), in fp32 elsewhere (the same run
+# ids as fp32 runs there): measured against fp32 in results/tables/precision.md (docs/precision.md). fp32 = always.
+GLUE_PRECISION ?= auto
 PAPER_ROWS ?= $(shell ls conf/experiment/table2 | grep -v -e '^_' -e official | sed 's/\.yaml$$//; s|^|table2/|' | paste -sd, -)
 PAPER_TASKS ?= glue/mnli,glue/sst2,glue/mrpc,glue/cola,glue/qnli,glue/qqp,glue/rte,glue/stsb
 LAUNCHER ?=
@@ -58,7 +61,7 @@ reproduce-glue: $(STAMP)
 ifeq ($(SCALE),paper)
 	$(RUN) -m repro.train -m +experiment=$(PAPER_ROWS) task=$(PAPER_TASKS) scale=paper $(LAUNCHER)
 else
-	$(RUN) -m repro.train -m seed=$(CPU_SEEDS) +experiment=$(CPU_ROWS) task=$(CPU_TASKS) scale=$(SCALE) $(CPU_BUDGET) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
+	$(RUN) -m repro.train -m seed=$(CPU_SEEDS) +experiment=$(CPU_ROWS) task=$(CPU_TASKS) scale=$(SCALE) $(CPU_BUDGET) train.precision=$(GLUE_PRECISION) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
 endif
 	$(RECORD_AND_TABLE)
 

@@ -19,8 +19,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import repro.budget  # noqa: F401  (registers ${lora_rank_for_budget:...} for the sweeps)
+from repro.distributed import resolve_device
 from repro.errors import ConfigError
 from repro.kinds import TRAITS, traits
+from repro.precision import PRECISIONS, resolve_precision
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # Config groups whose choices are files under conf/<group>/ (task has a subfolder per benchmark).
@@ -86,7 +88,6 @@ def check_group_overrides(overrides: Iterable[str], conf_dir: Path = CONF_DIR) -
 
 # classification heads (repro.models.POOLINGS): the first token, as the paper's models, or the masked mean
 POOLING_CHOICES = ("cls", "mean", "mean_pooler")
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # train.precision (repro/precision.py)
 LR_SCHEDULES = ("linear", "constant")  # train.lr_schedule (repro.loop.lr_schedule)
 # model families that only encode: they classify, but cannot generate (E2E, WebNLG, DART, SAMSum)
 ENCODER_FAMILIES = ("bert", "roberta", "deberta-v2")
@@ -328,9 +329,6 @@ def identity_config(cfg: DictConfig) -> dict[str, Any]:
     tree = OmegaConf.to_container(cfg, resolve=True)
     train = tree.get("train") if isinstance(tree.get("train"), dict) else {}
     if train.get("precision") == "auto":
-        from repro.distributed import resolve_device
-        from repro.precision import resolve_precision
-
         train["precision"] = resolve_precision("auto", resolve_device(str(train.get("device", "auto")))).name
     return identity_tree(tree)
 

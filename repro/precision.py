@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from repro.config import PRECISIONS
-
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # train.precision
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -166,3 +166,16 @@ def test_rank_budget_comes_from_each_tasks_recipe():
             assert got == budget, (sweep, task)
         with pytest.raises(Exception, match="rank_budget"):
             OmegaConf.to_container(Composer(REPO / "sweeps" / f"{sweep}.yaml")([*one, "task=glue/cola"]), resolve=True)
+
+
+def test_table2_at_cpu_scale_trains_in_the_precision_the_cpu_supports():
+    """`make reproduce-glue` asks for `train.precision=auto` (bf16 on a CPU with AVX512_BF16 or AMX, fp32 elsewhere,
+    where the run ids are those of fp32 runs: tests/test_precision.py); GLUE_PRECISION=fp32 forces fp32."""
+    def precision(*make_vars: str) -> list[str]:
+        out = subprocess.run(["make", "-n", "-s", "reproduce-glue", "SCALE=cpu", *make_vars], cwd=REPO,
+                             capture_output=True, text=True, check=True).stdout
+        return [a for line in out.splitlines() if "-m repro.train" in line for a in shlex.split(line)
+                if a.startswith("train.precision=")]
+
+    assert precision() == ["train.precision=auto"]
+    assert precision("GLUE_PRECISION=fp32") == ["train.precision=fp32"]
