@@ -138,6 +138,34 @@ def test_train_cli_tables(tmp_path, monkeypatch):
         bench_train.main(["--methods", "nope", "--out", str(tmp_path)])
 
 
+def test_train_cli_compares_precisions_side_by_side(tmp_path, monkeypatch):
+    """`--compare-precisions fp32,bf16`: every method in every precision (the worker gets each one), its speed-up
+    over the first; an unknown precision stops before any worker runs."""
+    asked = []
+
+    def in_process(args: list[str]) -> dict:
+        ns = bench_train.parse_args(args)
+        asked.append((ns.worker, ns.precision))
+        return bench_train.measure_method(ns.model, ns.worker, ns.batch, ns.seq, ns.steps, ns.warmup, CPU,
+                                          ns.precision)
+
+    monkeypatch.setattr(bench_train, "run_worker", in_process)
+    bench_train.main(["--model", "tiny-bert", "--methods", "lora,full_ft", "--batch", "2", "--seq", "16",
+                      "--steps", "1", "--warmup", "0", "--compare-precisions", "fp32,bf16", "--out", str(tmp_path)])
+    assert asked == [("lora", "fp32"), ("lora", "bf16"), ("full_ft", "fp32"), ("full_ft", "bf16")]
+    table = pd.read_csv(tmp_path / "train_tiny-bert_precision.csv")
+    assert list(zip(table.method, table.precision)) == asked and (table.step_ms > 0).all()
+    fp32 = table[table.precision == "fp32"]
+    assert (fp32.speedup_vs_fp32 == 1).all()
+    assert table.speedup_vs_fp32.tolist() == pytest.approx(
+        [fp32.set_index("method").step_ms[m] / ms for m, ms in zip(table.method, table.step_ms)])
+    assert "--compare-precisions fp32,bf16" in (tmp_path / "train_tiny-bert_precision.md").read_text()
+    asked.clear()
+    with pytest.raises(ReproError, match="train.precision must be one of"):
+        bench_train.main(["--model", "tiny-bert", "--compare-precisions", "fp32,fp8", "--out", str(tmp_path)])
+    assert asked == []
+
+
 # ---------------------------------------------------------------------------- shipped paper values
 
 

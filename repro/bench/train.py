@@ -257,12 +257,45 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="fp32", help="fp32, bf16, fp16 or auto (as train.precision)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--compare-precisions", default=None, metavar="P,Q",
+                        help="instead: each method's step in each precision (e.g. fp32,bf16), side by side, "
+                             "into train_<model>_precision.md")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if min(args.batch, args.seq, args.steps) < 1 or args.warmup < 0:
         raise ReproError("--batch, --seq and --steps must be positive, --warmup non-negative")
     return args
+
+
+def compare_precisions(args: argparse.Namespace, methods: list[str], job: list[str], hw: str) -> list[Path]:
+    """Each method's training step in each precision of `--compare-precisions` (a fresh process each, the same
+    job), and its speed-up over the first: whether bf16 pays on this CPU, measured rather than assumed."""
+    precisions = [p.strip() for p in args.compare_precisions.split(",") if p.strip()]
+    for p in precisions:
+        try:
+            resolve_precision(p, resolve_device(args.device))  # an unknown name stops here, before any worker
+        except ValueError as exc:
+            raise ReproError(str(exc)) from None
+    rows = []
+    for method in methods:
+        for p in precisions:
+            r = run_worker(["--worker", method, *job, "--precision", p])
+            rows.append({"method": method, "precision": p, "step_ms": r["step_ms"], "step_std_ms": r["step_std_ms"],
+                         "tokens_per_s": r["tokens_per_s"], "peak_memory_bytes": r["peak_memory_bytes"]})
+    frame = pd.DataFrame(rows)
+    first = frame[frame["precision"] == precisions[0]].set_index("method")["step_ms"]
+    frame["speedup_vs_" + precisions[0]] = [first[m] / ms for m, ms in zip(frame["method"], frame["step_ms"])]
+    written = write_table(frame, args.out / f"train_{args.model}_precision",
+                          f"Training step per precision ({args.model}, batch {args.batch} x seq {args.seq}, "
+                          f"{args.steps} timed steps after {args.warmup} warm-up, AdamW, random tokens; {hw}); "
+                          f"each method and precision in a fresh process. Command: python -m repro.bench.train "
+                          f"--compare-precisions {args.compare_precisions} --methods {args.methods} --batch "
+                          f"{args.batch} --seq {args.seq} --steps {args.steps}"
+                          + (f" --threads {args.threads}" if args.threads else ""), ".4g")
+    for path in written:
+        print(path)
+    return written
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
@@ -277,9 +310,12 @@ def main(argv: list[str] | None = None) -> list[Path]:
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)  # the matmul peak is measured with the workers' thread count
-    common = ["--model", args.model, "--batch", str(args.batch), "--seq", str(args.seq), "--steps", str(args.steps),
-              "--warmup", str(args.warmup), "--device", args.device, "--precision", args.precision]
-    common += ["--threads", str(args.threads)] if args.threads else []
+    job = ["--model", args.model, "--batch", str(args.batch), "--seq", str(args.seq), "--steps", str(args.steps),
+           "--warmup", str(args.warmup), "--device", args.device] + (["--threads", str(args.threads)] if args.threads
+                                                                      else [])
+    if args.compare_precisions:
+        return compare_precisions(args, methods, job, hardware_label(device))
+    common = [*job, "--precision", args.precision]
     peak = matmul_peak_flops(device)
     per_method = pd.DataFrame([run_worker(["--worker", m, *common]) for m in methods])
     per_method["achieved_gflops"] = per_method.train_flops_per_step / (per_method.step_ms / 1e3) / 1e9
