@@ -101,7 +101,11 @@ def precision_notes(long: pd.DataFrame) -> list[str]:
 
 
 def _word(verdict) -> str:
-    return verdict.word if isinstance(verdict, Verdict) else str(verdict).split(":")[0]
+    """A verdict's word; an inconclusive one that would fail but for unconverged runs says so (the evidence
+    points the same way, the convergence gate stops it)."""
+    if not isinstance(verdict, Verdict):
+        return str(verdict).split(":")[0]
+    return verdict.word + (" (would fail: unconverged runs)" if "would fail, but" in verdict.reason else "")
 
 
 def table2_verdicts_move(runs: pd.DataFrame, rule: Rule) -> tuple[str, list[str]]:
