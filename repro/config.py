@@ -19,10 +19,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import repro.budget  # noqa: F401  (registers ${lora_rank_for_budget:...} for the sweeps)
-from repro.distributed import resolve_device
 from repro.errors import ConfigError
 from repro.kinds import TRAITS, traits
-from repro.precision import PRECISIONS, resolve_precision
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # Config groups whose choices are files under conf/<group>/ (task has a subfolder per benchmark).
@@ -243,6 +241,8 @@ def validate(cfg: DictConfig) -> None:
         holdout = ", ".join(name for name, t in TRAITS.items() if t.holdout_split)
         raise ConfigError(f"data.holdout_fraction is for {holdout} tasks (GLUE); task {cfg.task.name} is "
                           f"{cfg.task.kind}")
+    from repro.precision import PRECISIONS  # torch: validated configs are about to run
+
     if cfg.train.get("precision", "fp32") not in PRECISIONS:
         raise ConfigError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {cfg.train.precision!r}")
     if cfg.train.get("lr_schedule", "linear") not in LR_SCHEDULES:
@@ -329,6 +329,9 @@ def identity_config(cfg: DictConfig) -> dict[str, Any]:
     tree = OmegaConf.to_container(cfg, resolve=True)
     train = tree.get("train") if isinstance(tree.get("train"), dict) else {}
     if train.get("precision") == "auto":
+        from repro.distributed import resolve_device  # torch: not for readers of configs (repro.tables)
+        from repro.precision import resolve_precision
+
         train["precision"] = resolve_precision("auto", resolve_device(str(train.get("device", "auto")))).name
     return identity_tree(tree)
 
