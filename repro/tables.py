@@ -24,7 +24,7 @@ from repro.cells import RELEASED_LABEL
 from repro.config import identity_tree
 from repro.errors import ReproError, exit_on_user_error
 from repro.kinds import DEFAULT_KIND, Traits, traits
-from repro.paper_tables import build_order, one_precision, runs_for, tables
+from repro.paper_tables import build_order, runs_for, section_precision, tables
 from repro.paper_tables.common import (BASELINE_LABEL, SCALE_PERCENT, decided, get, run_budgets, section,
                                        write_paper_table)
 from repro.paper_tables.spec import Claims
@@ -178,7 +178,7 @@ def all_claims(frame: pd.DataFrame, rule: Rule) -> dict[tuple[str, str, str], Cl
 # --- every run and its tables ---------------------------------------------------------------------------------
 
 NOT_IN_A_TABLE = "none: no paper row (run without +experiment=...) and no sweep of a paper table"
-OTHER_PRECISION = "none: trained in {}, beside fp32 runs of its scale and model (its table counts one precision)"
+OTHER_PRECISION = "none: trained in {}, beside {} runs of its scale and model (its table counts one precision)"
 
 
 def tables_of(frame: pd.DataFrame) -> list[str]:
@@ -188,11 +188,13 @@ def tables_of(frame: pd.DataFrame) -> list[str]:
     for table in tables():
         for i, row in table.select(runs_for(table, frame)).iterrows():
             names[i].append(table.stem(row["task"]))
-    counted = set(one_precision(frame).index)
+    counted = section_precision(frame)
     return [", ".join(names[i]) if names[i] else
-            OTHER_PRECISION.format(precision) if i not in counted else
+            OTHER_PRECISION.format(precision, counted[i]) if precision != counted[i] else
             NOT_IN_A_TABLE if not isinstance(sweep, str) else f"none: sweep {sweep} has no table"
             for i, sweep, precision in zip(frame.index, frame["sweep"], frame["precision"])]
+
+
 def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
     out = {}
     for key, value in tree.items():

@@ -183,6 +183,7 @@ class Verdict:
     kind: str = ""                   # non-inferiority | superiority
     suffix: str = ""                 # appended to the printed line (e.g. the adapter's parameter ratio)
     cells: tuple[Cell, ...] = ()     # the counted cells of both methods (their runs get the seeds that decide)
+    held_back: bool = False          # decided: inconclusive only because `blocked` stops a fail its test gives
 
     @property
     def statistical(self) -> bool:
@@ -370,7 +371,8 @@ def decide(verdicts: Sequence[Verdict], rule: Rule) -> list[Verdict]:
             reason += ("; no number of seeds decides it (effect 0)" if seeds is None else
                        f"; ~{seeds} seeds per method would decide it at {rule.power_target:.0%} power" +
                        (f" (over the cap of {rule.seed_cap})" if seeds > rule.seed_cap else ""))
-        out.append(replace(v, word=word, reason=reason, seeds_needed=seeds))
+        out.append(replace(v, word=word, reason=reason, seeds_needed=seeds,
+                           held_back=word == INCONCLUSIVE and would_fail and bool(v.blocked)))
     return out
 
 

@@ -50,18 +50,23 @@ def shared_runs(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def section_precision(frame: pd.DataFrame) -> pd.Series:
+    """Per run, the one training precision its (scale, model) section is counted in: fp32 where the section has
+    fp32 runs, else the precision most of its runs used."""
+    def chosen(precisions: pd.Series) -> str:
+        counts = precisions.value_counts()
+        return "fp32" if "fp32" in counts else counts.index[0]
+
+    return frame.groupby(["scale", "model"], dropna=False, sort=False)["precision"].transform(chosen)
+
+
 def one_precision(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per (scale, model) section, the runs of one training precision: fp32 where the section has fp32 runs, else
-    the precision most of its runs used. A table whose cells do not tell precisions apart never pools them (bf16
-    runs made on a bf16 CPU beside committed fp32 runs: repro/paper_tables/precision.py compares them)."""
+    """The runs of each (scale, model) section's one precision (`section_precision`). A table whose cells do not
+    tell precisions apart never pools them (bf16 runs made on a bf16 CPU beside committed fp32 runs:
+    repro/paper_tables/precision.py compares them)."""
     if frame.empty or frame["precision"].nunique() < 2:
         return frame
-    keep = []
-    for _, part in frame.groupby(["scale", "model"], dropna=False, sort=False):
-        counts = part["precision"].value_counts()
-        chosen = "fp32" if "fp32" in counts else counts.index[0]
-        keep.append(part.index[part["precision"] == chosen])
-    return frame.loc[[i for index in keep for i in index]].sort_index()
+    return frame[frame["precision"] == section_precision(frame)]
 
 
 def runs_for(table: PaperTable, frame: pd.DataFrame) -> pd.DataFrame:

@@ -10,15 +10,14 @@ makes, and Table 2 shows it in a row of its own (`[bf16]`)."""
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
 from repro.cells import MISSING, fmt_cell
 from repro.paper import paper_data
 from repro.paper_tables.common import cells, decided, label, reproduced, row_claims, with_rising
+from repro.paper_tables.lora_variants import with_costs
 from repro.paper_tables.spec import Claims, Layout, PaperTable
-from repro.paper_tables.table2 import PAPER, claims_per_precision, glue_runs
+from repro.paper_tables.table2 import PAPER, claims_per_precision, fp32_first, glue_runs
 from repro.verdicts import FAILS, Rule, Verdict
 
 NAME = "precision"
@@ -44,7 +43,7 @@ def precision_long(runs: pd.DataFrame) -> pd.DataFrame:
     order."""
     if runs.empty:
         return pd.DataFrame(columns=COLUMNS)
-    runs = with_rising(runs).assign(step_ms=1000 * runs["train_time_s"] / runs["optimizer_steps"].clip(lower=1))
+    runs = with_rising(with_costs(runs))
     grouped = runs.groupby(["scale", "model", "paper_row", "paper_task", "precision"], sort=False)
     long = grouped.agg(median=("value", "median"), std=("value", "std"), n=("seed", "nunique"),
                        rising=("rising", "sum"), step_ms=("step_ms", "median"),
@@ -55,7 +54,7 @@ def precision_long(runs: pd.DataFrame) -> pd.DataFrame:
              "paper_row": {r: i for i, r in enumerate(paper["rows"])}}
     return long.sort_values(["scale", "model", "paper_row", "task", "precision"], kind="stable",
                             key=lambda c: (c.map(order[c.name]) if c.name in order else
-                                           c.map(lambda p: (p != REFERENCE, p)) if c.name == "precision" else c)
+                                           c.map(fp32_first) if c.name == "precision" else c)
                             ).reset_index(drop=True)
 
 
@@ -108,13 +107,13 @@ def _word(verdict) -> str:
     fails, the convergence gate holds it back)."""
     if not isinstance(verdict, Verdict):
         return str(verdict).split(":")[0]
-    return verdict.word + (WOULD_FAIL if "would fail, but" in verdict.reason else "")
+    return verdict.word + (WOULD_FAIL if verdict.held_back else "")
 
 
 def table2_verdicts_move(runs: pd.DataFrame, rule: Rule) -> tuple[str, list[str]]:
     """Table 2's claims judged in each precision on these runs (Holm within each): the same words, or which moved.
     Claims not testable in every precision are left out."""
-    precisions = sorted(set(runs["precision"]), key=lambda p: (p != REFERENCE, p))
+    precisions = sorted(set(runs["precision"]), key=fp32_first)
     words: dict[str, dict[str, list[str]]] = {}
     for p in precisions:
         for text, judged in decided(claims_per_precision(runs[runs["precision"] == p], rule), rule):

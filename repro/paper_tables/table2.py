@@ -198,10 +198,15 @@ def table2_claims(labelled: Labelled, rule: Rule) -> Claims:
             for name, fn in CLAIMS.items()]
 
 
+def fp32_first(precision: str) -> tuple[bool, str]:
+    """Sort key: fp32 (the reference every other precision is compared with), then the others by name."""
+    return precision != "fp32", precision
+
+
 def claims_per_precision(runs: pd.DataFrame, rule: Rule) -> Claims:
     """Table 2's claims judged within each training precision (fp32 runs against fp32 runs, bf16 against bf16,
     each verdict naming its rows), never across: a precision changes the numbers it is compared on."""
-    order = sorted(set(runs["precision"]), key=lambda p: (p != "fp32", p)) if len(runs) else []
+    order = sorted(set(runs["precision"]), key=fp32_first) if len(runs) else []
     groups = [runs[runs["precision"] == p] for p in order] or [runs]
     judged = [table2_claims(table2_cells(part), rule) for part in groups]
     out: Claims = []
