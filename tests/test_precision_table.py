@@ -58,6 +58,9 @@ def test_bf16_that_matches_fp32_is_adopted_and_table2_keeps_the_precisions_apart
                                      ["roberta_base.lora", "SST-2"], ["roberta_base.lora", "STS-B"]]  # paper's order
     # fp32 cell, its ms per step, the bf16 cell beside it, ...; the speed-up: 200 over 125 ms, both on the AMD EPYC
     assert rows[2][2:5] == ["84.5±0.3 [3]", "200", "84.4±0.3 [3]"] and rows[2][-1] == "1.60x"
+    baselines = [[c.strip() for c in line.split("|")[1:-1]] for line in precision.splitlines()
+                 if line.startswith("| trivial baseline")]
+    assert [b[1:5] for b in baselines] == [["SST-2", "50.9", "", "50.9"], ["STS-B", "0.0", "", "0.0"]]
     for start in ("LoRA trained in bf16", "LoRA trained in fp32", "Full fine-tuning trained in bf16",
                   "Full fine-tuning trained in fp32"):
         assert _claim(precision, start).startswith("- holds"), _claim(precision, start)

@@ -14,7 +14,8 @@ import pandas as pd
 
 from repro.cells import MISSING, fmt_cell
 from repro.paper import paper_data
-from repro.paper_tables.common import cells, decided, label, reproduced, row_claims, with_rising
+from repro.paper_tables.common import (BASELINE_LABEL, cells, decided, fmt_baseline, label, reproduced, row_claims,
+                                       task_baseline_notes, with_rising)
 from repro.paper_tables.lora_variants import with_costs
 from repro.paper_tables.spec import Claims, Layout, PaperTable
 from repro.paper_tables.table2 import PAPER, claims_per_precision, fp32_first, glue_runs
@@ -23,7 +24,8 @@ from repro.verdicts import FAILS, Rule, Verdict
 NAME = "precision"
 CLAIMS = "precision_claims"  # conf/paper/precision_claims.yaml
 REFERENCE = "fp32"
-COLUMNS = ["scale", "model", "paper_row", "task", "precision", "median", "std", "n", "rising", "step_ms", "cpus"]
+COLUMNS = ["scale", "model", "paper_row", "task", "precision", "median", "std", "n", "rising", "step_ms", "cpus",
+           "baseline"]
 
 
 def precision_runs(frame: pd.DataFrame) -> pd.DataFrame:
@@ -47,7 +49,8 @@ def precision_long(runs: pd.DataFrame) -> pd.DataFrame:
     grouped = runs.groupby(["scale", "model", "paper_row", "paper_task", "precision"], sort=False)
     long = grouped.agg(median=("value", "median"), std=("value", "std"), n=("seed", "nunique"),
                        rising=("rising", "sum"), step_ms=("step_ms", "median"),
-                       cpus=("cpu", lambda c: "; ".join(sorted(set(c))))).reset_index()
+                       cpus=("cpu", lambda c: "; ".join(sorted(set(c)))), baseline=("baseline", "median")
+                       ).reset_index()
     long = long.rename(columns={"paper_task": "task"})[COLUMNS]
     paper = paper_data(PAPER)
     order = {"task": {t: i for i, t in enumerate(paper["tasks"])},
@@ -63,12 +66,14 @@ def _cell(c) -> str:
 
 
 def precision_wide(long: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
-    """Per (scale, model): one row per (paper row, task); per precision its cell and ms per step; per precision
-    other than fp32 its difference from fp32, that difference over the larger of the two seed spreads, and the
-    speed-up per step where both precisions ran on the same CPUs."""
+    """Per (scale, model): each task's trivial-baseline row, then one row per (paper row, task); per precision its
+    cell and ms per step; per precision other than fp32 its difference from fp32, that difference over the larger
+    of the two seed spreads, and the speed-up per step where both precisions ran on the same CPUs."""
     out = {}
     for (scale, model), part in long.groupby(["scale", "model"], sort=False):
         precisions = list(dict.fromkeys(part["precision"]))
+        baselines = [{"row": BASELINE_LABEL, "task": task, **{p: fmt_baseline(baseline) for p in precisions}}
+                     for task, baseline in part.groupby("task", sort=False)["baseline"].median().items()]
         rows = []
         for (row, task), group in part.groupby(["paper_row", "task"], sort=False):
             by = {c.precision: c for c in group.itertuples()}
@@ -87,7 +92,7 @@ def precision_wide(long: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
                 entry[f"speed-up {p}"] = (f"{ref.step_ms / other.step_ms:.2f}x" if ref.cpus == other.cpus
                                           else "other CPU")
             rows.append(entry)
-        out[(scale, model)] = pd.DataFrame(rows)
+        out[(scale, model)] = pd.DataFrame(baselines + rows, columns=list(rows[0])).fillna("")
     return out
 
 
@@ -95,7 +100,8 @@ def precision_notes(long: pd.DataFrame) -> list[str]:
     """Which CPU each precision's runs came from (a speed-up is only shown between runs of the same CPUs)."""
     lines = [f"- {p} runs: {'; '.join(sorted(set('; '.join(part['cpus']).split('; '))))}"
              for p, part in long.groupby("precision", sort=False)]
-    return ["CPUs behind each precision (speed-up: time per optimizer step, fp32 over the other, same CPU only):",
+    return [*task_baseline_notes(long), "",
+            "CPUs behind each precision (speed-up: time per optimizer step, fp32 over the other, same CPU only):",
             *lines]
 
 
