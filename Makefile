@@ -147,15 +147,15 @@ reproduce-longlora: $(STAMP)
 
 # LoRA vs rsLoRA, DoRA, AdaLoRA (sweeps/lora_variants.yaml, 3 seeds) at an equal trainable budget, and LoRA vs rsLoRA
 # at rank VARIANT_HIGH_RANK, on VARIANT_TASK (two tasks: one task's 3 vs 3 seeds cannot reach p < 0.05 after Holm);
-# at SCALE=cpu the embedded MiniLM on the converging budget Tables 5 and 6 had until 2026-12-05 (VARIANT_BUDGET: 1,000
-# training examples, 500 dev, up to 8 epochs with patience 2 on both tasks) and one learning rate for all four (3e-3:
-# the same search effort, none, for every variant), two runs at a time (36 runs). QLoRA needs a GPU:
+# at SCALE=cpu the embedded MiniLM on Tables 5 and 6's converging budget (VARIANT_BUDGET = RANK_BUDGET, per task in
+# conf/cpu_recipe/glue.yaml: 1,000 training examples, 500 dev, lr 3e-3 for all four, the same search effort, none, for
+# every variant; SST-2 up to 8 epochs, STS-B up to 16 at batch 8, patience 2), two runs at a time (36 runs). QLoRA needs a GPU:
 # VARIANTS=lora,...,qlora there.
 VARIANT_TASK ?= glue/sst2,glue/stsb
 VARIANTS ?= lora,rslora,dora,adalora
 VARIANT_HIGH_RANK ?= 64
 VARIANTS_HIGH_RANK ?= lora,rslora
-VARIANT_BUDGET ?= $(if $(filter cpu,$(SCALE)),data.max_train_samples=1000 data.max_eval_samples=500 train.learning_rate=3e-3 train.epochs=8 train.early_stopping_patience=2)
+VARIANT_BUDGET ?= $(RANK_BUDGET)
 compare-variants: $(STAMP)
 ifeq ($(SCALE),paper)
 	$(RUN) -m repro.train -m --config-dir sweeps --config-name lora_variants task=$(VARIANT_TASK) method=$(VARIANTS) scale=paper $(LAUNCHER)
