@@ -209,10 +209,13 @@ LATENCY_ARGS ?= --arch gpt2-medium --settings 1x128 --trials 20 --warmup 3 --thr
 TRAIN_BENCH_ARGS ?= --model minilm-l6 --methods lora,full_ft,adapter_h --batch 8 --seq 128 --steps 10 --warmup 2 --threads $(BENCH_THREADS)
 # fp32 vs bf16 training steps at Table 2's cpu shape (batch 16 x 64 tokens): whether bf16 pays on this CPU
 PRECISION_BENCH_ARGS ?= --model minilm-l6 --methods lora,full_ft --compare-precisions fp32,bf16 --batch 16 --seq 64 --steps 10 --warmup 2 --threads $(BENCH_THREADS)
+# torch.compile vs eager for whole short runs, compilation included (issue 30's rule: adopt at >= 1.2x)
+COMPILE_BENCH_ARGS ?= --methods lora,full_ft --threads $(BENCH_THREADS)
 bench: $(STAMP)
 	$(RUN) -m repro.bench.latency $(LATENCY_ARGS)
 	$(RUN) -m repro.bench.train $(TRAIN_BENCH_ARGS)
 	$(RUN) -m repro.bench.train $(PRECISION_BENCH_ARGS)
+	$(RUN) -m repro.bench.compile $(COMPILE_BENCH_ARGS)
 	$(RUN) -m repro.bench.hf_trainer --examples 2000 --epochs 1 --threads 1
 	$(RUN) -m repro.bench.padding
 	$(RUN) -m repro.bench.decode_profile --threads 1

@@ -11,6 +11,7 @@ import torch
 
 from repro.paper import paper_data
 from repro.bench import latency
+from repro.bench import compile as bench_compile
 from repro.bench import train as bench_train
 from repro.errors import ReproError
 
@@ -295,3 +296,36 @@ def test_decode_profile_splits_generate_time_and_prices_a_step_per_row(tmp_path)
     assert list(cost.rows) == [1, 4] and cost.per_row_vs_1_row.iloc[0] == 1.0
     with pytest.raises(SystemExit):
         decode_profile.main(["--beams", "0"])
+
+
+def test_compile_bench_times_whole_runs_and_applies_the_adoption_rule(tmp_path, monkeypatch, data_root):
+    """A real eager run's record is read back (wall >= training time, the dev metric in points); the table holds
+    eager and compiled per method with speed-ups over eager, and the caption applies the 1.2x rule per method."""
+    job = ["model=tiny-bert", "data.max_train_samples=16", "data.max_eval_samples=8", "train.max_steps=2",
+           f"data.root={data_root}"]
+    real = bench_compile.run_once([*bench_compile.DEFAULT_JOB, *job, "method=lora"], False, 1, tmp_path / "real")
+    assert real["wall_s"] >= real["train_time_s"] > 0 and real["optimizer_steps"] == 2
+    assert real["main_metric"] == "accuracy" and 0 <= real["best"] <= 100
+
+    asked = []
+
+    def fake(overrides, compiled, threads, root):
+        asked.append((next(o for o in overrides if o.startswith("method=")), compiled, threads))
+        fast = {"lora": 4.0, "full_ft": 1.1}[overrides[-1].split("=")[1]]
+        wall = 100.0 / fast if compiled else 100.0
+        return {"wall_s": wall, "train_time_s": wall / 2, "main_metric": "accuracy", "best": 80.0,
+                "epochs_run": 2, "optimizer_steps": 10}
+
+    monkeypatch.setattr(bench_compile, "run_once", fake)
+    bench_compile.main(["--methods", "lora,full_ft", "--threads", "1", "--out", str(tmp_path), *job])
+    assert asked == [("method=lora", False, 1), ("method=lora", True, 1), ("method=full_ft", False, 1),
+                     ("method=full_ft", True, 1)]
+    table = pd.read_csv(tmp_path / "compile_tiny-bert.csv")
+    assert list(zip(table.method, table["mode"])) == [("lora", "eager"), ("lora", "compiled"),
+                                                      ("full_ft", "eager"), ("full_ft", "compiled")]
+    assert table.speedup_wall.round(3).tolist() == [1.0, 4.0, 1.0, 1.1]
+    caption = (tmp_path / "compile_tiny-bert.md").read_text()
+    assert "lora 4.00x (use it)" in caption and "full_ft 1.10x (keep eager)" in caption
+    assert "model=minilm-l6" not in caption  # the job's model override replaced the default's
+    with pytest.raises(SystemExit):
+        bench_compile.main(["--bogus", "--out", str(tmp_path)])
