@@ -7,7 +7,7 @@ A round: (1) the finished runs under results/runs become records (repro.records 
 judged again (repro.tables.all_claims, the same verdicts the tables print), (3) each inconclusive statistical verdict
 that names the seeds per method that would decide it gets them, up to the cap, on every cell it counted: the cell's
 runs are run again with the next unused seeds, from the Hydra invocation their records keep, `jobs` runs at a time
-with one torch thread each. A verdict that would fail on unconverged runs gets no seeds (more seeds cannot fix a
+with one torch thread each, each run's record added as it ends. A verdict that would fail on unconverged runs gets no seeds (more seeds cannot fix a
 budget). Finished runs are reused, so an interrupted `make decide` continues where it stopped. At the end the
 tables are rebuilt from the records and every verdict is printed.
 """
@@ -19,6 +19,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,16 +114,30 @@ def judge(records_dir: Path, rule: Rule) -> tuple[dict, dict[str, dict]]:
     return tables.all_claims(frame, rule), by_id
 
 
-def run_jobs(job_list: list[Job], workers: int, log_dir: Path) -> list[str]:
-    """Run every seed of every job, `workers` at a time (one torch thread each); returns one line per failure."""
+def run_jobs(job_list: list[Job], workers: int, log_dir: Path,
+             on_finished: Callable[[], None] | None = None) -> list[str]:
+    """Run every seed of every job, `workers` at a time (one torch thread each), printing a timestamped line as
+    each ends; `on_finished` runs after each successful run, one at a time (main: its record is added at once, so
+    records committed mid-round carry a sweep to another machine). Returns one line per failure."""
     log_dir.mkdir(parents=True, exist_ok=True)
     commands = [c for job in job_list for c in job.commands()]
+    lock = threading.Lock()
+    finished = 0
 
     def one(index_command: tuple[int, list[str]]) -> str | None:
+        nonlocal finished
         index, command = index_command
         log = log_dir / f"run{index:03d}.log"
+        start = time.monotonic()
         with open(log, "w") as f:
             done = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT)
+        with lock:
+            finished += 1
+            if done.returncode == 0 and on_finished:
+                on_finished()
+            print(f"{time.strftime('%H:%M:%S')} [{finished}/{len(commands)}] "
+                  f"{'done' if done.returncode == 0 else 'FAILED'} in {time.monotonic() - start:.0f}s: "
+                  f"{' '.join(command[3:])}", flush=True)
         return None if done.returncode == 0 else f"exit {done.returncode}: {' '.join(command[3:])} (log: {log})"
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -176,14 +193,15 @@ def main(argv: list[str] | None = None) -> None:
             for note in todo.notes:
                 print(f"round {round_}: {note}")
             print(f"round {round_}: {todo.runs} run(s) to add in {len(todo.jobs)} cell(s)")
+            for job in todo.jobs:
+                print("  " + " ".join(job.commands()[0][3:-1]) + f" seed={','.join(map(str, job.seeds))}")
             if args.dry_run:
-                for job in todo.jobs:
-                    print("  " + " ".join(job.commands()[0][3:-1]) + f" seed={','.join(map(str, job.seeds))}")
                 print("\n".join(verdict_lines(claims)))
                 return
             if not todo.jobs:
                 break
-            failures = run_jobs(todo.jobs, args.jobs, args.runs.parent / "local" / "decide_logs" / f"round{round_}")
+            failures = run_jobs(todo.jobs, args.jobs, args.runs.parent / "local" / "decide_logs" / f"round{round_}",
+                                on_finished=lambda: records_mod.add(args.runs, args.records))
             for line in failures:
                 print(f"round {round_}: failed: {line}", file=sys.stderr)
             if failures and len(failures) == todo.runs:

@@ -119,19 +119,21 @@ def test_dry_run_previews_finished_runs_and_changes_nothing(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "records").iterdir()) == before
 
 
-def test_one_real_round_adds_a_seed_and_its_record(tmp_path, monkeypatch, data_root):
+def test_one_real_round_adds_a_seed_and_its_record(tmp_path, monkeypatch, data_root, capsys):
     """A tiny-bert cell: the job runs `python -m repro.train` for real, and the new run becomes a record."""
     monkeypatch.setenv("REPRO_RESULTS", str(tmp_path))
     monkeypatch.setenv("REPRO_DATA_ROOT", str(data_root))
     job = decide.Job(None, "train", ("model=tiny-bert", "task=glue/sst2", "scale=smoke", "method=lora",
                                       "data.max_train_samples=16", "data.max_eval_samples=16", "train.epochs=1"), (5,))
     assert job.commands()[0][:3] == [sys.executable, "-m", "repro.train"]
-    failures = decide.run_jobs([job], 1, tmp_path / "logs")
-    assert failures == [], (tmp_path / "logs" / "run000.log").read_text()[-2000:]
     from repro.records import add
 
-    new, _ = add(tmp_path / "runs", tmp_path / "records")
-    [body] = [json.loads(p.read_text()) for p in new]
+    added = []
+    failures = decide.run_jobs([job], 1, tmp_path / "logs",
+                               on_finished=lambda: added.extend(add(tmp_path / "runs", tmp_path / "records")[0]))
+    assert failures == [], (tmp_path / "logs" / "run000.log").read_text()[-2000:]
+    assert "[1/1] done in " in capsys.readouterr().out  # a line as each run ends
+    [body] = [json.loads(p.read_text()) for p in added]  # its record added when it finished, not at the round's end
     assert body["seed"] == 5 and body["invocation"]["overrides"][-1] == "seed=5"
 
 
