@@ -217,6 +217,7 @@ bench: $(STAMP)
 	$(RUN) -m repro.bench.train $(PRECISION_BENCH_ARGS)
 	$(RUN) -m repro.bench.compile $(COMPILE_BENCH_ARGS)
 	$(RUN) -m repro.bench.hf_trainer --examples 2000 --epochs 1 --threads 1
+	$(RUN) -m repro.bench.hf_trainer --examples 2000 --epochs 1 --threads 1 --precision bf16
 	$(RUN) -m repro.bench.padding
 	$(RUN) -m repro.bench.decode_profile --threads 1
 	$(RUN) -m repro.bench.plan_memory

@@ -243,12 +243,15 @@ def test_decode_bench_rebuilds_a_run_and_compares_batched_with_one_at_a_time(com
         decode.main([str(tmp_path), "--inputs", "2"])
 
 
-def test_hf_trainer_comparison_runs_both_sides_on_the_same_job(tmp_path, data_root):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_hf_trainer_comparison_runs_both_sides_on_the_same_job(tmp_path, data_root, precision):
     from repro.bench import hf_trainer
 
     hf_trainer.main(["--model", "tiny-bert", "--examples", "48", "--eval-examples", "24", "--data-root",
-                     str(data_root), "--out", str(tmp_path)])
-    table = pd.read_csv(tmp_path / "hf_trainer_tiny-bert.csv")
+                     str(data_root), "--out", str(tmp_path), "--precision", precision])
+    stem = "hf_trainer_tiny-bert" + ("" if precision == "fp32" else "_bf16")
+    assert f"{precision} on both sides" in (tmp_path / f"{stem}.md").read_text()
+    table = pd.read_csv(tmp_path / f"{stem}.csv")
     assert list(table.side) == ["harness (repro.loop)", "HF Trainer + peft"]
     assert table.optimizer_steps.nunique() == 1 and table.optimizer_steps.iloc[0] == 3  # 48 examples, batch 16
     assert (table.tokens_per_s > 0).all() and table.tokens_per_s_vs_hf.iloc[1] == 1

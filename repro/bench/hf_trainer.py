@@ -1,5 +1,5 @@
-"""`python -m repro.bench.hf_trainer [--examples 2000] [--epochs 1] [--threads 1]`: the same LoRA job through the
-harness and through what a user would otherwise pick, `transformers.Trainer` + peft.
+"""`python -m repro.bench.hf_trainer [--examples 2000] [--epochs 1] [--threads 1] [--precision bf16]`: the same LoRA
+job through the harness and through what a user would otherwise pick, `transformers.Trainer` + peft.
 
 Same everything: the embedded MiniLM (or `--model`), the harness's own peft model (`repro.methods.apply_method`,
 so the LoRA config is identical), the same tokenised SST-2 training subset and dev subset, batch size, learning
@@ -7,7 +7,8 @@ rate, linear schedule with the same warm-up ratio, weight decay, gradient clippi
 and length-grouped batches on both sides (HF's `train_sampling_strategy="group_by_length"`, the harness's `train.group_by_length`). Each
 side is timed on its training loop alone (HF: `train_runtime`; harness: `train_time_s`, evaluation excluded on
 both) and scored on the same dev subset. Tokens/s counts real (unpadded) tokens, the same number on both sides.
-Writes results/bench/hf_trainer_<model>.{md,csv}.
+`--precision bf16` trains both sides under bf16 autocast (the harness's `train.precision=bf16`, the Trainer's
+`bf16=True`). Writes results/bench/hf_trainer_<model>[_bf16].{md,csv}.
 """
 
 from __future__ import annotations
@@ -36,11 +37,12 @@ from repro.runner import run, seed_everything
 
 
 def job_config(model: str, examples: int, eval_examples: int, epochs: int, threads: int, out: Path,
-               data_root: str | None) -> DictConfig:
+               data_root: str | None, precision: str = "fp32") -> DictConfig:
     """The harness's config for the job; the HF side reads every setting from it."""
     overrides = [f"model={model}", "task=glue/sst2", "method=lora", "scale=cpu", f"data.max_train_samples={examples}",
                  f"data.max_eval_samples={eval_examples}", f"train.epochs={epochs}", f"train.num_threads={threads}",
-                 "train.checkpoint_every_steps=0", "init_from_task=null", f"output_root={out}", "force=true"]
+                 "train.checkpoint_every_steps=0", "init_from_task=null", f"output_root={out}", "force=true",
+                 f"train.precision={precision}"]
     overrides += [f"data.root={data_root}"] if data_root else []
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="train", overrides=overrides)
@@ -73,7 +75,7 @@ def hf_side(cfg: DictConfig, train: list[dict], dev: list[dict], train_tokens: i
             seed=cfg.seed, use_cpu=not torch.cuda.is_available(),
             train_sampling_strategy="group_by_length" if t.get("group_by_length") else "random",
             report_to=[], save_strategy="no", eval_strategy="no", logging_strategy="no", disable_tqdm=True,
-            dataloader_num_workers=0)
+            dataloader_num_workers=0, bf16=t.precision == "bf16")
         trainer = Trainer(model=adapted.model, args=args, train_dataset=train, eval_dataset=dev,
                           data_collator=DataCollatorWithPadding(tokenizer))
         stats = trainer.train().metrics
@@ -99,6 +101,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="torch threads for both sides")
     parser.add_argument("--data-root", default=None, help="offline datasets (default: REPRO_DATA_ROOT / the hub)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="both sides: the harness's train.precision, the Trainer's bf16 flag (autocast)")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     args = parser.parse_args(argv)
     if min(args.examples, args.eval_examples, args.epochs, args.threads) < 1:
@@ -106,7 +110,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as runs:
         cfg = job_config(args.model, args.examples, args.eval_examples, args.epochs, args.threads, Path(runs),
-                         args.data_root)
+                         args.data_root, args.precision)
         data = load_task_data(cfg.task, cfg.data)
         tokenizer = load_tokenizer(cfg.model)
         length = cfg.data.max_seq_len
@@ -120,11 +124,13 @@ def main(argv: list[str] | None = None) -> list[Path]:
     caption = (f"The same LoRA job (r={cfg.method.r}, alpha={cfg.method.alpha}, {','.join(cfg.method.targets)}) on "
                f"{args.model}, SST-2 {len(train)} training / {len(dev)} dev examples, {args.epochs} epoch(s), batch "
                f"{t.batch_size}, lr {t.learning_rate}, linear schedule, warm-up {t.warmup_ratio}, length {length}, "
-               f"length-grouped batches, seed {cfg.seed}; {hardware_label(torch.device('cpu'))}, in one process, "
+               f"length-grouped batches, seed {cfg.seed}, {args.precision} on both sides; {hardware_label(torch.device('cpu'))}, in one process, "
                f"harness first. train_s: training loop only. {cfg.task.main_metric}: after the last epoch, same dev "
                f"subset. Command: python -m repro.bench.hf_trainer --examples {args.examples} --epochs "
-               f"{args.epochs} --threads {args.threads}")
-    return write_and_show(table, args.out / f"hf_trainer_{args.model}", caption, ".4g")
+               f"{args.epochs} --threads {args.threads}" + (f" --precision {args.precision}"
+                                                            if args.precision != "fp32" else ""))
+    stem = f"hf_trainer_{args.model}" + (f"_{args.precision}" if args.precision != "fp32" else "")
+    return write_and_show(table, args.out / stem, caption, ".4g")
 
 
 if __name__ == "__main__":
