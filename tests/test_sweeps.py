@@ -168,6 +168,25 @@ def test_rank_budget_comes_from_each_tasks_recipe():
             OmegaConf.to_container(Composer(REPO / "sweeps" / f"{sweep}.yaml")([*one, "task=glue/cola"]), resolve=True)
 
 
+def test_successors_train_on_the_rank_budget():
+    """`make compare-variants` at cpu scale gives the successors the budget Tables 5 and 6 use (the same keys, read
+    from the task's `rank_budget`), so rsLoRA's high-rank rows are judged on the budget of the rank claims."""
+    rank = {o for _, overrides in _make_train_overrides("reproduce-rank", "SCALE=cpu") for o in overrides
+            if o.startswith(("data.", "train."))}
+    lines = _make_train_overrides("compare-variants", "SCALE=cpu")
+    assert [sweep for sweep, _ in lines] == ["lora_variants", "lora_variants"]
+    for _, overrides in lines:
+        assert {o for o in overrides if o.startswith(("data.", "train.")) and "num_threads" not in o} == \
+            {o for o in rank if "num_threads" not in o}
+
+
+def test_e2e_runs_two_at_a_time_one_thread_each():
+    out = subprocess.run(["make", "-n", "-s", "reproduce-e2e", "SCALE=cpu"], cwd=REPO, capture_output=True,
+                         text=True, check=True).stdout
+    [line] = [shlex.split(line) for line in out.splitlines() if "-m repro.train" in line]
+    assert "train.num_threads=1" in line and "hydra/launcher=joblib" in line and "hydra.launcher.n_jobs=2" in line
+
+
 def test_table2_at_cpu_scale_trains_in_the_precision_the_cpu_supports():
     """`make reproduce-glue` asks for `train.precision=auto` (bf16 on a CPU with AVX512_BF16 or AMX, fp32 elsewhere,
     where the run ids are those of fp32 runs: tests/test_precision.py); GLUE_PRECISION=fp32 forces fp32."""
