@@ -70,7 +70,8 @@ def _template(record: dict) -> tuple[str | None, str, tuple[str, ...]] | None:
     if not inv:
         return None
     keep = tuple(f"train.precision={record.get('precision') or 'fp32'}" if o == "train.precision=auto" else o
-                 for o in inv["overrides"] if not o.startswith(("seed=", "train.num_threads=", "force=")))
+                 for o in records_mod.replayable_overrides(record)
+                 if not o.startswith(("seed=", "train.num_threads=", "force=")))
     return inv.get("config_dir"), inv["config_name"], keep
 
 

@@ -95,6 +95,27 @@ def add(runs: Path, records: Path, scale: str | None = None, this_machine: bool 
     return new, replaced
 
 
+_MISSING = object()
+
+
+def replayable_overrides(record: dict[str, Any]) -> list[str]:
+    """The record's invocation overrides, written so that they parse to the values the run had. Hydra records an
+    override whose quoted value held an interpolation (`k="${...}"`, how `make` passes a recipe value) with the
+    value it resolved to, still quoted (`k="1000"`): given again, that is the string "1000", which a numeric
+    setting refuses. Such an override is written with the run's own value from its resolved config."""
+    out = []
+    for override in record["invocation"]["overrides"]:
+        key, sep, value = override.partition("=")
+        quoted = len(value) >= 2 and value[0] == value[-1] and value[0] in "'\""
+        node: Any = record.get("config", {})
+        for part in key.lstrip("+~").split("."):
+            node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
+        if sep and quoted and (node is None or isinstance(node, (bool, int, float))):
+            value = "null" if node is None else str(node).lower() if isinstance(node, bool) else repr(node)
+        out.append(f"{key}{sep}{value}")
+    return out
+
+
 def train_command(config_dir: str | None, config_name: str, overrides: Sequence[str]) -> list[str]:
     """`python -m repro.train` as a record's invocation composed the run (repro.decide adds a seed to it)."""
     return [sys.executable, "-m", "repro.train", *(["--config-dir", config_dir] if config_dir else []),
@@ -111,7 +132,7 @@ def rerun(records: Path, run_id: str, results: Path) -> tuple[float, float]:
     inv = record.get("invocation")
     if not inv:
         raise ReproError(f"{run_id}: its record does not keep the invocation (made before records stored it)")
-    command = train_command(inv.get("config_dir"), inv["config_name"], inv["overrides"])
+    command = train_command(inv.get("config_dir"), inv["config_name"], replayable_overrides(record))
     import os
     import subprocess
 

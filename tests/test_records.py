@@ -168,3 +168,19 @@ def test_a_committed_record_is_not_run_again_on_another_machine(compose, data_ro
     assert not (tmp_path / "runs" / rid).exists()
     again = run(compose(*overrides, "force=true"))
     assert again["best_metrics"]["accuracy"] != 0.123 and (tmp_path / "runs" / rid / RESULT_FILE).is_file()
+
+
+def test_invocation_replays_to_the_values_the_run_had():
+    """Hydra records `k="${recipe}"` (how make passes a recipe value) as `k="1000"`, which would parse as a string;
+    replayed, it takes the run's own value. A quoted override that really is a string, and the rest, stay as they
+    were; so do keys the config lacks."""
+    record = {"config": {"data": {"max_train_samples": 1000, "root": "/d"}, "train": {"learning_rate": 0.003,
+                                                                                      "compile": False},
+                         "init_from_task": None, "task": {"name": "stsb"}},
+              "invocation": {"config_name": "rank", "config_dir": "sweeps", "overrides": [
+                  'data.max_train_samples="1000"', "train.learning_rate='0.003'", 'train.compile="false"',
+                  'init_from_task="null"', 'task.name="stsb"', 'data.root="/d"', "seed=3", "method.targets=[q,v]",
+                  '+extra.key="7"']}}
+    assert records.replayable_overrides(record) == [
+        "data.max_train_samples=1000", "train.learning_rate=0.003", "train.compile=false", "init_from_task=null",
+        'task.name="stsb"', 'data.root="/d"', "seed=3", "method.targets=[q,v]", '+extra.key="7"']
