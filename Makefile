@@ -123,6 +123,7 @@ E2E_CPU_ROWS ?= table3/gpt2_medium_lora,table3/gpt2_medium_ft,table3/gpt2_medium
 E2E_CPU_SEEDS ?= 0,1,2
 # torch threads per run; two runs at a time (CPU_JOBS) with one thread each use 2 cores better than one run with two
 E2E_THREADS ?= 1
+E2E_PARALLEL ?= hydra/launcher=joblib hydra.launcher.n_jobs=$(CPU_JOBS)
 E2E_CPU_BUDGET ?= model=smollm2-135m data.max_train_samples=500 data.max_eval_samples=200 train.epochs=2 train.batch_size=8 task.recipe.warmup_steps=12 task.recipe.decode_every_epoch=false train.num_threads=$(E2E_THREADS)
 E2E_PAPER_ROWS ?= $(shell ls conf/experiment/table3 | grep -v '^_' | sed 's/\.yaml$$//; s|^|table3/|' | paste -sd, -)
 
@@ -130,7 +131,7 @@ reproduce-e2e: $(STAMP)
 ifeq ($(SCALE),paper)
 	$(RUN) -m repro.train -m +experiment=$(E2E_PAPER_ROWS) task=$(GEN_TASK) scale=paper $(LAUNCHER)
 else
-	$(RUN) -m repro.train -m seed=$(E2E_CPU_SEEDS) +experiment=$(E2E_CPU_ROWS) task=$(GEN_TASK) scale=$(SCALE) $(E2E_CPU_BUDGET) $(if $(LAUNCHER),$(LAUNCHER),hydra/launcher=joblib hydra.launcher.n_jobs=$(CPU_JOBS))
+	$(RUN) -m repro.train -m seed=$(E2E_CPU_SEEDS) +experiment=$(E2E_CPU_ROWS) task=$(GEN_TASK) scale=$(SCALE) $(E2E_CPU_BUDGET) $(if $(LAUNCHER),$(LAUNCHER),$(E2E_PARALLEL))
 endif
 	$(RECORD_AND_TABLE)
 
@@ -149,8 +150,8 @@ reproduce-longlora: $(STAMP)
 # at rank VARIANT_HIGH_RANK, on VARIANT_TASK (two tasks: one task's 3 vs 3 seeds cannot reach p < 0.05 after Holm);
 # at SCALE=cpu the embedded MiniLM on Tables 5 and 6's converging budget (VARIANT_BUDGET = RANK_BUDGET, per task in
 # conf/cpu_recipe/glue.yaml: 1,000 training examples, 500 dev, lr 3e-3 for all four, the same search effort, none, for
-# every variant; SST-2 up to 8 epochs, STS-B up to 16 at batch 8, patience 2), two runs at a time (36 runs). QLoRA needs a GPU:
-# VARIANTS=lora,...,qlora there.
+# every variant; SST-2 up to 8 epochs, STS-B up to 16 at batch 8, patience 2), two runs at a time (36 runs).
+# QLoRA needs a GPU: VARIANTS=lora,...,qlora there.
 VARIANT_TASK ?= glue/sst2,glue/stsb
 VARIANTS ?= lora,rslora,dora,adalora
 VARIANT_HIGH_RANK ?= 64

@@ -7,9 +7,9 @@ A round: (1) the finished runs under results/runs become records (repro.records 
 judged again (repro.tables.all_claims, the same verdicts the tables print), (3) each inconclusive statistical verdict
 that names the seeds per method that would decide it gets them, up to the cap, on every cell it counted: the cell's
 runs are run again with the next unused seeds, from the Hydra invocation their records keep, `jobs` runs at a time
-with one torch thread each, each run's record added as it ends. A verdict that would fail on unconverged runs gets no seeds (more seeds cannot fix a
-budget). Finished runs are reused, so an interrupted `make decide` continues where it stopped. At the end the
-tables are rebuilt from the records and every verdict is printed.
+with one torch thread each, each run's record added as it ends. A verdict that would fail on unconverged runs gets
+no seeds (more seeds cannot fix a budget). Finished runs are reused, so an interrupted `make decide` continues where
+it stopped. At the end the tables are rebuilt from the records and every verdict is printed.
 """
 
 from __future__ import annotations
