@@ -49,7 +49,8 @@ CPU_SEEDS ?= 0,1,2
 CPU_BUDGET ?= model=minilm-l6 init_from_task=null
 # two runs at a time, one torch thread each: on 2 cores this beats one run with 2 threads (and never oversubscribes)
 CPU_JOBS ?= 2
-CPU_PARALLEL ?= hydra/launcher=joblib hydra.launcher.n_jobs=$(CPU_JOBS) train.num_threads=1
+JOBLIB_LAUNCHER = hydra/launcher=joblib hydra.launcher.n_jobs=$(CPU_JOBS)
+CPU_PARALLEL ?= $(JOBLIB_LAUNCHER) train.num_threads=1
 # Table 2 trains in bf16 where the CPU computes it natively (AVX512_BF16 or AMX), in fp32 elsewhere (the same run
 # ids as fp32 runs there): measured against fp32 in results/tables/precision.md (docs/precision.md). fp32 = always.
 GLUE_PRECISION ?= auto
@@ -123,7 +124,6 @@ E2E_CPU_ROWS ?= table3/gpt2_medium_lora,table3/gpt2_medium_ft,table3/gpt2_medium
 E2E_CPU_SEEDS ?= 0,1,2
 # torch threads per run; two runs at a time (CPU_JOBS) with one thread each use 2 cores better than one run with two
 E2E_THREADS ?= 1
-E2E_PARALLEL ?= hydra/launcher=joblib hydra.launcher.n_jobs=$(CPU_JOBS)
 E2E_CPU_BUDGET ?= model=smollm2-135m data.max_train_samples=500 data.max_eval_samples=200 train.epochs=2 train.batch_size=8 task.recipe.warmup_steps=12 task.recipe.decode_every_epoch=false train.num_threads=$(E2E_THREADS)
 E2E_PAPER_ROWS ?= $(shell ls conf/experiment/table3 | grep -v '^_' | sed 's/\.yaml$$//; s|^|table3/|' | paste -sd, -)
 
@@ -131,7 +131,7 @@ reproduce-e2e: $(STAMP)
 ifeq ($(SCALE),paper)
 	$(RUN) -m repro.train -m +experiment=$(E2E_PAPER_ROWS) task=$(GEN_TASK) scale=paper $(LAUNCHER)
 else
-	$(RUN) -m repro.train -m seed=$(E2E_CPU_SEEDS) +experiment=$(E2E_CPU_ROWS) task=$(GEN_TASK) scale=$(SCALE) $(E2E_CPU_BUDGET) $(if $(LAUNCHER),$(LAUNCHER),$(E2E_PARALLEL))
+	$(RUN) -m repro.train -m seed=$(E2E_CPU_SEEDS) +experiment=$(E2E_CPU_ROWS) task=$(GEN_TASK) scale=$(SCALE) $(E2E_CPU_BUDGET) $(if $(LAUNCHER),$(LAUNCHER),$(JOBLIB_LAUNCHER))
 endif
 	$(RECORD_AND_TABLE)
 

@@ -17,7 +17,6 @@ Writes results/bench/compile_<model>.{md,csv}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import torch
 
 from repro.bench import hardware_label, write_and_show
 from repro.errors import ReproError, exit_on_user_error
+from repro.results import complete_records
 
 DEFAULT_JOB = ["task=glue/sst2", "model=minilm-l6", "scale=cpu", "init_from_task=null", "seed=0",
                "data.max_train_samples=1000", "data.max_eval_samples=500", "train.epochs=2"]
@@ -41,8 +41,8 @@ def run_once(overrides: list[str], compiled: bool, threads: int, root: Path) -> 
     """One `python -m repro.train` in a fresh process (its own output folder and Inductor cache); its wall time
     and what its record says."""
     out = root / ("compiled" if compiled else "eager")
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(root / "inductor_cache"), "HF_HUB_OFFLINE": "1",
-           "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
+    env = {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", **os.environ,
+           "TORCHINDUCTOR_CACHE_DIR": str(root / "inductor_cache")}  # offline unless the user said otherwise
     cmd = [sys.executable, "-m", "repro.train", *overrides, f"train.compile={str(compiled).lower()}",
            f"train.num_threads={threads}", f"output_root={out}", "force=true", "logger=none"]
     start = time.perf_counter()
@@ -51,10 +51,10 @@ def run_once(overrides: list[str], compiled: bool, threads: int, root: Path) -> 
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise ReproError(f"benchmark run {' '.join(cmd[3:])} failed: {tail}")
-    results = sorted(out.glob("*/result.json"))
-    if len(results) != 1:
-        raise ReproError(f"expected one result.json under {out}, found {len(results)}")
-    record = json.loads(results[0].read_text())
+    finished = complete_records(out)
+    if len(finished) != 1:
+        raise ReproError(f"expected one complete run under {out}, found {len(finished)}")
+    [(_, record)] = finished
     best = record["best_metrics"][record["main_metric"]]
     return {"wall_s": wall, "train_time_s": record["train_time_s"], "main_metric": record["main_metric"],
             "best": 100 * best, "epochs_run": len(record["epochs"]), "optimizer_steps": record["optimizer_steps"]}

@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     table = pd.DataFrame(rows)
     table["tokens_per_s_vs_hf"] = table.tokens_per_s / table.tokens_per_s.iloc[1]
     t = cfg.train
+    bf16 = args.precision == "bf16"
     caption = (f"The same LoRA job (r={cfg.method.r}, alpha={cfg.method.alpha}, {','.join(cfg.method.targets)}) on "
                f"{args.model}, SST-2 {len(train)} training / {len(dev)} dev examples, {args.epochs} epoch(s), batch "
                f"{t.batch_size}, lr {t.learning_rate}, linear schedule, warm-up {t.warmup_ratio}, length {length}, "
@@ -128,10 +129,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
                f"{hardware_label(torch.device('cpu'))}, in one process, "
                f"harness first. train_s: training loop only. {cfg.task.main_metric}: after the last epoch, same dev "
                f"subset. Command: python -m repro.bench.hf_trainer --examples {args.examples} --epochs "
-               f"{args.epochs} --threads {args.threads}" + (f" --precision {args.precision}"
-                                                            if args.precision != "fp32" else ""))
-    stem = f"hf_trainer_{args.model}" + (f"_{args.precision}" if args.precision != "fp32" else "")
-    return write_and_show(table, args.out / stem, caption, ".4g")
+               f"{args.epochs} --threads {args.threads}" + (f" --precision {args.precision}" if bf16 else ""))
+    return write_and_show(table, args.out / f"hf_trainer_{args.model}{'_bf16' if bf16 else ''}", caption, ".4g")
 
 
 if __name__ == "__main__":

@@ -105,36 +105,36 @@ def precision_notes(long: pd.DataFrame) -> list[str]:
             *lines]
 
 
-WOULD_FAIL = " (would fail: unconverged runs)"
-
-
 def _word(verdict) -> str:
     """A verdict's word; an inconclusive one that would fail but for unconverged runs says so (its test gives
     fails, the convergence gate holds it back)."""
     if not isinstance(verdict, Verdict):
         return str(verdict).split(":")[0]
-    return verdict.word + (WOULD_FAIL if verdict.held_back else "")
+    return verdict.word + (" (would fail: unconverged runs)" if verdict.held_back else "")
+
+
+def _outcome(verdict) -> str:
+    """What a verdict's test gives: a verdict held back only by unconverged runs counts as fails."""
+    return FAILS if isinstance(verdict, Verdict) and verdict.held_back else _word(verdict)
 
 
 def table2_verdicts_move(runs: pd.DataFrame, rule: Rule) -> tuple[str, list[str]]:
     """Table 2's claims judged in each precision on these runs (Holm within each): the same words, or which moved.
     Claims not testable in every precision are left out."""
     precisions = sorted(set(runs["precision"]), key=fp32_first)
-    words: dict[str, dict[str, list[str]]] = {}
+    judged_in: dict[str, dict[str, list]] = {}
     for p in precisions:
         for text, judged in decided(claims_per_precision(runs[runs["precision"] == p], rule), rule):
-            words.setdefault(text, {})[p] = [_word(v) for v in judged]
-    testable = {t: w for t, w in words.items()
-                if len(w) == len(precisions) and "not testable" not in {x for ws in w.values() for x in ws}}
+            judged_in.setdefault(text, {})[p] = judged
+    testable = {t: w for t, w in judged_in.items()
+                if len(w) == len(precisions) and "not testable" not in {_word(v) for vs in w.values() for v in vs}}
     text = ("Table 2's verdicts come out the same in every precision (a verdict held back only by unconverged runs "
             "counts as the verdict its test gives)")
     if not testable or len(precisions) < 2:
         return text, ["not testable: no Table 2 claim has runs in two precisions"]
-    shown = "; ".join(f"{t}: " + " / ".join(f"{p} {', '.join(w[p])}" for p in precisions)
+    shown = "; ".join(f"{t}: " + " / ".join(f"{p} {', '.join(map(_word, w[p]))}" for p in precisions)
                       for t, w in testable.items())
-    outcome = {t: {p: tuple(FAILS if x.endswith(WOULD_FAIL) else x for x in ws) for p, ws in w.items()}
-               for t, w in testable.items()}
-    moved = [t for t, w in outcome.items() if len(set(w.values())) > 1]
+    moved = [t for t, w in testable.items() if len({tuple(map(_outcome, vs)) for vs in w.values()}) > 1]
     return text, [f"{'fails' if moved else 'holds'}: {shown}" + (f" (moved: {len(moved)})" if moved else "")]
 
 
