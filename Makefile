@@ -151,7 +151,7 @@ reproduce-longlora: $(STAMP)
 # at SCALE=cpu the embedded MiniLM on Tables 5 and 6's converging budget (VARIANT_BUDGET = RANK_BUDGET, per task in
 # conf/cpu_recipe/glue.yaml: 1,000 training examples, 500 dev, lr 3e-3 for all four, the same search effort, none, for
 # every variant; SST-2 up to 8 epochs, STS-B up to 16 at batch 8, patience 2), two runs at a time (36 runs).
-# QLoRA needs a GPU: VARIANTS=lora,...,qlora there.
+# QLoRA (4-bit base; bitsandbytes on a CUDA GPU or, from 0.49, a CPU): VARIANTS=lora,...,qlora.
 VARIANT_TASK ?= glue/sst2,glue/stsb
 VARIANTS ?= lora,rslora,dora,adalora
 VARIANT_HIGH_RANK ?= 64

@@ -5,3 +5,10 @@ The data path is: config -> task data (`repro.data`) -> model (`repro.models`) -
 """
 
 __version__ = "0.1.0"
+
+import logging
+
+# bitsandbytes (QLoRA's 4-bit kernels; peft imports it wherever it is installed) warns on import, on CPUs with
+# AVX512_BF16, that it cannot fetch an optional inference kernel from the Hugging Face hub. The harness never uses that
+# kernel (repro.methods.qlora.keep_training_layout), so the warning would only alarm, in every run of every method.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)

@@ -44,16 +44,12 @@ from repro.generation.models import is_seq2seq
 from repro.kinds import kind_of
 from repro.methods.adapters import WithAdapter, insert_adapters
 from repro.methods.base import Adapted
+from repro.methods.qlora import keep_training_layout
 from repro.methods.prefix import PromptTokens
 from repro.models import POOLINGS
 from repro.results import read_result
 from repro.runner import seed_everything
 
-# (method, impl) -> why it has no faithful transformers form here (impl None: any)
-NOT_EXPORTABLE = {
-    ("qlora", None): "its 4-bit NormalFloat base computes in 16 bits; no fp32 transformers model gives its logits "
-                     "(its LoRA adapter is the run's weights/ folder, for peft on the same quantised base)",
-}
 PEFT_ADAPTER = "peft_adapter"  # peft's prompt learning (impl=peft prefixes): its adapter folder inside the export
 # what load_exported needs from the model config to rebuild a prompt-token module (impl=paper) around the model
 PROMPT_MODEL_KEYS = ("n_layers", "d_model", "word_embeddings", "layers")
@@ -66,20 +62,15 @@ CHECK_TEXTS = ("the film is a quiet triumph", "name : The Eagle | food : French"
 TOLERANCE = 1e-4  # largest |logit difference| accepted (fp32 merge: W0 + BA computed once instead of per call)
 
 
-def rebuild_run(run_dir: Path, exportable: bool = False) -> tuple[DictConfig, Adapted]:
+def rebuild_run(run_dir: Path) -> tuple[DictConfig, Adapted]:
     """A complete run's config and its adapted model with the saved (best-epoch) weights (also what
-    `repro.bench.decode` decodes with). With `exportable`, refuse first, in one line, a run that cannot be
-    exported."""
+    `repro.bench.decode` decodes with)."""
     if not run_dir.is_dir():
         raise ReproError(f"{run_dir}: no such run folder")
     record = read_result(run_dir)
     if record is None or record.get("status") != "complete":
         raise ReproError(f"{run_dir} is not a complete run (no result.json with status complete)")
     cfg = OmegaConf.create(record["config"])  # its `method` is the configuration the run used
-    name = cfg.method.name
-    reason = NOT_EXPORTABLE.get((name, cfg.method.get("impl"))) or NOT_EXPORTABLE.get((name, None))
-    if exportable and reason:
-        raise ReproError(f"method {name} cannot be exported: {reason}")
     adapted = build_adapted(cfg)
     weights = record.get("weights") or {}
     if weights.get("dir"):
@@ -95,11 +86,6 @@ def build_adapted(cfg: DictConfig) -> Adapted:
     return kind_of(cfg).build(cfg)
 
 
-def rebuild(run_dir: Path) -> tuple[DictConfig, Adapted]:
-    """`rebuild_run` for a run that can be exported."""
-    return rebuild_run(run_dir, exportable=True)
-
-
 def plain_model(cfg: DictConfig, adapted: Adapted) -> nn.Module:
     """The adapted model with LoRA (or any peft tuner that merges) merged and GPT-2's c_attn fused: a transformers
     model without peft (with adapters or mean pooling still in it: `additions`)."""
@@ -113,8 +99,15 @@ def plain_model(cfg: DictConfig, adapted: Adapted) -> nn.Module:
 
 
 def merges(model: nn.Module) -> bool:
-    """A peft model whose tuner folds into the weights (not prompt learning: its virtual tokens are inputs)."""
-    return isinstance(model, PeftModel) and not model.peft_config[model.active_adapter].is_prompt_learning
+    """A peft model whose tuner folds into the weights: not prompt learning (its virtual tokens are inputs), and not
+    on a 4-bit base (QLoRA: merging would round W0 + BA back to 4 bits, another model than the run's)."""
+    return (isinstance(model, PeftModel) and not model.peft_config[model.active_adapter].is_prompt_learning
+            and not quantised(model))
+
+
+def quantised(model: nn.Module) -> bool:
+    """Loaded in 4 bits (bitsandbytes through transformers; peft passes the attribute through)."""
+    return bool(getattr(model, "is_loaded_in_4bit", False))
 
 
 def keep_trained_copies(model: PeftModel) -> None:
@@ -137,7 +130,7 @@ def additions(cfg: DictConfig, model: nn.Module) -> dict:
     if any(isinstance(m, WithAdapter) for m in model.modules()):
         tree = OmegaConf.to_container(cfg, resolve=True)
         out["adapters"] = {key: tree[group][key] for group, keys in ADAPTER_KEYS.items() for key in keys}
-    if isinstance(model, PeftModel):  # not merged: peft's prompt learning, saved in peft's own format
+    if isinstance(model, PeftModel):  # not merged (prompt learning, QLoRA): saved in peft's own format
         out["peft_adapter"] = PEFT_ADAPTER
     if isinstance(model, (PromptTokens, DecoderPromptTokens)):
         out["prompt_tokens"] = {"module": type(model).__name__, "per_layer": len(model.prompts) > 1,
@@ -160,7 +153,8 @@ def save(model: nn.Module, added: dict, out: Path) -> None:
     if "peft_adapter" in added:  # the adapter in peft's format, then the base model (trained head) around it
         model.save_pretrained(out / PEFT_ADAPTER)
         keep_trained_copies(model)
-        model = model.get_base_model()
+        # prompt learning adds no layers to the base; LoRA's come out unmerged (a 4-bit base stays as it was loaded)
+        model = model.get_base_model() if model.peft_config[model.active_adapter].is_prompt_learning else model.unload()
     inner = model.base if "prompt_tokens" in added else model
     if added:
         setattr(inner.config, EXPORT_KEY, added)
@@ -193,6 +187,7 @@ def load_exported(path: str | Path) -> nn.Module:
             model = model_class.from_pretrained(path, dtype=torch.float32)
         finally:
             transformers.logging.set_verbosity(verbosity)
+        keep_training_layout(model)  # a 4-bit base (QLoRA): compute as the run did (repro.methods.qlora)
     POOLINGS[pooling](model)
     if adapters:
         insert_adapters(model, OmegaConf.create(adapters), list(adapters["sites"]), adapters["bottleneck"],
@@ -225,7 +220,7 @@ def check_inputs(cfg: DictConfig, tokenizer) -> dict[str, torch.Tensor]:
 
 def export(run_dir: Path, out: Path) -> dict:
     """Write the plain model, its tokenizer and export.json to `out`; returns what export.json holds."""
-    cfg, adapted = rebuild(run_dir)
+    cfg, adapted = rebuild_run(run_dir)
     tokenizer = kind_of(cfg).tokenizer(cfg)
     inputs = check_inputs(cfg, tokenizer)
     expected = logits(adapted.model, inputs)

@@ -24,9 +24,16 @@ def count_parameters(model: nn.Module, head: list[str]) -> ParamCounts:
     for name, p in model.named_parameters():
         if ".original_module." in name:  # peft's frozen copy of a head module it trains
             continue
-        total += p.numel()
+        total += weights_in(p)
         if is_head(name, head):
             head_count += p.numel()
         elif p.requires_grad:
             trainable += p.numel()
     return ParamCounts(trainable=trainable, head=head_count, total=total)
+
+
+def weights_in(p: nn.Parameter) -> int:
+    """The weights a parameter holds: a 4-bit one (QLoRA's bitsandbytes Params4bit) packs two per byte, so its
+    tensor has half as many elements as the layer has weights; its quantisation state keeps the layer's shape."""
+    state = getattr(p, "quant_state", None)
+    return state.shape.numel() if state is not None else p.numel()

@@ -111,7 +111,7 @@ def preflight(cfg: DictConfig, this_machine: bool = True) -> None:
     if not this_machine:
         return
     check_device(cfg.train.device)
-    check_backend(cfg.method, resolve_device(cfg.train.device))  # e.g. qlora's 4-bit kernels: CUDA only
+    check_backend(cfg.method, resolve_device(cfg.train.device), cfg.model)  # e.g. qlora's 4-bit kernels
     check_writable(cfg.output_root, "results folder")
     check_model_reachable(cfg.model)
     if cfg.data.root is not None:

@@ -1,8 +1,8 @@
 """`python -m repro.export`: a finished LoRA run becomes a plain transformers model (LoRA merged; GPT-2's split
 q/v fused back into c_attn; LongLoRA's position interpolation in its config) whose logits, loaded without peft,
 equal the adapted model's; mean pooling, bottleneck adapters and the paper's prefix tokens load with
-`repro.export.load_exported` and give the run's logits too; peft's prompt learning exports in peft's format; QLoRA
-stops with one line."""
+`repro.export.load_exported` and give the run's logits too; peft's prompt learning and QLoRA (its 4-bit base) export in
+peft's format."""
 
 from __future__ import annotations
 
@@ -44,13 +44,13 @@ def test_lora_classifier_exports_to_plain_transformers_with_the_same_logits(comp
     assert json.loads((tmp_path / "plain" / "export.json").read_text()) == summary
     assert not any("lora" in k for k in load_file(tmp_path / "plain" / "model.safetensors"))
     plain, enc = _plain_logits(AutoModelForSequenceClassification, tmp_path / "plain")
-    cfg, adapted = export.rebuild(_run_dir(record))  # independent of export's own check, on other inputs
+    cfg, adapted = export.rebuild_run(_run_dir(record))  # independent of export's own check, on other inputs
     adapted.model.eval()
     with torch.no_grad():
         expected = adapted.model(**enc).logits
     assert torch.allclose(plain, expected, atol=1e-5)
     # the merge changed the weights: LoRA learned something at this learning rate
-    base = export.rebuild(_run_dir(record))[1].model.get_base_model()
+    base = export.rebuild_run(_run_dir(record))[1].model.get_base_model()
     with torch.no_grad():
         for module in base.modules():
             if hasattr(module, "lora_B"):
@@ -104,12 +104,35 @@ def test_peft_prompt_learning_exports_in_peft_format(compose, data_root, tmp_pat
     assert not torch.allclose(base, expected, atol=1e-4)  # the prompts matter: the base alone is another model
 
 
-def test_qlora_and_bad_folders_stop_with_one_line(tmp_path):
-    run_dir = tmp_path / "runs" / "sst2_tiny-bert_qlora_s0_0000000000"  # QLoRA trains on CUDA only: a record alone
-    run_dir.mkdir(parents=True)
-    (run_dir / "result.json").write_text(json.dumps({"status": "complete", "config": {"method": {"name": "qlora"}}}))
-    with pytest.raises(ReproError, match=r"^method qlora cannot be exported: its 4-bit NormalFloat base"):
-        export.main([str(run_dir)])
+def test_qlora_exports_its_4bit_base_and_adapter_in_peft_format(compose, data_root, tmp_path):
+    """QLoRA on the CPU (MiniLM, mean pooling, 2 epochs: training goes on after an evaluation): nothing merges (W0 + BA
+    rounded back to 4 bits would be another model); the 4-bit base in transformers' bitsandbytes format with the
+    trained head, and the adapter in DIR/peft_adapter, reload to the run's logits."""
+    record = run(compose(f"data.root={data_root}", "model=minilm-l6", "task=glue/sst2", "scale=smoke",
+                         "data.max_train_samples=32", "data.max_eval_samples=16", "train.batch_size=8", "train.epochs=2",
+                         "train.learning_rate=1e-2", "method=qlora", f"output_root={tmp_path / 'runs'}"))
+    assert [e["epoch"] for e in record["epochs"]] == [1, 2]
+    out = tmp_path / "exported"
+    summary = export.main([str(_run_dir(record)), "--out", str(out)])
+    assert summary["added"] == ["peft_adapter", "pooling"] and not summary["merged_lora"]
+    assert summary["max_abs_logit_diff"] <= 1e-5
+    config = json.loads((out / "config.json").read_text())
+    assert config["quantization_config"]["bnb_4bit_quant_type"] == "nf4"
+    assert config["quantization_config"]["llm_int8_skip_modules"] == ["classifier", "bert.pooler"]
+    assert not any("lora" in k for k in load_file(out / "model.safetensors"))
+    tok = AutoTokenizer.from_pretrained(out)
+    enc = dict(tok(["an unseen sentence", "and one more, a little longer"], return_tensors="pt", padding=True))
+    reloaded = export.load_exported(out)
+    with torch.no_grad():
+        got = reloaded(**enc).logits
+        with reloaded.disable_adapter():
+            base = reloaded(**enc).logits
+    expected = _in_harness_logits(_run_dir(record), enc)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert not torch.allclose(base, expected, atol=1e-4)  # the adapter matters: the base alone is another model
+
+
+def test_bad_folders_stop_with_one_line(tmp_path):
     with pytest.raises(ReproError, match="is not a complete run"):
         export.main([str(tmp_path)])
     with pytest.raises(ReproError, match="no such run folder"):
@@ -118,7 +141,7 @@ def test_qlora_and_bad_folders_stop_with_one_line(tmp_path):
 
 def _in_harness_logits(run_dir, enc):
     """The run's own model (rebuilt with its saved weights), on `enc`."""
-    _, adapted = export.rebuild(run_dir)
+    _, adapted = export.rebuild_run(run_dir)
     adapted.model.eval()
     with torch.no_grad():
         return adapted.model(**enc).logits

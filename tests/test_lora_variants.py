@@ -16,7 +16,7 @@ from repro.methods import check_backend
 from repro.methods.adalora import orthogonality
 from repro.runner import run
 from tests.test_config import _cli
-from tests.test_methods import batch, build, method_cfg
+from tests.test_methods import batch, build, method_cfg, model_cfg
 
 
 def lora_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -105,28 +105,77 @@ def test_adalora_too_short_a_run_is_a_clear_error():
         adapted.hooks.on_schedule(10)
 
 
-def test_qlora_refuses_a_device_without_the_4bit_backend():
-    with pytest.raises(ConfigError, match=r"4-bit backend \(bitsandbytes\) does not support device 'cpu'"):
+def test_qlora_refuses_what_it_cannot_run_on_and_runs_on_a_cpu(monkeypatch):
+    check_backend(method_cfg("qlora"), torch.device("cpu"))  # bitsandbytes >= 0.49 (the test extra) has CPU kernels
+    with pytest.raises(ConfigError, match=r"4-bit backend \(bitsandbytes [0-9.]+\) does not support device 'mps'"):
+        check_backend(method_cfg("qlora"), torch.device("mps"))
+    with pytest.raises(ConfigError, match="model tiny-bert is random-initialised"):
+        check_backend(method_cfg("qlora"), torch.device("cpu"), model_cfg("tiny-bert"))
+    check_backend(method_cfg("lora"), torch.device("mps"), model_cfg("tiny-bert"))  # the other methods need nothing
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "bitsandbytes" else object())
+    with pytest.raises(ConfigError, match=r"needs bitsandbytes: pip install 'repro-lora\[qlora\]'"):
         check_backend(method_cfg("qlora"), torch.device("cpu"))
-    check_backend(method_cfg("lora"), torch.device("cpu"))  # the other methods need nothing
 
 
-def test_qlora_cli_on_cpu_is_one_line_exit_2_and_writes_nothing(tmp_path):
+def test_qlora_cli_on_a_random_model_is_one_line_exit_2_and_writes_nothing(tmp_path):
     proc = _cli("method=qlora", "model=tiny-bert", "train.device=cpu", results=tmp_path)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: method=qlora: the 4-bit backend (bitsandbytes) does not support device")
+    assert lines[0].startswith("error: method=qlora quantises a pre-trained checkpoint; model tiny-bert is random")
     assert not (tmp_path / "runs").exists()
+
+
+def _qlora_minilm(compose, seed=1):
+    """QLoRA on the embedded MiniLM (4-bit on the CPU), B initialised at random so that the adapter matters."""
+    from repro.kinds import kind_of
+
+    cfg = compose("task=glue/sst2", "model=minilm-l6", "method=qlora", "train.device=cpu", "method.dropout=0.0")
+    torch.manual_seed(seed)
+    adapted = kind_of(cfg).build(cfg)
+    with torch.no_grad():
+        for layer in lora_layers(adapted.model):
+            layer.lora_B["default"].weight.normal_(0, 0.05)
+    return adapted
+
+
+def test_qlora_trains_on_a_cpu_after_an_evaluation_as_before_it(compose):
+    """bitsandbytes re-lays 4-bit weights for its CPU inference kernel on the first no-grad eval forward, and then
+    fails to train (0.50.2): every epoch after the first evaluates first. The harness keeps one layout, so a training
+    step after an evaluation gives the loss and gradients of one without it; the frozen base is 4-bit, and counts as
+    many weights as LoRA's."""
+    from repro.params import count_parameters
+
+    inputs = {k: v for k, v in batch("minilm-l6").items()}
+    steps = []
+    for evaluate_first in (False, True):
+        adapted = _qlora_minilm(compose)
+        model = adapted.model
+        if evaluate_first:
+            model.eval()
+            with torch.no_grad():
+                model(**{k: v for k, v in inputs.items() if k != "labels"})
+        model.train()
+        loss = model(**inputs).loss
+        loss.backward()
+        steps.append((loss.item(), lora_layers(model)[0].lora_A["default"].weight.grad.clone()))
+    assert steps[0][0] == steps[1][0] and torch.equal(steps[0][1], steps[1][1]) and steps[0][1].abs().sum() > 0
+    assert any(type(m).__name__ == "Linear4bit" for m in model.modules())
+    lora, _, _ = build("minilm-l6", "lora")
+    head = list(model_cfg("minilm-l6").head)
+    assert count_parameters(model, head) == count_parameters(lora.model, head)
 
 
 def test_quantised_loading_needs_a_pretrained_model():
     from repro.methods import load_kwargs
     from repro.models import load_model
-    from tests.test_methods import model_cfg
 
     with pytest.raises(ConfigError, match="random-initialised"):
         load_model(model_cfg("tiny-bert"), 2, quantization_config=object())
-    assert load_kwargs(method_cfg("lora")) == {}
+    assert load_kwargs(method_cfg("lora"), model_cfg("tiny-bert"), torch.device("cpu")) == {}
+    # QLoRA on a CPU: the weights load there, the task head (it trains) stays in full precision
+    kwargs = load_kwargs(method_cfg("qlora"), model_cfg("minilm-l6"), torch.device("cpu"))
+    assert kwargs["device_map"] == {"": "cpu"}
+    assert kwargs["quantization_config"].llm_int8_skip_modules == ["classifier", "bert.pooler"]
 
 
 @pytest.mark.parametrize("name", ["dora", "rslora", "adalora"])

@@ -75,7 +75,7 @@ def decode_rows(arch: str, n_inputs: int, prompt_len: int, new_tokens: int, num_
 
 
 def qlora_row(model: str, batch: int, seq: int, steps: int, device: str) -> pd.DataFrame | None:
-    """One QLoRA training measurement where bitsandbytes imports (its kernels are CUDA-only); None otherwise."""
+    """One QLoRA training measurement on the GPU where bitsandbytes imports; None otherwise."""
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:

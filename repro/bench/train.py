@@ -95,7 +95,7 @@ def build(model_name: str, method_name: str, device: torch.device):
     """(adapted, model config, method config, vocabulary size) with a fixed seed."""
     model_cfg, method_cfg = load_group("model", model_name), load_group("method", method_name)
     torch.manual_seed(0)
-    extra = load_kwargs(method_cfg)  # QLoRA: 4-bit weights, placed on the GPU by from_pretrained
+    extra = load_kwargs(method_cfg, model_cfg, device)  # QLoRA: 4-bit weights, placed by from_pretrained
     base = load_model(model_cfg, NUM_LABELS, **extra)
     vocab = base.config.vocab_size
     adapted = apply_method(base, method_cfg, model_cfg)

@@ -22,7 +22,7 @@ from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from repro.data.generation import (GenerationData, Grouped, Pair, check_local_generation_files,
                                    load_generation_data)
-from repro.distributed import World, shard_sampler
+from repro.distributed import World, resolve_device, shard_sampler
 from repro.errors import ConfigError
 from repro.generation.causal import CausalFormat
 from repro.generation.decoding import beam_search
@@ -144,8 +144,8 @@ class Generation(LanguageModelKind):
         return method_config(cfg)
 
     def build(self, cfg: DictConfig, tokenizer: PreTrainedTokenizerBase | None = None) -> Adapted:
-        return apply_decoder_method(load_lm(cfg.model, **load_kwargs(cfg.method)), method_config(cfg), cfg.model,
-                                    tokenizer)
+        extra = load_kwargs(cfg.method, cfg.model, resolve_device(cfg.train.device))  # QLoRA's 4-bit loading
+        return apply_decoder_method(load_lm(cfg.model, **extra), method_config(cfg), cfg.model, tokenizer)
 
     def check_local_data(self, task: DictConfig, root: str) -> None:
         check_local_generation_files(task, root)

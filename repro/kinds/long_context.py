@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from repro.distributed import World, shard_sampler
+from repro.distributed import World, resolve_device, shard_sampler
 from repro.errors import ConfigError
 from repro.generation.methods import apply_decoder_method
 from repro.generation.models import is_seq2seq, load_causal_lm, load_lm_tokenizer
@@ -154,7 +154,7 @@ def evaluation_only(session: LongContextSession, model: nn.Module, ctx: RunConte
 def extended_lm(cfg: DictConfig) -> tuple[nn.Module, dict[str, int | float]]:
     """The decoder with its positions interpolated to `task.target_context` (before any method), and its context
     before (`model_context`), the one it was pre-trained at (`original_context`) and the `interpolation_factor`."""
-    model = load_causal_lm(cfg.model, **load_kwargs(cfg.method))
+    model = load_causal_lm(cfg.model, **load_kwargs(cfg.method, cfg.model, resolve_device(cfg.train.device)))
     model_context = int(model.config.max_position_embeddings)  # what the model was pre-trained at
     original = original_context(model, cfg.model.get("original_context"))
     factor = interpolation_factor(cfg.task.target_context, original) if cfg.task.position_interpolation else 1.0
