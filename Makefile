@@ -89,11 +89,13 @@ reproduce-rank: $(STAMP)
 
 # Learning-rate search with the same effort per method (sweeps/lr_search.yaml): each Table 2 cpu row's recipe rate
 # x 0.3 / 1 / 3 on each task, seed 0, scored on 20% of the training subset held out (never the dev split);
-# results/tables/lr_search.md says which factor won per task and method.
+# results/tables/lr_search.md says which factor won per task and method. LR_SEARCH_METHODS=vera,pissa,... searches
+# those methods (conf/method/, e.g. the PEFT methods of `make compare`) instead of Table 2's rows, with the same effort.
 LR_SEARCH_ROWS ?= $(CPU_ROWS)
+LR_SEARCH_METHODS ?=
 LR_SEARCH_TASKS ?= $(CPU_TASKS)
 lr-search: $(STAMP)
-	$(RUN) -m repro.train -m --config-dir sweeps --config-name lr_search seed=0 +experiment=$(LR_SEARCH_ROWS) task=$(LR_SEARCH_TASKS) scale=$(SCALE) $(CPU_BUDGET) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
+	$(RUN) -m repro.train -m --config-dir sweeps --config-name lr_search seed=0 $(if $(LR_SEARCH_METHODS),method=$(LR_SEARCH_METHODS),+experiment=$(LR_SEARCH_ROWS)) task=$(LR_SEARCH_TASKS) scale=$(SCALE) $(CPU_BUDGET) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
 	$(RECORD_AND_TABLE)
 
 # Learning curve (sweeps/learning_curve.yaml): LoRA and full fine-tuning at 500-4,000 training examples, 3 seeds, for a

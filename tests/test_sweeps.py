@@ -168,6 +168,26 @@ def test_rank_budget_comes_from_each_tasks_recipe():
             OmegaConf.to_container(Composer(REPO / "sweeps" / f"{sweep}.yaml")([*one, "task=glue/cola"]), resolve=True)
 
 
+def test_lr_search_gives_listed_methods_the_same_factors_on_their_recipe_rates():
+    """`make lr-search LR_SEARCH_METHODS=...` searches methods that have no Table 2 row (the PEFT methods of `make
+    compare`): the same three factors times each method's own cpu-recipe rate, scored on held-out training data."""
+    (sweep, overrides), = _make_train_overrides("lr-search", "SCALE=cpu", "LR_SEARCH_METHODS=vera,ia3",
+                                                "LR_SEARCH_TASKS=glue/stsb")
+    assert sweep == "lr_search" and "method=vera,ia3" in overrides and not any("experiment" in o for o in overrides)
+    recipe = yaml.safe_load((CONF_DIR / "cpu_recipe" / "glue.yaml").read_text(encoding="utf-8"))["stsb"]
+    composer = Composer(REPO / "sweeps" / "lr_search.yaml")
+    fixed = [o for o in overrides if not o.startswith(("seed=", "method=", "task="))]
+    factors = [float(f) for f in OmegaConf.load(REPO / "sweeps" / "lr_search.yaml").hydra.sweeper.params.lr_factor
+               .split(",")]
+    for method in ("vera", "ia3"):
+        rates = [composer([*fixed, "task=glue/stsb", f"method={method}", f"lr_factor={f}"]).train.learning_rate
+                 for f in factors]
+        assert rates == pytest.approx([recipe["learning_rate"][method] * f for f in factors])
+        assert composer([*fixed, "task=glue/stsb", f"method={method}"]).data.holdout_fraction > 0
+    (_, table2), = _make_train_overrides("lr-search", "SCALE=cpu")
+    assert any(o.startswith("+experiment=table2/") for o in table2) and not any(o.startswith("method=") for o in table2)
+
+
 def test_successors_train_on_the_rank_budget():
     """`make compare-variants` at cpu scale gives the successors the budget Tables 5 and 6 use (the same keys, read
     from the task's `rank_budget`), so rsLoRA's high-rank rows are judged on the budget of the rank claims."""
