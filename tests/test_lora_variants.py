@@ -142,7 +142,8 @@ def test_qlora_trains_on_a_cpu_after_an_evaluation_as_before_it(compose):
     """bitsandbytes re-lays 4-bit weights for its CPU inference kernel on the first no-grad eval forward, and then
     fails to train (0.50.2): every epoch after the first evaluates first. The harness keeps one layout, so a training
     step after an evaluation gives the loss and gradients of one without it; the frozen base is 4-bit, and counts as
-    many weights as LoRA's."""
+    many weights (and benchmark FLOPs) as LoRA's."""
+    from repro.bench.train import train_flops
     from repro.params import count_parameters
 
     inputs = {k: v for k, v in batch("minilm-l6").items()}
@@ -163,6 +164,7 @@ def test_qlora_trains_on_a_cpu_after_an_evaluation_as_before_it(compose):
     lora, _, _ = build("minilm-l6", "lora")
     head = list(model_cfg("minilm-l6").head)
     assert count_parameters(model, head) == count_parameters(lora.model, head)
+    assert train_flops(model, model_cfg("minilm-l6"), 4, 16) == train_flops(lora.model, model_cfg("minilm-l6"), 4, 16)
 
 
 def test_quantised_loading_needs_a_pretrained_model():

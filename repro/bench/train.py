@@ -35,7 +35,7 @@ from repro.errors import ReproError, exit_on_user_error
 from repro.loop import optimizer_groups
 from repro.methods import apply_method, load_kwargs
 from repro.models import load_model, load_tokenizer
-from repro.params import count_parameters
+from repro.params import count_parameters, weights_in
 from repro.precision import Precision, resolve_precision
 from repro.provenance import peak_memory_bytes, reset_peak_memory
 
@@ -79,7 +79,7 @@ def train_flops(model: nn.Module, model_cfg: DictConfig, batch: int, seq: int) -
     Full fine-tuning comes to the usual 3x forward; a frozen base saves most of the weight-gradient third."""
     tokens = batch * seq
     linear = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
-    p_all, p_train = sum(w.numel() for w in linear), sum(w.numel() for w in linear if w.requires_grad)
+    p_all, p_train = sum(map(weights_in, linear)), sum(weights_in(w) for w in linear if w.requires_grad)
     forward = 2 * p_all * tokens + 4 * model_cfg.n_layers * seq * model_cfg.d_model * tokens
     return 2 * forward + 2 * p_train * tokens
 
