@@ -48,7 +48,7 @@ from repro.methods.qlora import keep_training_layout
 from repro.methods.prefix import PromptTokens
 from repro.models import POOLINGS
 from repro.results import read_result
-from repro.runner import seed_everything
+from repro.runner import quiet_library_noise, seed_everything
 
 PEFT_ADAPTER = "peft_adapter"  # peft's prompt learning (impl=peft prefixes): its adapter folder inside the export
 # what load_exported needs from the model config to rebuild a prompt-token module (impl=paper) around the model
@@ -247,6 +247,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("run_dir", type=Path, help="a complete run (results/runs/<run id>)")
     parser.add_argument("--out", type=Path, default=None, help="default: RUN_DIR/exported")
     args = parser.parse_args(argv)
+    quiet_library_noise()
     summary = export(args.run_dir, args.out or args.run_dir / "exported")
     loader = f"; load it with {summary['loader']} ({', '.join(summary['added'])})" if summary["added"] else ""
     print(f"exported {summary['run']} as {summary['class']} to {args.out or args.run_dir / 'exported'} "
