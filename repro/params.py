@@ -32,6 +32,16 @@ def count_parameters(model: nn.Module, head: list[str]) -> ParamCounts:
     return ParamCounts(trainable=trainable, head=head_count, total=total)
 
 
+def quantisable_weights(model: nn.Module, head: list[str]) -> int:
+    """The weights QLoRA's 4-bit loading quantises: those of the frozen Linear layers, except the task head (kept in
+    full precision, repro.methods.qlora) and the output layer (transformers keeps it); embeddings and norms are not
+    Linear and stay in full precision too."""
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return sum(weights_in(module.weight) for name, module in model.named_modules()
+               if isinstance(module, nn.Linear) and module is not output and not module.weight.requires_grad
+               and ".original_module" not in f".{name}" and not is_head(name, head))
+
+
 def weights_in(p: nn.Parameter) -> int:
     """The weights a parameter holds: a 4-bit one (QLoRA's bitsandbytes Params4bit) packs two per byte, so its
     tensor has half as many elements as the layer has weights; its quantisation state keeps the layer's shape."""

@@ -54,7 +54,7 @@ ACT_FP32_FACTOR = 2
 # inputs, the allocator's slack): measured on all-MiniLM-L6-v2, LoRA 1.92-1.96x at 16x128 and 8x256 on an Intel
 # Xeon (python -m repro.bench.plan_memory, results/bench/plan_memory_minilm-l6.md). GPUs keep the fused count.
 ACT_EAGER_CPU_FACTOR = 1.9
-# QLoRA (method.quantization): frozen weights in 4-bit NormalFloat with double quantisation, 4.127 bits per parameter
+# QLoRA (method.quantization): frozen Linear weights in 4-bit NormalFloat with double quantisation, 4.127 bits each
 # (Dettmers et al. 2023, Sec. 3: 4 bits + 8-bit block constants per 64 + their fp32 constants per 256 blocks), and
 # activations at the 16-bit compute dtype. The trained LoRA and head parameters stay fp32.
 QLORA_BITS_PER_FROZEN = 4 + 8 / 64 + 32 / (64 * 256)
@@ -120,12 +120,14 @@ def architecture(model_cfg: DictConfig) -> dict:
         raise ConfigError(f"model source {model_cfg.source!r} unknown; one of {', '.join(ARCHITECTURES)}") from None
 
 
-def count_on_meta(model_cfg: DictConfig, method_cfg: DictConfig, task_kind: str, num_labels: int) -> ParamCounts:
+def count_on_meta(model_cfg: DictConfig, method_cfg: DictConfig, task_kind: str,
+                  num_labels: int) -> tuple[ParamCounts, int]:
     """Build the model (encoder + head, or language model) on the meta device, apply the method the way training
-    does for this kind of task (`TaskKind.meta_model`), count as training does."""
+    does for this kind of task (`TaskKind.meta_model`), count as training does; and the weights a 4-bit load would
+    quantise (`quantisable_weights`)."""
     from transformers import AutoConfig
 
-    from repro.params import count_parameters
+    from repro.params import count_parameters, quantisable_weights
 
     arch = architecture(model_cfg)
     for key in ("architectures", "transformers_version", "torch_dtype", "dtype", "_model_name_or_path"):
@@ -133,11 +135,12 @@ def count_on_meta(model_cfg: DictConfig, method_cfg: DictConfig, task_kind: str,
     config = AutoConfig.for_model(arch.pop("model_type"), **arch)
     with torch.device("meta"):
         adapted = kind_named(task_kind).meta_model(config, model_cfg, method_cfg, num_labels)
-    return count_parameters(adapted.model, list(model_cfg.head))
+    head = list(model_cfg.head)
+    return count_parameters(adapted.model, head), quantisable_weights(adapted.model, head)
 
 
 @lru_cache(maxsize=None)
-def _cached_counts(model_yaml: str, method_yaml: str, task_kind: str, num_labels: int) -> ParamCounts:
+def _cached_counts(model_yaml: str, method_yaml: str, task_kind: str, num_labels: int) -> tuple[ParamCounts, int]:
     return count_on_meta(OmegaConf.create(model_yaml), OmegaConf.create(method_yaml), task_kind, num_labels)
 
 
@@ -164,11 +167,13 @@ def plans_for_cpu(device: str) -> bool:
     return device == "cpu"
 
 
-def memory_parts(counts: ParamCounts, act_bytes: int, quantized: bool = False) -> dict[str, float]:
+def memory_parts(counts: ParamCounts, act_bytes: int, quantised_weights: int = 0) -> dict[str, float]:
+    """GiB per part; `quantised_weights` (QLoRA: the frozen Linear weights) are held in 4 bits, with 16-bit
+    activations."""
     trained = counts.trainable + counts.head
     weights = counts.total * BYTES_WEIGHT
-    if quantized:  # QLoRA: 4-bit frozen base, 16-bit activations
-        weights = (counts.total - trained) * QLORA_BITS_PER_FROZEN / 8 + trained * BYTES_WEIGHT
+    if quantised_weights:
+        weights = quantised_weights * QLORA_BITS_PER_FROZEN / 8 + (counts.total - quantised_weights) * BYTES_WEIGHT
         act_bytes = act_bytes // ACT_FP32_FACTOR
     parts = {"weights": weights, "grads": trained * BYTES_GRAD, "adamw": trained * BYTES_ADAM,
              "activations": act_bytes}
@@ -238,8 +243,8 @@ def expand(compose: Composer, overrides: list[str]) -> list[list[str]]:
 def plan_run(cfg: DictConfig, overrides: list[str]) -> PlannedRun:
     validate(cfg)
     model_yaml = OmegaConf.to_yaml(cfg.model, resolve=True)
-    counts = _cached_counts(model_yaml, OmegaConf.to_yaml(cfg.method, resolve=True), cfg.task.kind,
-                            cfg.task.get("num_labels", 0))
+    counts, quantisable = _cached_counts(model_yaml, OmegaConf.to_yaml(cfg.method, resolve=True), cfg.task.kind,
+                                         cfg.task.get("num_labels", 0))
     kind = kind_of(cfg)
     row_id = cfg.get("paper_row")
     printed = kind.paper_params(row_id, cfg.task) if row_id else None
@@ -247,7 +252,7 @@ def plan_run(cfg: DictConfig, overrides: list[str]) -> PlannedRun:
     span = kind.attention_span(cfg, seq_len)
     act = activation_bytes(architecture(cfg.model), cfg.model, seq_len, cfg.train.batch_size, span,
                            eager_cpu=plans_for_cpu(cfg.train.device))
-    parts = memory_parts(counts, act, quantized=bool(cfg.method.get("quantization")))
+    parts = memory_parts(counts, act, quantisable if cfg.method.get("quantization") else 0)
     method = OmegaConf.to_container(cfg.method, resolve=True)
     sizes = {**{k: method[k] for k in SIZE_KEYS if k in method}, **(method.get("options") or {})}
     return PlannedRun(task=cfg.task.name, model=cfg.model.name, method=cfg.method.name, seed=cfg.seed,
