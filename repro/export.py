@@ -20,7 +20,8 @@ The export is checked: the folder, loaded back by `load_exported` (plain `from_p
 must give the adapted model's logits on a few inputs (the largest difference is printed and stored in
 DIR/export.json). peft's prompt and prefix tuning (impl=peft) export in peft's format: the base model (with the
 trained head) in DIR and the adapter in DIR/peft_adapter, which `load_exported` (or
-`PeftModel.from_pretrained(AutoModelFor...from_pretrained(DIR), DIR/peft_adapter)`) loads. QLoRA stops with one line.
+`PeftModel.from_pretrained(AutoModelFor...from_pretrained(DIR), DIR/peft_adapter)`) loads. QLoRA exports the same
+way, unmerged (merging would round W0 + BA back to 4 bits): its 4-bit base in transformers' bitsandbytes format.
 """
 
 from __future__ import annotations
@@ -44,13 +45,13 @@ from repro.generation.models import is_seq2seq
 from repro.kinds import kind_of
 from repro.methods.adapters import WithAdapter, insert_adapters
 from repro.methods.base import Adapted
-from repro.methods.qlora import keep_training_layout
 from repro.methods.prefix import PromptTokens
+from repro.methods.qlora import keep_training_layout
 from repro.models import POOLINGS
 from repro.results import read_result
 from repro.runner import quiet_library_noise, seed_everything
 
-PEFT_ADAPTER = "peft_adapter"  # peft's prompt learning (impl=peft prefixes): its adapter folder inside the export
+PEFT_ADAPTER = "peft_adapter"  # the adapter folder inside the export of a run that does not merge (peft format)
 # what load_exported needs from the model config to rebuild a prompt-token module (impl=paper) around the model
 PROMPT_MODEL_KEYS = ("n_layers", "d_model", "word_embeddings", "layers")
 EXPORT_KEY = "repro_export"  # config.json: what load_exported adds to the transformers model

@@ -110,8 +110,9 @@ def test_qlora_exports_its_4bit_base_and_adapter_in_peft_format(compose, data_ro
     rounded back to 4 bits would be another model); the 4-bit base in transformers' bitsandbytes format with the
     trained head, and the adapter in DIR/peft_adapter, reload to the run's logits."""
     record = run(compose(f"data.root={data_root}", "model=minilm-l6", "task=glue/sst2", "scale=smoke",
-                         "data.max_train_samples=32", "data.max_eval_samples=16", "train.batch_size=8", "train.epochs=2",
-                         "train.learning_rate=1e-2", "method=qlora", f"output_root={tmp_path / 'runs'}"))
+                         "data.max_train_samples=32", "data.max_eval_samples=16", "train.batch_size=8",
+                         "train.epochs=2", "train.learning_rate=1e-2", "method=qlora",
+                         f"output_root={tmp_path / 'runs'}"))
     assert [e["epoch"] for e in record["epochs"]] == [1, 2]
     out = tmp_path / "exported"
     summary = export.main([str(_run_dir(record)), "--out", str(out)])
