@@ -4,9 +4,9 @@ The data path is: config -> task data (`repro.data`) -> model (`repro.models`) -
 -> train/evaluate (`repro.kinds` around the one loop `repro.loop`) -> result record (`repro.results`) -> tables.
 """
 
-__version__ = "0.1.0"
-
 import logging
+
+__version__ = "0.1.0"
 
 # bitsandbytes (QLoRA's 4-bit kernels; peft imports it wherever it is installed) warns on import, on CPUs with
 # AVX512_BF16, that it cannot fetch an optional inference kernel from the Hugging Face hub. The harness never uses that

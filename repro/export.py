@@ -102,8 +102,12 @@ def plain_model(cfg: DictConfig, adapted: Adapted) -> nn.Module:
 def merges(model: nn.Module) -> bool:
     """A peft model whose tuner folds into the weights: not prompt learning (its virtual tokens are inputs), and not
     on a 4-bit base (QLoRA: merging would round W0 + BA back to 4 bits, another model than the run's)."""
-    return (isinstance(model, PeftModel) and not model.peft_config[model.active_adapter].is_prompt_learning
-            and not quantised(model))
+    return isinstance(model, PeftModel) and not prompt_learning(model) and not quantised(model)
+
+
+def prompt_learning(model: PeftModel) -> bool:
+    """peft's prompt or prefix tuning: virtual tokens, no layers added to the base model."""
+    return model.peft_config[model.active_adapter].is_prompt_learning
 
 
 def quantised(model: nn.Module) -> bool:
@@ -155,7 +159,7 @@ def save(model: nn.Module, added: dict, out: Path) -> None:
         model.save_pretrained(out / PEFT_ADAPTER)
         keep_trained_copies(model)
         # prompt learning adds no layers to the base; LoRA's come out unmerged (a 4-bit base stays as it was loaded)
-        model = model.get_base_model() if model.peft_config[model.active_adapter].is_prompt_learning else model.unload()
+        model = model.get_base_model() if prompt_learning(model) else model.unload()
     inner = model.base if "prompt_tokens" in added else model
     if added:
         setattr(inner.config, EXPORT_KEY, added)

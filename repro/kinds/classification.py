@@ -20,11 +20,11 @@ from transformers import PretrainedConfig, PreTrainedTokenizerBase
 from repro.checkpoint import Checkpointer
 from repro.data import TaskData, load_task_data
 from repro.data.glue import check_local_data
-from repro.distributed import World, resolve_device, shard_sampler
+from repro.distributed import World, shard_sampler
 from repro.errors import ConfigError
-from repro.kinds.base import Outcome, RunContext, method_report
+from repro.kinds.base import Outcome, RunContext, method_report, pretrained_kwargs
 from repro.loop import OnStep, TrainResult, evaluate_once, train
-from repro.methods import apply_method, load_kwargs
+from repro.methods import apply_method
 from repro.methods.base import Adapted, TrainingHooks
 from repro.metrics import chance_level, compute_metrics, trivial_baseline
 from repro.models import POOLINGS, load_model, load_tokenizer, to_device
@@ -212,8 +212,8 @@ class Classification:
         return cfg.method
 
     def build(self, cfg: DictConfig, tokenizer: PreTrainedTokenizerBase | None = None) -> Adapted:
-        extra = load_kwargs(cfg.method, cfg.model, resolve_device(cfg.train.device))  # QLoRA's 4-bit loading
-        return apply_method(load_model(cfg.model, cfg.task.num_labels, **extra), cfg.method, cfg.model)
+        return apply_method(load_model(cfg.model, cfg.task.num_labels, **pretrained_kwargs(cfg)), cfg.method,
+                            cfg.model)
 
     def check_local_data(self, task: DictConfig, root: str) -> None:
         check_local_data(task, root)

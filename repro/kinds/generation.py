@@ -22,7 +22,7 @@ from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from repro.data.generation import (GenerationData, Grouped, Pair, check_local_generation_files,
                                    load_generation_data)
-from repro.distributed import World, resolve_device, shard_sampler
+from repro.distributed import World, shard_sampler
 from repro.errors import ConfigError
 from repro.generation.causal import CausalFormat
 from repro.generation.decoding import beam_search
@@ -30,9 +30,9 @@ from repro.generation.methods import apply_decoder_method
 from repro.generation.metrics import score_outputs
 from repro.generation.models import end_token_id, is_seq2seq, lm_from_config, load_lm, load_lm_tokenizer
 from repro.generation.seq2seq import Seq2SeqFormat, decoder_start_id
-from repro.kinds.base import Outcome, RunContext, ShuffledBatches, method_report
+from repro.kinds.base import Outcome, RunContext, ShuffledBatches, method_report, pretrained_kwargs
 from repro.loop import TrainResult, evaluate_once, train
-from repro.methods import LORA_FAMILY, Adapted, load_kwargs
+from repro.methods import LORA_FAMILY, Adapted
 from repro.models import to_device
 from repro.paper import paper_data
 from repro.params import ParamCounts, count_parameters
@@ -144,8 +144,8 @@ class Generation(LanguageModelKind):
         return method_config(cfg)
 
     def build(self, cfg: DictConfig, tokenizer: PreTrainedTokenizerBase | None = None) -> Adapted:
-        extra = load_kwargs(cfg.method, cfg.model, resolve_device(cfg.train.device))  # QLoRA's 4-bit loading
-        return apply_decoder_method(load_lm(cfg.model, **extra), method_config(cfg), cfg.model, tokenizer)
+        return apply_decoder_method(load_lm(cfg.model, **pretrained_kwargs(cfg)), method_config(cfg), cfg.model,
+                                    tokenizer)
 
     def check_local_data(self, task: DictConfig, root: str) -> None:
         check_local_generation_files(task, root)

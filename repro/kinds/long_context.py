@@ -26,18 +26,18 @@ from omegaconf import DictConfig
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from repro.distributed import World, resolve_device, shard_sampler
+from repro.distributed import World, shard_sampler
 from repro.errors import ConfigError
 from repro.generation.methods import apply_decoder_method
 from repro.generation.models import is_seq2seq, load_causal_lm, load_lm_tokenizer
-from repro.kinds.base import Outcome, RunContext, ShuffledBatches, method_report
+from repro.kinds.base import Outcome, RunContext, ShuffledBatches, method_report, pretrained_kwargs
 from repro.kinds.generation import LanguageModelKind
 from repro.longcontext.attention import FULL_ATTN, full_attention, group_size, set_attention, use_s2_attn
 from repro.longcontext.data import check_local_files, chunks, token_stream
 from repro.longcontext.passkey import passkey_accuracy
 from repro.longcontext.positions import interpolate_positions, interpolation_factor, original_context
 from repro.loop import TrainResult, broadcast_metrics, train
-from repro.methods import Adapted, load_kwargs
+from repro.methods import Adapted
 from repro.models import to_device
 from repro.paper import paper_data
 from repro.params import count_parameters
@@ -154,7 +154,7 @@ def evaluation_only(session: LongContextSession, model: nn.Module, ctx: RunConte
 def extended_lm(cfg: DictConfig) -> tuple[nn.Module, dict[str, int | float]]:
     """The decoder with its positions interpolated to `task.target_context` (before any method), and its context
     before (`model_context`), the one it was pre-trained at (`original_context`) and the `interpolation_factor`."""
-    model = load_causal_lm(cfg.model, **load_kwargs(cfg.method, cfg.model, resolve_device(cfg.train.device)))
+    model = load_causal_lm(cfg.model, **pretrained_kwargs(cfg))
     model_context = int(model.config.max_position_embeddings)  # what the model was pre-trained at
     original = original_context(model, cfg.model.get("original_context"))
     factor = interpolation_factor(cfg.task.target_context, original) if cfg.task.position_interpolation else 1.0
