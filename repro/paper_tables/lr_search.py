@@ -51,7 +51,7 @@ TABLE = PaperTable(
     name=LR_SEARCH, title="Learning-rate search (equal effort per method, scored on held-out training data)",
     note="Each row's cpu-recipe rate times the same factors, one seed; the score is the main metric on "
          "`data.holdout_fraction` of the training subset held out, never the dev split of Table 2. "
-         "* marks the best factor of each row.",
+         "* marks the best factor of each row among those run: in a row with a —, the search is not finished.",
     select=in_sweep(LR_SEARCH), long=lr_search_long,
     layout=Layout(rows=("task", "paper_row"), wide=lr_search_wide, columns=tuple(LR_SEARCH_COLUMNS),
                   cell=lambda r: ((str(r["task"]), str(r["paper_row"])), f"x{r['lr_factor']:g}"),
