@@ -9,10 +9,13 @@ either the previous checkpoint or the new one.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -20,6 +23,25 @@ CHECKPOINT_FILE = "checkpoint.pt"
 PREVIOUS_FILE = "checkpoint.prev.pt"  # the one before, kept in case the newest is corrupt
 REQUIRED_KEYS = ("model", "optimizer", "scheduler")
 SEGMENTS_KEY = "wall_time_segments_s"  # wall time of each run segment (process) so far
+
+
+@contextmanager
+def ctrl_c_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT, or a sweep watcher's `interrupt_main`) that arrives while a checkpoint is being
+    written, and deliver it once the write is done. torch's zip writer turns a KeyboardInterrupt raised inside it
+    into `RuntimeError: unexpected pos`, so an interrupt mid-write would make the run fail instead of stopping it
+    with its checkpoint. Signal handlers can only change in the main thread; elsewhere nothing is deferred."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held:
+            signal.raise_signal(signal.SIGINT)  # now handled as it would have been
 
 
 class Checkpointer:
@@ -45,17 +67,18 @@ class Checkpointer:
     def save(self, state: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save({**state, SEGMENTS_KEY: self.segments_s()}, f)
-                f.flush()
-                os.fsync(f.fileno())
-        except BaseException:  # also Ctrl-C mid-write: no half-written file left beside the checkpoints
-            tmp.unlink(missing_ok=True)
-            raise
-        if self.path.exists():
-            os.replace(self.path, self.previous)
-        os.replace(tmp, self.path)
+        with ctrl_c_deferred():  # a Ctrl-C mid-write stops the run after the renames
+            try:
+                with open(tmp, "wb") as f:
+                    torch.save({**state, SEGMENTS_KEY: self.segments_s()}, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except BaseException:  # also an interrupt raised by torch.save: no half-written file left
+                tmp.unlink(missing_ok=True)
+                raise
+            if self.path.exists():
+                os.replace(self.path, self.previous)
+            os.replace(tmp, self.path)
 
     def load(self, allowed: Sequence[type] = ()) -> dict[str, Any] | None:
         """The newest loadable checkpoint, or None (start from the beginning). Besides tensors and plain containers,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -186,6 +187,25 @@ def test_interrupted_save_leaves_the_last_checkpoint_and_no_partial_file(tmp_pat
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_FILE]
     assert Checkpointer(tmp_path, every_steps=10).load()["step"] == 10
+
+
+def test_ctrl_c_during_a_save_stops_after_the_checkpoint_is_complete(tmp_path, monkeypatch):
+    """torch's zip writer turns a KeyboardInterrupt raised inside it into a RuntimeError (the run would fail
+    instead of stopping): a Ctrl-C that arrives mid-write is held until the checkpoint is written."""
+    checkpointer = Checkpointer(tmp_path, every_steps=10)
+    real_save = torch.save
+
+    def ctrl_c_mid_write(obj, f, *args, **kwargs):
+        signal.raise_signal(signal.SIGINT)
+        real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", ctrl_c_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        checkpointer.save(_state(20))
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_FILE]
+    assert Checkpointer(tmp_path, every_steps=10).load()["step"] == 20
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_no_loadable_checkpoint_means_starting_from_the_beginning(tmp_path, capsys):
