@@ -171,9 +171,10 @@ endif
 
 # Any PEFT method through the paper's protocol (sweeps/peft_methods.yaml, docs/peft_methods.md): the METHODS listed
 # (one conf/method/<name>.yaml each) beside LoRA and full fine-tuning on COMPARE_TASKS, 3 seeds, at SCALE=cpu the
-# embedded MiniLM with the cpu recipe (the new methods' learning rates there are untuned starting values), two runs
-# at a time; then results/tables/peft_methods.{md,csv,tex} and peft_methods_pareto.png. The default is 13 methods x 2
-# tasks x 3 seeds = 78 runs; STS-B with 4 methods (18 runs) took about 50 min on the 2-core Intel Xeon.
+# embedded MiniLM with the cpu recipe (the new methods' rates there come from the same search as LoRA's: make
+# lr-search LR_SEARCH_METHODS=...), two runs at a time; then results/tables/peft_methods.{md,csv,tex} and
+# peft_methods_pareto.png. The default is 13 methods x 2 tasks x 3 seeds = 78 runs; STS-B with 4 methods (18 runs)
+# took about 50 min on the 2-core Intel Xeon.
 METHODS ?= vera,pissa,olora,loraplus,ia3,loha,lokr,oft,fourierft,hra,ln_tuning
 COMPARE_TASKS ?= glue/sst2,glue/stsb
 COMPARE_SEEDS ?= 0,1,2

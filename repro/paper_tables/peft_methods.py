@@ -107,8 +107,9 @@ TABLE = PaperTable(
     name=NAME, title="PEFT methods through the paper's protocol (beside LoRA and full fine-tuning)",
     note="Main metric: the task's (GLUE x100); memory: the run's peak (CPU: resident set; CUDA: torch's max "
          "allocated); ms / step: training time per optimizer step; adapter: the saved trainable weights (the head "
-         "included; every weight under full fine-tuning). At cpu scale the new methods' learning rates are untuned "
-         "starting values (conf/cpu_recipe/glue.yaml). No paper values: the LoRA paper compares none of these methods.",
+         "included; every weight under full fine-tuning). At cpu scale each method's learning rate comes from the "
+         "same search as LoRA's and full fine-tuning's (conf/cpu_recipe/glue.yaml; trials: lr_search.md). No paper "
+         "values: the LoRA paper compares none of these methods.",
     select=in_sweep(NAME), long=compare_long,
     layout=Layout(rows=("task", "method"), wide=lambda long: cost_wide(long, lambda c: c.method),
                   columns=tuple(COLUMNS), cell=lambda r: ((label(r["task"]), r["method"]), "main metric"),
