@@ -22,7 +22,7 @@ VARIANTS_SWEEP = "lora_variants"
 CLAIMS = "lora_variants_claims"  # conf/paper/lora_variants_claims.yaml
 
 COLUMNS = ["scale", "model", "task", "method", "rank", "median", "std", "n", "trainable", "peak_memory_gib",
-           "step_ms", "baseline", "rising"]
+           "step_ms", "cpus", "baseline", "rising"]
 
 
 def with_rank(runs: pd.DataFrame) -> pd.DataFrame:
@@ -47,6 +47,18 @@ def with_costs(runs: pd.DataFrame) -> pd.DataFrame:
                        adapter_mb=pd.to_numeric(adapter) / 1e6)
 
 
+def short_cpu(described: str) -> str:
+    """A run's CPU as a table cell says it: the model name without trademarks and the words every CPU has
+    ("Intel Xeon", "AMD EPYC"), or the device of a GPU run."""
+    name = described.split(",")[0].replace("(R)", "").replace("(TM)", "").replace(" Processor", "")
+    return " ".join(name.split())
+
+
+def cpus_of(described: pd.Series) -> str:
+    """The CPUs behind one cell's runs: its timings and memory compare only with cells of the same CPU."""
+    return " + ".join(sorted({short_cpu(str(d)) for d in described}))
+
+
 def variants_long(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (scale, model, task, method, rank): main metric median/std over seeds, trainable parameters, peak memory and
     time per optimizer step (medians over seeds), and the trivial baseline on the main metric."""
@@ -58,7 +70,7 @@ def variants_long(runs: pd.DataFrame) -> pd.DataFrame:
     grouped = runs.groupby(["scale", "model", "task", "method", "rank"], sort=False, dropna=False)
     long = grouped.agg(median=("value", "median"), std=("value", "std"), n=("seed", "nunique"),
                        trainable=("params.trainable", "median"), peak_memory_gib=("peak_memory_gib", "median"),
-                       step_ms=("step_ms", "median"), baseline=("baseline", "median"),
+                       step_ms=("step_ms", "median"), cpus=("cpu", cpus_of), baseline=("baseline", "median"),
                        rising=("rising", "sum")).reset_index()[columns]
     from repro.methods import LORA_FAMILY  # here, not at the top: it imports torch and peft (seconds)
 
@@ -70,7 +82,8 @@ def variants_long(runs: pd.DataFrame) -> pd.DataFrame:
 
 # the cost columns of a row (a long row as a namedtuple) -> their text; `adapter_mb` where the long form has it
 COSTS = {"trainable": lambda c: f"{c.trainable / 1e6:.3f}M", "peak memory (GiB)": lambda c: f"{c.peak_memory_gib:.2f}",
-         "ms / step": lambda c: f"{c.step_ms:.0f}", "adapter (MB)": lambda c: fmt_baseline(c.adapter_mb, 2)}
+         "ms / step": lambda c: f"{c.step_ms:.0f}", "adapter (MB)": lambda c: fmt_baseline(c.adapter_mb, 2),
+         "CPU": lambda c: c.cpus}
 
 
 def cost_wide(long: pd.DataFrame, row: Callable[[Any], str]) -> dict[tuple[str, str], pd.DataFrame]:

@@ -16,7 +16,7 @@ import pandas as pd
 from repro.paper import paper_data
 from repro.paper_tables.common import (aggregate, cells, in_sweep, label, row_claims, task_baseline_notes,
                                        with_generation_baselines)
-from repro.paper_tables.lora_variants import cost_wide, with_costs
+from repro.paper_tables.lora_variants import cost_wide, cpus_of, with_costs
 from repro.paper_tables.spec import Claims, Layout, PaperTable
 from repro.verdicts import Rule
 
@@ -24,7 +24,7 @@ NAME = "peft_methods"
 CLAIMS = "peft_methods_claims"  # conf/paper/peft_methods_claims.yaml
 KEYS = ["scale", "model", "task", "method"]
 COST_COLUMNS = ["peak_memory_gib", "step_ms", "adapter_mb"]
-COLUMNS = [*KEYS, "median", "std", "n", "trainable", *COST_COLUMNS, "baseline", "rising"]
+COLUMNS = [*KEYS, "median", "std", "n", "trainable", *COST_COLUMNS, "cpus", "baseline", "rising"]
 REFERENCES = ("full_ft", "lora")  # first in the table, in this order
 # the figure's two panels: (long column on the x axis, its label, log scale)
 PARETO_AXES = (("trainable", "trainable parameters (head excluded)", True),
@@ -43,7 +43,8 @@ def compare_long(runs: pd.DataFrame) -> pd.DataFrame:
     if runs.empty:
         return pd.DataFrame(columns=COLUMNS)
     runs = with_costs(runs)
-    costs = runs.groupby(KEYS, dropna=False)[COST_COLUMNS].median().reset_index()
+    grouped = runs.groupby(KEYS, dropna=False)
+    costs = grouped[COST_COLUMNS].median().join(grouped["cpu"].agg(cpus_of).rename("cpus")).reset_index()
     long = aggregate(runs, KEYS).merge(costs, on=KEYS)[COLUMNS]
     return long.sort_values(KEYS, key=lambda c: method_order(c) if c.name == "method" else c,
                             kind="stable").reset_index(drop=True)
