@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,6 +45,7 @@ class Job:
     config_name: str
     overrides: tuple[str, ...]
     seeds: tuple[int, ...]
+    run_s: float | None = None  # median wall time of the cell's recorded runs: what one more seed costs
 
     def commands(self, jobs_threads: int = 1) -> list[list[str]]:
         """One `python -m repro.train` per seed (separate processes: the cells of a round differ in more than the
@@ -57,6 +59,13 @@ class Job:
 class Plan:
     jobs: list[Job] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # verdicts that get no seeds, and why
+
+    def hours(self, workers: int) -> float | None:
+        """The round's wall time in hours at `workers` runs at a time, from each cell's recorded runs (as fast as
+        the CPUs that made them; None when a cell has no recorded wall time)."""
+        if any(j.run_s is None for j in self.jobs):
+            return None
+        return sum(len(j.seeds) * j.run_s for j in self.jobs) / workers / 3600
 
     @property
     def runs(self) -> int:
@@ -81,6 +90,7 @@ def plan(claims: dict[tuple[str, str, str], tables.Claims], by_id: dict[str, dic
     the tables named in `only` (None: every table)."""
     cap = cap or rule.seed_cap
     wanted: dict[tuple[str | None, str, tuple[str, ...]], set[int]] = {}
+    wall_s: dict[tuple[str | None, str, tuple[str, ...]], list[float]] = {}
     out = Plan()
     for (table, scale, model), judged in claims.items():
         if only is not None and table not in only:
@@ -105,7 +115,10 @@ def plan(claims: dict[tuple[str, str, str], tables.Claims], by_id: dict[str, dic
                         continue
                     new = [s for s in range(cap * 10) if s not in have][:target - len(have)]
                     wanted.setdefault(template, set()).update(new)
-    out.jobs = [Job(d, n, o, tuple(sorted(seeds))) for (d, n, o), seeds in wanted.items()]
+                    wall_s.setdefault(template, []).extend(
+                        float(by_id[r]["wall_time_s"]) for r in cell.run_ids if by_id.get(r, {}).get("wall_time_s"))
+    out.jobs = [Job(*t, tuple(sorted(seeds)), statistics.median(wall_s[t]) if wall_s.get(t) else None)
+                for t, seeds in wanted.items()]
     return out
 
 
@@ -193,7 +206,11 @@ def main(argv: list[str] | None = None) -> None:
             todo = plan(claims, by_id, rule, args.cap, set(args.table) if args.table else None)
             for note in todo.notes:
                 print(f"round {round_}: {note}")
-            print(f"round {round_}: {todo.runs} run(s) to add in {len(todo.jobs)} cell(s)")
+            hours, cost = todo.hours(args.jobs), ""
+            if todo.jobs:
+                cost = (f", about {hours:.1f} h at {args.jobs} at a time (the median wall time of each cell's recorded "
+                        "runs, on the CPUs that made them)" if hours is not None else ", wall time unknown")
+            print(f"round {round_}: {todo.runs} run(s) to add in {len(todo.jobs)} cell(s){cost}")
             for job in todo.jobs:
                 print("  " + " ".join(job.commands()[0][3:-1]) + f" seed={','.join(map(str, job.seeds))}")
             if args.dry_run:

@@ -26,7 +26,7 @@ def curve(best: float, converged: bool) -> tuple[float, ...]:
 
 def _record(root, name, *, row, task, paper_task, metric, seed, value, baseline, converged=True, invocation=True,
             folder=False):
-    record = {"run_id": name, "status": "complete", "task": task, "model": "minilm-l6", "method": "lora", "seed": seed,
+    record = {"run_id": name, "status": "complete", "wall_time_s": 100.0 * (seed + 1), "task": task, "model": "minilm-l6", "method": "lora", "seed": seed,
               "main_metric": metric, "best_metrics": {metric: value}, "trivial_baseline": {metric: baseline},
               "epochs": [{"epoch": e, "metrics": {metric: v}} for e, v in zip((1, 2, 3), curve(value, converged))],
               "best_epoch": 2 + (not converged),
@@ -67,6 +67,9 @@ def test_inconclusive_claim_gets_the_seeds_that_decide_it_on_both_cells(tmp_path
     assert decide.plan(claims, by_id, RULE, cap=3).jobs == []  # already at the cap
     assert decide.plan(claims, by_id, RULE, only={"rank"}).jobs == []  # another table's claims only
     assert decide.plan(claims, by_id, RULE, only={"table2"}).runs == todo.runs
+    # its cost: each cell's runs took 100, 200 and 300 s (median 200 s per added seed), two at a time
+    assert [j.run_s for j in todo.jobs] == [200.0, 200.0]
+    assert todo.hours(2) == pytest.approx(todo.runs * 200 / 2 / 3600)
 
 
 def test_a_seed_added_to_an_auto_precision_cell_trains_in_the_cells_precision():
