@@ -237,10 +237,15 @@ def test_decode_bench_rebuilds_a_run_and_compares_batched_with_one_at_a_time(com
     assert row["identical_outputs"] and row["inputs"] == 3 and row["batch_size"] == 2
     assert row["batched_s"] > 0 and row["speedup"] == pytest.approx(row["one_at_a_time_s"] / row["batched_s"])
     assert row["speedup_vs_prompt_per_beam"] == pytest.approx(row["one_at_a_time_prompt_per_beam_s"] / row["batched_s"])
-    decode.main([str(run_dir), "--inputs", "2", "--out", str(tmp_path / "decode")])
-    assert "outputs identical: True" in (tmp_path / "decode.md").read_text()
+    assert row["precision"] == "fp32"  # the run's
+    decode.main([str(run_dir), "--inputs", "2", "--out", str(tmp_path / "decode"), "--precision", "bf16"])
+    header = (tmp_path / "decode.md").read_text().splitlines()[0]
+    assert "; bf16); outputs identical: True" in header and header.endswith("--precision bf16")
+    assert pd.read_csv(tmp_path / "decode.csv")["precision"].tolist() == ["bf16"]
     with pytest.raises(SystemExit):  # a run folder without a complete result
         decode.main([str(tmp_path), "--inputs", "2"])
+    with pytest.raises(SystemExit, match="2"):  # a precision it does not know: one line, exit 2
+        decode.main([str(run_dir), "--inputs", "2", "--out", str(tmp_path / "decode"), "--precision", "fp8"])
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
