@@ -324,6 +324,11 @@ class _NoRoutineLoadReport(logging.Filter):
 
 def quiet_library_noise() -> None:
     """Routine library chatter off the console: the head's load report, FutureWarnings (deprecations for the
-    code's maintainers, not about the run)."""
+    code's maintainers, not about the run), and, when stderr is not a terminal (nohup, SLURM, joblib, `2> file`),
+    transformers' "Loading weights" bar, whose carriage returns would fill the redirected log."""
     warnings.filterwarnings("ignore", category=FutureWarning)
     logging.getLogger("transformers.modeling_utils").addFilter(_NoRoutineLoadReport())
+    if not sys.stderr.isatty():
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()

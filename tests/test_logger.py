@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from repro.runner import run
@@ -91,6 +93,23 @@ def test_every_run_writes_a_timestamped_log_and_its_resolved_config(compose, dat
     assert messages[-1].startswith(f"done {record['run_id']}: best epoch ")
     resolved = OmegaConf.load(run_dir / "config.yaml")
     assert OmegaConf.to_container(resolved) == record["config"]  # the fully resolved config beside the result
+
+
+def test_a_redirected_console_gets_no_loading_bar(monkeypatch):
+    """Under nohup, SLURM or `2> file` transformers' "Loading weights" bar would write carriage returns into the
+    log; on a terminal it stays."""
+    from transformers.utils import logging as transformers_logging
+
+    from repro.runner import quiet_library_noise
+
+    transformers_logging.enable_progress_bar()
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    quiet_library_noise()
+    assert transformers_logging.is_progress_bar_enabled()
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    quiet_library_noise()
+    assert not transformers_logging.is_progress_bar_enabled()
+    transformers_logging.enable_progress_bar()
 
 
 def _tensorboard_scalars(folder):
