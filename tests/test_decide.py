@@ -26,7 +26,8 @@ def curve(best: float, converged: bool) -> tuple[float, ...]:
 
 def _record(root, name, *, row, task, paper_task, metric, seed, value, baseline, converged=True, invocation=True,
             folder=False):
-    record = {"run_id": name, "status": "complete", "wall_time_s": 100.0 * (seed + 1), "task": task, "model": "minilm-l6", "method": "lora", "seed": seed,
+    record = {"run_id": name, "status": "complete", "task": task, "model": "minilm-l6", "method": "lora", "seed": seed,
+              "wall_time_s": 100.0 * (seed + 1),
               "main_metric": metric, "best_metrics": {metric: value}, "trivial_baseline": {metric: baseline},
               "epochs": [{"epoch": e, "metrics": {metric: v}} for e, v in zip((1, 2, 3), curve(value, converged))],
               "best_epoch": 2 + (not converged),
