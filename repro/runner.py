@@ -322,12 +322,16 @@ class _NoRoutineLoadReport(logging.Filter):
         return any(not key.startswith(HEAD_PREFIXES) for key in missing if key)
 
 
+_ROUTINE_LOAD_REPORT = _NoRoutineLoadReport()  # one instance: adding it again (every job of a worker) is a no-op
+
+
 def quiet_library_noise() -> None:
     """Routine library chatter off the console: the head's load report, FutureWarnings (deprecations for the
     code's maintainers, not about the run), and, when stderr is not a terminal (nohup, SLURM, joblib, `2> file`),
-    transformers' "Loading weights" bar, whose carriage returns would fill the redirected log."""
+    transformers' "Loading weights" bar, whose carriage returns would fill the redirected log. Idempotent: called
+    by each command's main and by each job, which may run in a worker process that no main ran in."""
     warnings.filterwarnings("ignore", category=FutureWarning)
-    logging.getLogger("transformers.modeling_utils").addFilter(_NoRoutineLoadReport())
+    logging.getLogger("transformers.modeling_utils").addFilter(_ROUTINE_LOAD_REPORT)
     if not sys.stderr.isatty():
         from transformers.utils import logging as transformers_logging
 

@@ -128,6 +128,7 @@ def _report(job: int, run: str | None, status: str, reason: str = "") -> None:
 def _hydra_main(cfg: DictConfig) -> float | None:
     """One job. Any failure is one line on stderr; alone, the process exits with its status (2 bad input, 1 an
     unexpected error, 130 Ctrl-C); in a multirun the job's outcome goes to the sweep summary and the sweep goes on."""
+    quiet_library_noise()  # also here: a parallel sweep's jobs run in worker processes that `_main` never ran in
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     job_dir = Path(hydra_cfg.runtime.output_dir)

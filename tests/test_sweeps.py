@@ -110,8 +110,9 @@ def _multirun(tmp_path, data_root, *args, timeout=240):
 @pytest.mark.slow
 def test_joblib_multirun_ends_in_tables(tmp_path, data_root):
     """The targets sweep (its resolver registered in the joblib workers by the callback) on two weight sets."""
-    _multirun(tmp_path, data_root, "--config-dir", "sweeps", "--config-name", "targets", "method.targets=[q],[q,v]",
-              "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    proc = _multirun(tmp_path, data_root, "--config-dir", "sweeps", "--config-name", "targets",
+                     "method.targets=[q],[q,v]", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert "FutureWarning" not in proc.stderr, proc.stderr[-2000:]  # the workers quiet library chatter too
     from repro.tables import build
 
     written = build(tmp_path / "runs", tmp_path / "tables")
