@@ -90,7 +90,8 @@ def plan(claims: dict[tuple[str, str, str], tables.Claims], by_id: dict[str, dic
     the tables named in `only` (None: every table)."""
     cap = cap or rule.seed_cap
     wanted: dict[tuple[str | None, str, tuple[str, ...]], set[int]] = {}
-    wall_s: dict[tuple[str | None, str, tuple[str, ...]], list[float]] = {}
+    # each cell's recorded wall times by run id, so that a cell that several claims count weighs once
+    wall_s: dict[tuple[str | None, str, tuple[str, ...]], dict[str, float]] = {}
     out = Plan()
     for (table, scale, model), judged in claims.items():
         if only is not None and table not in only:
@@ -115,9 +116,9 @@ def plan(claims: dict[tuple[str, str, str], tables.Claims], by_id: dict[str, dic
                         continue
                     new = [s for s in range(cap * 10) if s not in have][:target - len(have)]
                     wanted.setdefault(template, set()).update(new)
-                    wall_s.setdefault(template, []).extend(
-                        float(by_id[r]["wall_time_s"]) for r in cell.run_ids if by_id.get(r, {}).get("wall_time_s"))
-    out.jobs = [Job(*t, tuple(sorted(seeds)), statistics.median(wall_s[t]) if wall_s.get(t) else None)
+                    wall_s.setdefault(template, {}).update((r, float(by_id[r]["wall_time_s"])) for r in cell.run_ids
+                                                           if by_id.get(r, {}).get("wall_time_s"))
+    out.jobs = [Job(*t, tuple(sorted(seeds)), statistics.median(wall_s[t].values()) if wall_s.get(t) else None)
                 for t, seeds in wanted.items()]
     return out
 
