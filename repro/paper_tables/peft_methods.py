@@ -43,8 +43,8 @@ def compare_long(runs: pd.DataFrame) -> pd.DataFrame:
     if runs.empty:
         return pd.DataFrame(columns=COLUMNS)
     runs = with_costs(runs)
-    grouped = runs.groupby(KEYS, dropna=False)
-    costs = grouped[COST_COLUMNS].median().join(grouped["cpu"].agg(cpus_of).rename("cpus")).reset_index()
+    costs = runs.groupby(KEYS, dropna=False).agg(**{c: (c, "median") for c in COST_COLUMNS},
+                                                  cpus=("cpu", cpus_of)).reset_index()
     long = aggregate(runs, KEYS).merge(costs, on=KEYS)[COLUMNS]
     return long.sort_values(KEYS, key=lambda c: method_order(c) if c.name == "method" else c,
                             kind="stable").reset_index(drop=True)
