@@ -383,7 +383,8 @@ def imported_run_id(cfg: DictConfig, sha256: str) -> str:
 
 def evaluate(path: Path, overrides: list[str]) -> dict[str, Any]:
     """Import ADAPTER, score it on the task's eval splits as a trained run is scored, and write its record."""
-    from repro.runner import base_record, complete_record, run_lock
+    from repro.runlog import run_log
+    from repro.runner import base_record, complete_record, run_lock, start_lines
 
     source, imported = import_adapter(path, overrides)
     cfg, adapted = imported.cfg, imported.adapted
@@ -400,7 +401,9 @@ def evaluate(path: Path, overrides: list[str]) -> dict[str, Any]:
     created = not run_dir.exists()
     started, start = datetime.now(timezone.utc), time.perf_counter()
     provenance.reset_peak_memory(device)
-    with run_lock(run_dir):
+    base = base_record(cfg, rid, kind.method_config(cfg))
+    with run_lock(run_dir), run_log(run_dir, every_s=cfg.train.get("log_every_seconds")):
+        start_lines(run_dir, rid, base["config"], device, main=True)  # train.log and config.yaml, as a run's
         try:
             outcome = kind.evaluate(cfg, adapted, RunContext(device, lambda record: None, run_dir=run_dir))
         except ReproError:
@@ -413,14 +416,14 @@ def evaluate(path: Path, overrides: list[str]) -> dict[str, Any]:
         elapsed = time.perf_counter() - start
         result = outcome.train
         record = complete_record(
-            base_record(cfg, rid, kind.method_config(cfg)), cfg, outcome, adapted, device, started, [elapsed],
+            base, cfg, outcome, adapted, device, started, [elapsed],
             run_dir, source=SOURCE_IMPORTED, imported_from=str(path.resolve()), import_format=source.kind,
             sha256=sha256, sha256_file=source.weights_file.name, r=imported.r, alpha=imported.alpha,
             **imported.notes)
         write_json_atomic(run_dir / RESULT_FILE, record)
-    best = ", ".join(f"{k}={v:.4f}" for k, v in result.best_metrics.items() if "/" not in k)
-    print(f"imported {path} ({source.kind}, r={imported.r}, alpha={imported.alpha}, sha256 {sha256[:12]}): {best} "
-          f"-> {run_dir}")
+        best = ", ".join(f"{k}={v:.4f}" for k, v in result.best_metrics.items() if "/" not in k)
+        print(f"imported {path} ({source.kind}, r={imported.r}, alpha={imported.alpha}, sha256 {sha256[:12]}): "
+              f"{best} -> {run_dir}")
     return record
 
 

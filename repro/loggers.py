@@ -151,6 +151,19 @@ LOGGERS: dict[str, Callable[..., Logger]] = {"none": lambda *args: NoLogger(), "
                                              "tensorboard": TensorBoardLogger}
 
 
+def with_wandb_defaults(cfg: DictConfig) -> DictConfig:
+    """A copy of the run's config whose `logger` has conf/logger/wandb.yaml's keys (project, group, mode) where the
+    configured logger has none: for a wandb in `logger.also` beside csv or tensorboard."""
+    from omegaconf import OmegaConf, open_dict
+
+    from repro.config import CONF_DIR
+
+    cfg = cfg.copy()
+    with open_dict(cfg):  # the run's config is a struct: wandb's keys are added to this copy alone
+        cfg.logger = OmegaConf.merge(OmegaConf.load(CONF_DIR / "logger" / "wandb.yaml"), cfg.logger)
+    return cfg
+
+
 def make_logger(cfg: DictConfig, run_id: str, config: dict[str, Any], run_dir: str) -> Logger:
     """The configured logger and those in `logger.also` (a wandb in `also` uses conf/logger/wandb.yaml's
     defaults: project repro-lora, offline)."""
@@ -160,11 +173,7 @@ def make_logger(cfg: DictConfig, run_id: str, config: dict[str, Any], run_dir: s
         from repro.errors import ConfigError
 
         raise ConfigError(f"unknown logger {unknown[0]!r}; choose from {', '.join(LOGGERS)}")
-    if "wandb" in names and cfg.logger.name != "wandb":
-        from omegaconf import OmegaConf
-
-        from repro.config import CONF_DIR
-
-        cfg = OmegaConf.merge(cfg, {"logger": OmegaConf.load(CONF_DIR / "logger" / "wandb.yaml")})
+    if "wandb" in names:
+        cfg = with_wandb_defaults(cfg)
     loggers = [LOGGERS[name](cfg, run_id, config, run_dir) for name in dict.fromkeys(names) if name != "none"]
     return loggers[0] if len(loggers) == 1 else Loggers(loggers) if loggers else NoLogger()

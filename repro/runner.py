@@ -260,7 +260,8 @@ def run(cfg: DictConfig, reuse_record: bool = True) -> dict[str, Any]:
         torch.set_num_threads(cfg.train.num_threads)
     base = base_record(cfg, rid, kind.method_config(cfg), init_from)
     created = not run_dir.exists()
-    with (run_lock(run_dir) if world.is_main else nullcontext()), run_log(run_dir, world.rank, world.is_main):
+    log = run_log(run_dir, world.rank, world.is_main, cfg.train.get("log_every_seconds"))
+    with (run_lock(run_dir) if world.is_main else nullcontext()), log:
         start_lines(run_dir, rid, base["config"], device, world.is_main)
         checkpointer = Checkpointer(run_dir, cfg.train.checkpoint_every_steps)
         if cfg.force:

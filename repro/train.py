@@ -184,6 +184,8 @@ def check_command_line(argv: list[str]) -> tuple[bool, int] | None:
     from repro.plan import Composer, expand
 
     args = get_args_parser().parse_args(argv)
+    if args.cfg == "job" and not args.resolve:
+        sys.argv.append("--resolve")  # print the values the run gets, not its `${oc.select:...}` interpolations
     if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion or args.experimental_rerun:
         return None
     sweep_file = None

@@ -117,6 +117,10 @@ def test_cli_prints_job_config(tmp_path):
     job = yaml.safe_load(proc.stdout)
     assert job["task"]["eval_splits"] == ["validation_matched", "validation_mismatched"]
     assert job["method"]["layer_norm"] is True
+    # the values the run gets: the cpu scale's `${oc.select:...}` budget is resolved
+    proc = _cli("task=glue/sst2", "model=minilm-l6", "scale=cpu", "--cfg", "job", results=tmp_path)
+    assert proc.returncode == 0 and "${" not in proc.stdout, proc.stdout + proc.stderr
+    assert yaml.safe_load(proc.stdout)["data"]["max_train_samples"] == 6000
 
 
 @pytest.mark.parametrize("experiment, task, expected", [

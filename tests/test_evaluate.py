@@ -12,6 +12,7 @@ import json
 import loralib
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from repro import evaluate
@@ -206,6 +207,10 @@ def test_cli_scores_an_import_on_sst2_and_writes_a_run_record(tmp_path, data_roo
     assert set(record["trivial_baseline"]) >= {"accuracy"} and record["optimizer_steps"] == 0
     lines = (run_dir / record["predictions"]["validation/epoch0"]).read_text().splitlines()
     assert len(lines) == 16
+    # a run folder like a trained run's: its resolved config and a timestamped log from start to result
+    assert OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml")) == record["config"]
+    log = (run_dir / "train.log").read_text().splitlines()
+    assert f" start {record['run_id']}: hardware " in log[0] and f" imported {path} (loralib" in log[-1]
     # the run folder holds the imported weights: it rebuilds to loralib's model
     _, adapted = rebuild_run(run_dir)
     inputs = _inputs(30522, pad=0)

@@ -215,3 +215,9 @@ def test_two_process_data_parallel_run_writes_one_complete_record(data_root, tmp
     assert record["train_examples"] == 96 and record["throughput"]["samples_per_s"] > 0
     # 96 examples, 2 processes x 8 per step: 6 optimizer steps, all examples seen once
     assert record["optimizer_steps"] == 6
+    # every rank writes its own timestamped log; only rank 0 prints to the console
+    logs = {rank: runs[0] / name for rank, name in ((0, "train.log"), (1, "train.rank1.log"))}
+    for rank, log in logs.items():
+        epoch_lines = [line for line in log.read_text().splitlines() if " epoch 1: train_loss " in line]
+        assert len(epoch_lines) == 1 and re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", epoch_lines[0]), (rank, log)
+    assert proc.stdout.count("epoch 1: train_loss ") == 1, proc.stdout[-2000:]

@@ -45,6 +45,25 @@ def _offline_config(path) -> dict:
     return out
 
 
+@pytest.mark.parametrize("overrides, group", [
+    (("+experiment=table2/roberta_base_lora", "task=glue/sst2"), "table2"),
+    (("+experiment=table3/gpt2_medium_lora",), "table3"),
+    (("+experiment=table3/gpt2_medium_lora", "task=dart"), "table13"),
+    (("+experiment=longlora/longlora",), "longlora"),
+    (("+sweep_name=rank",), "rank"),
+])
+def test_wandb_groups_each_run_with_the_table_it_fills(compose, overrides, group):
+    """Where `repro.tables --wandb` logs that table: a paper row's runs by their table, a sweep's by its name."""
+    from repro.config import run_id
+    from repro.loggers import with_wandb_defaults
+
+    cfg = compose(*overrides, "logger=wandb")
+    assert cfg.logger.group == group
+    assert run_id(cfg) == run_id(compose(*overrides))  # how a run is observed is not part of what it computes
+    beside_csv = with_wandb_defaults(compose(*overrides, "logger=csv", "logger.also=[wandb]"))
+    assert (beside_csv.logger.group, beside_csv.logger.name, beside_csv.logger.project) == (group, "csv", "repro-lora")
+
+
 def test_wandb_logger_gets_step_curves_and_world_size(compose, data_root, monkeypatch, tmp_path):
     import repro.runner as train_module
 
@@ -80,7 +99,7 @@ def test_every_run_writes_a_timestamped_log_and_its_resolved_config(compose, dat
 
     record = run(compose("model=tiny-bert", "scale=smoke", f"data.root={data_root}", "data.max_train_samples=32",
                          "data.max_eval_samples=16", "train.batch_size=4", "train.epochs=2", "train.log_every_steps=3",
-                         f"output_root={tmp_path}"))
+                         "train.eval_batch_size=8", "train.log_every_seconds=0.000001", f"output_root={tmp_path}"))
     run_dir = tmp_path / record["run_id"]
     log = (run_dir / "train.log").read_text(encoding="utf-8")
     assert "\r" not in log
@@ -90,9 +109,25 @@ def test_every_run_writes_a_timestamped_log_and_its_resolved_config(compose, dat
     assert messages[0].startswith(f"start {record['run_id']}: hardware ")
     assert any(m.startswith("step 3/16 loss ") and " eta " in m for m in messages)  # progress every 3 steps
     assert sum(m.startswith("epoch ") for m in messages) == 2  # each evaluation
+    # a sign of life inside each evaluation too (2 batches of 8: a line after the first), as often as the config says
+    assert sum(re.fullmatch(r"eval \S+: 1/2 batches, \d+ s", m) is not None for m in messages) == 2, messages
     assert messages[-1].startswith(f"done {record['run_id']}: best epoch ")
     resolved = OmegaConf.load(run_dir / "config.yaml")
     assert OmegaConf.to_container(resolved) == record["config"]  # the fully resolved config beside the result
+
+
+def test_a_long_evaluation_or_decode_says_it_is_alive_only_in_a_run_log(tmp_path, capsys):
+    from repro.runlog import run_log, with_progress
+
+    with run_log(tmp_path / "alive", every_s=0.0):
+        assert list(with_progress(range(3), "decode")) == [0, 1, 2]
+    with run_log(tmp_path / "quiet"):  # no interval: nothing beyond tqdm's bar (off when not on a terminal)
+        assert list(with_progress(range(3), "eval")) == [0, 1, 2]
+    assert list(with_progress(range(2), "outside a run")) == [0, 1]
+    lines = (tmp_path / "alive" / "train.log").read_text().splitlines()
+    assert [line.split(" ", 1)[1] for line in lines] == ["decode: 1/3 batches, 0 s", "decode: 2/3 batches, 0 s"]
+    assert (tmp_path / "quiet" / "train.log").read_text() == ""
+    assert capsys.readouterr().out.splitlines() == ["decode: 1/3 batches, 0 s", "decode: 2/3 batches, 0 s"]
 
 
 def test_a_redirected_console_gets_no_loading_bar(monkeypatch):
@@ -131,10 +166,12 @@ def _tensorboard_scalars(folder):
     return out
 
 
-def test_csv_and_tensorboard_loggers_at_once(compose, data_root, tmp_path):
+def test_csv_tensorboard_and_wandb_loggers_at_once(compose, data_root, monkeypatch, tmp_path):
     import csv
 
-    record = run(compose("model=tiny-bert", "scale=smoke", "logger=csv", "logger.also=[tensorboard]",
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    record = run(compose("model=tiny-bert", "scale=smoke", "logger=csv", "logger.also=[tensorboard,wandb]",
                          f"data.root={data_root}", "data.max_train_samples=32", "data.max_eval_samples=16",
                          "train.batch_size=4", "train.epochs=2", "train.log_every_steps=3", f"output_root={tmp_path}"))
     run_dir = tmp_path / record["run_id"]
@@ -147,6 +184,9 @@ def test_csv_and_tensorboard_loggers_at_once(compose, data_root, tmp_path):
     assert [s for tag, s, _ in scalars if tag == "train/loss"] == [3, 6, 9, 12, 15, 16]
     best = [v for tag, _, v in scalars if tag == "best/accuracy"]
     assert best == [pytest.approx(record["best_metrics"]["accuracy"])]
+    # wandb in `also` takes conf/logger/wandb.yaml's defaults (project, offline mode) beside csv's config
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    assert _offline_config(next(offline.rglob("*.wandb")))["method_name"] == "lora"
 
 
 def test_unknown_logger_in_also_is_a_one_line_error(compose, data_root, tmp_path):

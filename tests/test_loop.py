@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from repro.loop import Progress, TrainResult, train, warmup_steps
+from repro.loop import Progress, TrainResult, enable_gradient_checkpointing, train, warmup_steps
 from repro.methods.base import TrainingHooks, adamw
 
 
@@ -196,14 +196,38 @@ def test_progress_every_n_seconds_as_well(capsys, monkeypatch):
     assert [line.split()[1] for line in capsys.readouterr().out.splitlines()] == ["2/1000", "4/1000"]
 
 
-def test_gradient_checkpointing_gives_the_same_run(compose, data_root, tmp_path):
-    """Recomputing activations changes memory, not numbers: a LoRA run of the tiny BERT with and without it."""
+SMALL = ("data.max_train_samples=16", "data.max_eval_samples=3", "train.epochs=1", "train.batch_size=4")
+GENERATE = ("task.decode.num_beams=1", "task.decode.max_new_tokens=4", "task.recipe.warmup_steps=1",
+            "data.max_seq_len=64")
+
+
+@pytest.mark.parametrize("case", [
+    ("task=glue/sst2", "model=tiny-bert", "method=lora", "+model.pooling=mean"),  # minilm-l6's head, our wrapper
+    ("task=glue/sst2", "model=tiny-bert", "method=adapter_h"),
+    ("task=glue/sst2", "model=tiny-bert", "method=prefix_layer"),
+    ("task=e2e", "model=tiny-gpt2", "method=lora", *GENERATE),
+    ("task=e2e", "model=tiny-t5", "method=lora", *GENERATE),
+    ("task=long_context", "model=tiny-llama", "method=longlora", "task.target_context=128", "task.eval_lengths=[128]",
+     "task.eval_chunks=1", "task.passkey.trials=1", "+model.original_context=64", "train.batch_size=2"),
+], ids=["mean-pooling", "adapter", "prefix", "decoder", "seq2seq", "longlora-s2attn"])
+def test_gradient_checkpointing_gives_the_same_run(compose, data_root, tmp_path, monkeypatch, case):
+    """Recomputing activations changes memory, not numbers, on every kind of model (our pooling wrapper,
+    bottleneck adapters, prefix tokens, GPT-2's split attention, T5, LongLoRA's shifted attention), and the run
+    really turns it on."""
+    import repro.loop
     from repro.runner import run
 
-    args = ("model=tiny-bert", "scale=smoke", "method=lora", f"data.root={data_root}", "data.max_train_samples=32",
-            "data.max_eval_samples=16", "train.batch_size=4", "train.epochs=1")
+    enabled = []
+
+    def spy(model):
+        enable_gradient_checkpointing(model)
+        enabled.append(any(getattr(m, "is_gradient_checkpointing", False) for m in model.modules()))
+
+    args = (*case, f"data.root={data_root}", *SMALL)
     plain = run(compose(*args, f"output_root={tmp_path / 'plain'}"))
+    monkeypatch.setattr(repro.loop, "enable_gradient_checkpointing", spy)
     checkpointed = run(compose(*args, "train.gradient_checkpointing=true", f"output_root={tmp_path / 'ckpt'}"))
+    assert enabled == [True]
     assert checkpointed["run_id"] == plain["run_id"]  # how it is computed, not what
     assert checkpointed["epochs"][0]["train_loss"] == pytest.approx(plain["epochs"][0]["train_loss"], rel=1e-5)
     assert checkpointed["best_metrics"] == pytest.approx(plain["best_metrics"], rel=1e-5)

@@ -181,6 +181,10 @@ def test_wandb_offline_tables_have_numeric_columns_and_verdicts(runs, tmp_path, 
     claims = [dict(zip(tables["claims"]["columns"], row)) for row in tables["claims"]["data"]]
     assert {c["verdict"] for c in claims} == {"holds", "inconclusive", ""}  # "" for "not testable: ..."
     assert all(c["text"].startswith(c["verdict"]) for c in claims)
+    # figures beside their tables: the rank plot (key rank/rank) as a PNG in the rank table's offline run
+    images = [p.relative_to(d / "files" / "media" / "images") for d in run_dir.parent.glob("offline-run-*")
+              for p in (d / "files" / "media" / "images").rglob("*.png") if p.read_bytes()[:4] == b"\x89PNG"]
+    assert any(p.parts[0] == "rank" and p.name.startswith("rank_") for p in images), images
 
 
 def test_wandb_report_blocks_show_each_table_its_verdicts_and_figures(runs, tmp_path):

@@ -16,8 +16,9 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
+
+from repro.runlog import with_progress
 
 
 def generation_kwargs(decode: DictConfig, end_id: int, pad_id: int) -> dict:
@@ -62,7 +63,7 @@ def beam_search(model: nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: l
     kwargs = generation_kwargs(decode, end_id, tokenizer.pad_token_id)
     seq2seq = is_encoder_decoder(model)
     texts: list[str] = [""] * len(prompts)
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, disable=None):
+    for start in with_progress(range(0, len(order), batch_size), desc):
         index = order[start:start + batch_size]
         width = max(len(prompts[i]) for i in index)
         ids = torch.full((len(index), width), tokenizer.pad_token_id, dtype=torch.long)

@@ -14,7 +14,6 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
-from tqdm.auto import tqdm
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from repro.checkpoint import Checkpointer
@@ -30,6 +29,7 @@ from repro.metrics import chance_level, compute_metrics, trivial_baseline
 from repro.models import POOLINGS, load_model, load_tokenizer, to_device
 from repro.paper import paper_data
 from repro.params import count_parameters
+from repro.runlog import with_progress
 
 
 def tokenize(rows: list[dict], tokenizer: PreTrainedTokenizerBase, max_length: int,
@@ -102,7 +102,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, regress
     """Predictions, references and mean loss over a split, in the split's order."""
     model.eval()
     preds, refs, losses = [], [], []
-    for batch in tqdm(loader, desc=desc, leave=False, disable=None):
+    for batch in with_progress(loader, desc):
         batch = {k: v.to(device) for k, v in batch.items()}
         out = model(**batch)
         losses.append(out.loss.item() * len(batch["labels"]))
@@ -136,7 +136,7 @@ def eval_metrics(model: nn.Module, loaders: dict[str, DataLoader], task: DictCon
     regression = task.num_labels == 1
     losses, preds, refs = {}, {}, {}
     for split, loader in loaders.items():
-        preds[split], refs[split], losses[split] = evaluate(model, loader, device, regression, desc=split)
+        preds[split], refs[split], losses[split] = evaluate(model, loader, device, regression, desc=f"eval {split}")
     metrics = {f"{split}/loss": loss for split, loss in losses.items()}
     metrics.update(split_metrics(list(task.metrics), preds, refs))
     return metrics, preds, refs
