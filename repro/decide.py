@@ -46,6 +46,7 @@ class Job:
     overrides: tuple[str, ...]
     seeds: tuple[int, ...]
     run_s: float | None = None  # median wall time of the cell's recorded runs: what one more seed costs
+    decides_at: int | None = None  # the fewest seeds per method that decide a claim these seeds serve
 
     def commands(self, jobs_threads: int = 1) -> list[list[str]]:
         """One `python -m repro.train` per seed (separate processes: the cells of a round differ in more than the
@@ -87,9 +88,12 @@ def _template(record: dict) -> tuple[str | None, str, tuple[str, ...]] | None:
 def plan(claims: dict[tuple[str, str, str], tables.Claims], by_id: dict[str, dict], rule: Rule,
          cap: int | None = None, only: set[str] | None = None) -> Plan:
     """The seeds each inconclusive verdict's cells need this round (min(seeds that decide, cap) per method), for
-    the tables named in `only` (None: every table)."""
+    the tables named in `only` (None: every table). Runs in order of promise: the seeds of claims that the fewest
+    seeds would decide come first (those within the cap before those the power figure puts beyond it), so that a
+    round cut short has spent its hours where they decide most."""
     cap = cap or rule.seed_cap
-    wanted: dict[tuple[str | None, str, tuple[str, ...]], set[int]] = {}
+    # per cell, each seed to add with the fewest seeds per method that decide a claim asking for it
+    wanted: dict[tuple[str | None, str, tuple[str, ...]], dict[int, int]] = {}
     # each cell's recorded wall times by run id, so that a cell that several claims count weighs once
     wall_s: dict[tuple[str | None, str, tuple[str, ...]], dict[str, float]] = {}
     out = Plan()
@@ -114,12 +118,16 @@ def plan(claims: dict[tuple[str, str, str], tables.Claims], by_id: dict[str, dic
                         out.notes.append(f"{where}: cannot add seeds to runs {', '.join(cell.run_ids[:2])}...: their "
                                          "records do not keep the invocation (made before records stored it)")
                         continue
-                    new = [s for s in range(cap * 10) if s not in have][:target - len(have)]
-                    wanted.setdefault(template, set()).update(new)
+                    cell_seeds = wanted.setdefault(template, {})
+                    for seed in [s for s in range(cap * 10) if s not in have][:target - len(have)]:
+                        cell_seeds[seed] = min(cell_seeds.get(seed, v.seeds_needed), v.seeds_needed)
                     wall_s.setdefault(template, {}).update((r, float(by_id[r]["wall_time_s"])) for r in cell.run_ids
                                                            if by_id.get(r, {}).get("wall_time_s"))
-    out.jobs = [Job(*t, tuple(sorted(seeds)), statistics.median(wall_s[t].values()) if wall_s.get(t) else None)
-                for t, seeds in wanted.items()]
+    for t, seeds in wanted.items():
+        run_s = statistics.median(wall_s[t].values()) if wall_s.get(t) else None
+        out.jobs += [Job(*t, tuple(sorted(s for s in seeds if seeds[s] == need)), run_s, need)
+                     for need in sorted(set(seeds.values()))]
+    out.jobs.sort(key=lambda job: job.decides_at)  # stable: cells of equal promise keep the tables' order
     return out
 
 
@@ -212,8 +220,10 @@ def main(argv: list[str] | None = None) -> None:
                 cost = (f", about {hours:.1f} h at {args.jobs} at a time (the median wall time of each cell's recorded "
                         "runs, on the CPUs that made them)" if hours is not None else ", wall time unknown")
             print(f"round {round_}: {todo.runs} run(s) to add in {len(todo.jobs)} cell(s){cost}")
-            for job in todo.jobs:
-                print("  " + " ".join(job.commands()[0][3:-1]) + f" seed={','.join(map(str, job.seeds))}")
+            for job in todo.jobs:  # in the order they run: the most promising first
+                beyond = ", beyond the cap" if job.decides_at > (args.cap or rule.seed_cap) else ""
+                print("  " + " ".join(job.commands()[0][3:-1]) + f" seed={','.join(map(str, job.seeds))}"
+                      f"  (a claim decided at ~{job.decides_at} seeds per method{beyond})")
             if args.dry_run:
                 print("\n".join(verdict_lines(claims)))
                 return

@@ -73,6 +73,34 @@ def test_inconclusive_claim_gets_the_seeds_that_decide_it_on_both_cells(tmp_path
     assert todo.hours(2) == pytest.approx(todo.runs * 200 / 2 / 3600)
 
 
+def test_the_seeds_that_decide_soonest_run_first(tmp_path):
+    """Two claims share full fine-tuning's cell: the one that ~5 seeds decide gets seeds 3-4 of both its cells
+    first; the seeds only the one beyond the cap asks for (5-9 of the shared cell, 3-9 of its other) run after."""
+    from repro.verdicts import Cell, Verdict
+
+    for row in ("roberta_base.ft", "roberta_base.lora", "roberta_base.adapter_d"):
+        for seed in range(3):
+            _record(tmp_path, f"{row}_{seed}", row=row, task="sst2", paper_task="SST-2", metric="accuracy",
+                    seed=seed, value=0.8, baseline=0.5)
+    _, by_id = decide.judge(tmp_path, RULE)
+    cell = {row: Cell((80.0,) * 3, run_ids=tuple(f"{row}_{seed}" for seed in range(3)))
+            for row in ("roberta_base.ft", "roberta_base.lora", "roberta_base.adapter_d")}
+
+    def verdict(a, need):
+        return Verdict("inconclusive", "numbers", p_holds=0.5, p_fails=0.5, seeds_needed=need,
+                       cells=(cell[a], cell["roberta_base.ft"]))
+
+    # the hopeless claim listed first: order comes from promise, not from the tables' order
+    claims = {("table2", "cpu", "minilm-l6"): [("far", [verdict("roberta_base.adapter_d", 40)]),
+                                               ("near", [verdict("roberta_base.lora", 5)])]}
+    todo = decide.plan(claims, by_id, RULE)
+    order = [(j.overrides[0].split("/")[1], j.seeds, j.decides_at) for j in todo.jobs]
+    assert order == [("roberta_base_ft", (3, 4), 5), ("roberta_base_lora", (3, 4), 5),
+                     ("roberta_base_adapter_d", tuple(range(3, 10)), 40),
+                     ("roberta_base_ft", tuple(range(5, 10)), 40)]
+    assert todo.runs == 2 + 2 + 7 + 5  # each seed once
+
+
 def test_a_seed_added_to_an_auto_precision_cell_trains_in_the_cells_precision():
     """`train.precision=auto` means bf16 on one CPU and fp32 on another: the added seed is pinned to what the
     cell's runs trained in."""
