@@ -44,6 +44,12 @@ class WandbLogger:
                               name=run_id, id=run_id, config={**filter_keys(cfg), **config}, dir=run_dir, mode=mode,
                               resume="allow",
                               reinit="finish_previous")
+        # chart axes: training curves over optimizer steps, epoch values over epochs (not W&B's call counter)
+        self.run.define_metric("step")
+        self.run.define_metric("epoch")
+        for pattern, axis in (("train/*", "step"), ("eval_step/*", "step"), ("train/epoch_loss", "epoch"),
+                              ("eval/*", "epoch")):
+            self.run.define_metric(pattern, step_metric=axis)
 
     def log_step(self, step: int, values: dict[str, float]) -> None:
         """Training curves every `train.log_every_steps` optimizer steps, on the optimizer-step axis."""

@@ -27,6 +27,10 @@ def test_wandb_offline_run_needs_no_account(compose, data_root, monkeypatch, tmp
                    "seed": record["seed"], "scale": "smoke", "precision": "fp32"}
     history = next(offline[0].rglob("*.wandb")).read_bytes()  # per-step and per-epoch losses under distinct keys
     assert b"\x12\x0atrain/loss\x82" in history and b"\x12\x10train/epoch_loss\x82" in history  # len-prefixed keys
+    # chart axes (MetricRecord: glob_name or name, then step_metric): step curves over optimizer steps, epoch
+    # values over epochs
+    assert b'\x12\x07train/*"\x04step' in history and b'\x12\x06eval/*"\x05epoch' in history
+    assert b'\n\x10train/epoch_loss"\x05epoch' in history
 
 
 def _offline_config(path) -> dict:
