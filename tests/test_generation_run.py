@@ -30,6 +30,20 @@ def test_tiny_e2e_run_writes_all_five_metrics(compose, data_root):
     assert stored["params"]["trainable"] == 2 * 2 * 2 * 8 * 32  # L layers x {q, v} x (A + B) x r x d
 
 
+def test_early_stopping_ends_a_run_whose_dev_metric_stops_improving(compose, data_root):
+    """train.early_stopping_patience on a real (tiny) model: a learning rate too small to move the weights leaves
+    every epoch's decoded outputs, so its dev metric, where epoch 1 put them; with a patience of 1 the run stops
+    after epoch 2 of 4, says so in its log, and keeps epoch 1 as its best."""
+    tiny = [o for o in TINY if not o.startswith("train.epochs=")]
+    record = run(compose("task=e2e", f"data.root={data_root}", *tiny, "train.epochs=4",
+                         "train.early_stopping_patience=1", "train.learning_rate=1e-12"))
+    main = record["main_metric"]
+    assert [e["epoch"] for e in record["epochs"]] == [1, 2] and record["best_epoch"] == 1
+    assert record["epochs"][1]["metrics"][main] == record["epochs"][0]["metrics"][main]
+    log = (Path(record["config"]["output_root"]) / record["run_id"] / "train.log").read_text()
+    assert f"early stop after epoch 2: {main} not improved since epoch 1" in log
+
+
 def test_unknown_task_is_rejected():
     with pytest.raises(ConfigError, match="unknown task 'e2e_nlg'.*e2e"):
         check_group_overrides(["task=e2e_nlg"])
