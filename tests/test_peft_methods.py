@@ -173,6 +173,16 @@ def test_compare_claims_judge_each_method_against_lora_and_full_ft(compare_table
     assert verdicts == ["fails", "fails", "holds", "holds"]
 
 
+def test_figure_labels_move_up_past_the_labels_they_would_cover():
+    from repro.paper_tables.peft_methods import label_shifts
+
+    # three methods of one size (x 100 px), two close in value, one far above; one elsewhere at the same height
+    anchors = [(100, 10), (100, 12), (100, 50), (300, 11)]
+    assert label_shifts(anchors, [40, 40, 40, 40], height=10) == [0, 8, 0, 0]
+    # a third close one climbs past both, whatever the order it comes in
+    assert label_shifts([(100, 13), (100, 10), (120, 12)], [40, 40, 40], height=10) == [17, 0, 8]
+
+
 def test_pareto_front_keeps_the_points_nothing_cheaper_matches():
     from repro.paper_tables.peft_methods import pareto_front
 

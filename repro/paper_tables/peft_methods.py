@@ -72,34 +72,68 @@ def pareto_front(costs: Sequence[float], values: Sequence[float]) -> list[int]:
     return front
 
 
+def label_shifts(anchors: Sequence[tuple[float, float]], widths: Sequence[float], height: float) -> list[float]:
+    """Upward shifts (pixels) for labels set right of their points so that no two overlap: each label, lowest
+    first, moves up past every label already placed that it would cover (methods of one size, as LoRA, PiSSA,
+    OLoRA and LoRA+, or of one memory, would otherwise print over each other)."""
+    placed: list[tuple[float, float, float]] = []  # each placed label's left, right and bottom
+    shifts = [0.0] * len(anchors)
+    for i in sorted(range(len(anchors)), key=lambda i: anchors[i][1]):
+        (left, bottom), right = anchors[i], anchors[i][0] + widths[i]
+        while clash := [b for a0, a1, b in placed if left < a1 and a0 < right and abs(bottom - b) < height]:
+            bottom = max(clash) + height
+        shifts[i] = bottom - anchors[i][1]
+        placed.append((left, right, bottom))
+    return shifts
+
+
 def plot_pareto(long: pd.DataFrame, out: Path) -> list[Path]:
-    """One row of panels per (scale, model, task): the main metric against each cost of PARETO_AXES, every method a
-    labelled point, the Pareto front a step line, the trivial baseline a dotted line."""
+    """One row of panels per (scale, model, task): the main metric (median, std over seeds as a bar) against each
+    cost of PARETO_AXES, every method a labelled point, the Pareto front a step line. The y axis spans the methods'
+    medians, so that differences of a point or two show; the trivial baseline is a dotted line where it falls inside,
+    and named with its value in the legend where it does not."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    dpi, font = 120, 7
     sections = list(long.groupby(["scale", "model", "task"], sort=False))
-    fig, axes = plt.subplots(len(sections), len(PARETO_AXES), figsize=(11, 3.8 * len(sections)), squeeze=False)
+    fig, axes = plt.subplots(len(sections), len(PARETO_AXES), figsize=(11, 3.8 * len(sections)), squeeze=False,
+                             dpi=dpi)
+    labelled = []
     for row, ((scale, model, task), part) in zip(axes, sections):
         for ax, (column, x_label, log) in zip(row, PARETO_AXES):
             points = part.dropna(subset=[column, "median"]).reset_index(drop=True)
-            ax.scatter(points[column], points["median"], s=18)
-            for point in points.itertuples():
-                ax.annotate(point.method, (getattr(point, column), point.median), fontsize=7,
-                            xytext=(3, 3), textcoords="offset points")
+            ax.errorbar(points[column], points["median"], yerr=points["std"].fillna(0), fmt="o", ms=4, lw=0.8,
+                        capsize=2)
             front = points.iloc[pareto_front(list(points[column]), list(points["median"]))]
             ax.step(front[column], front["median"], where="post", color="tab:red", lw=1, label="Pareto front")
+            low, high = points["median"].min(), points["median"].max()
+            pad = max(0.15 * (high - low), 1.0)
+            ax.set_ylim(low - pad, high + 2.5 * pad)  # room above for labels moved up
             if pd.notna(baseline := part["baseline"].median()):
-                ax.axhline(baseline, ls=":", color="grey", label="trivial baseline")
+                if low - pad <= baseline <= high + 2.5 * pad:
+                    ax.axhline(baseline, ls=":", color="grey", label="trivial baseline")
+                else:  # far below the methods: named in the legend, not drawn
+                    ax.plot([], [], ls=":", color="grey", label=f"trivial baseline {baseline:.1f} (off the axis)")
             ax.set_xscale("log" if log else "linear")
             ax.margins(x=0.08)
-            ax.set(xlabel=x_label, ylabel="main metric x 100 (median over seeds)", title=f"{task} ({model}, {scale})")
-            ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+            ax.set(xlabel=x_label, ylabel="main metric x 100 (median, std over seeds)",
+                   title=f"{task} ({model}, {scale})")
+            ax.legend(fontsize=font, loc="best")
+            labelled.append((ax, points, column))
+    fig.tight_layout()  # the axes' final places first: the labels are laid out in pixels
+    text_h, char_w = font * dpi / 72 * 1.2, font * dpi / 72 * 0.6
+    for ax, points, column in labelled:
+        anchors = [(x + 4, y + 2) for x, y in ax.transData.transform(points[[column, "median"]].to_numpy(float))]
+        shifts = label_shifts(anchors, [char_w * len(m) for m in points["method"]], text_h)
+        for point, shift in zip(points.itertuples(), shifts):
+            ax.annotate(point.method, (getattr(point, column), point.median), fontsize=font,
+                        xytext=(4, 2 + shift), textcoords="offset pixels",
+                        arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "grey"} if shift else None)
     path = out / f"{NAME}_pareto.png"
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return [path]
 
