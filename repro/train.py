@@ -178,7 +178,7 @@ def check_overrides_apply(cfg: DictConfig, overrides: list[str]) -> None:
 def check_command_line(argv: list[str]) -> tuple[bool, int] | None:
     """Compose every job of the command line and `preflight` it, before Hydra creates any folder: bad input
     anywhere in a sweep stops it with one line. Returns (multirun, number of jobs), or None when Hydra only
-    prints (--cfg, --info, --help)."""
+    prints (--cfg, --info, --help); `--cfg job` gets Hydra's `--resolve` added to sys.argv, which Hydra reads."""
     from hydra._internal.utils import get_args_parser
 
     from repro.plan import Composer, expand

@@ -111,9 +111,10 @@ def plot_pareto(long: pd.DataFrame, out: Path) -> list[Path]:
             ax.step(front[column], front["median"], where="post", color="tab:red", lw=1, label="Pareto front")
             low, high = points["median"].min(), points["median"].max()
             pad = max(0.15 * (high - low), 1.0)
-            ax.set_ylim(low - pad, high + 2.5 * pad)  # room above for labels moved up
+            bottom, top = low - pad, high + 2.5 * pad  # room above for labels moved up
+            ax.set_ylim(bottom, top)
             if pd.notna(baseline := part["baseline"].median()):
-                if low - pad <= baseline <= high + 2.5 * pad:
+                if bottom <= baseline <= top:
                     ax.axhline(baseline, ls=":", color="grey", label="trivial baseline")
                 else:  # far below the methods: named in the legend, not drawn
                     ax.plot([], [], ls=":", color="grey", label=f"trivial baseline {baseline:.1f} (off the axis)")
