@@ -240,11 +240,12 @@ def claim_rows(name: str, claims: dict[tuple[str, str, str], Claims]) -> pd.Data
                          for text, judged in section_claims for v in judged])
 
 
-def log_to_wandb(written: dict[str, list[Path]], project: str,
+def log_to_wandb(written: dict[str, list[Path]], project: str, folder: Path,
                  claims: dict[tuple[str, str, str], Claims] | None = None) -> None:
     """Log each table to W&B in the group its sweep's runs use (`logger.group` = `sweep_name`): `<name>/table`, its
     CSV with numeric columns, `<name>/claims`, its verdicts (`all_claims`), and its figures as images
-    (`<name>/<figure file stem>`); offline unless WANDB_MODE=online."""
+    (`<name>/<figure file stem>`); offline unless WANDB_MODE=online. wandb's run files go to `folder`/wandb, named
+    on each init: wandb would otherwise keep the folder of the process's first run."""
     import os
 
     import wandb
@@ -259,7 +260,8 @@ def log_to_wandb(written: dict[str, list[Path]], project: str,
         verdicts = claim_rows(name, claims or {})
         if not verdicts.empty:
             values[f"{name}/claims"] = wandb.Table(dataframe=verdicts)
-        run = wandb.init(project=project, group=name, name=f"{name}-table", job_type="tables",
+        folder.mkdir(parents=True, exist_ok=True)
+        run = wandb.init(project=project, group=name, name=f"{name}-table", job_type="tables", dir=folder,
                          mode=os.environ.get("WANDB_MODE", "offline"), reinit="finish_previous")
         run.log(values)
         run.finish()
@@ -297,7 +299,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     import os
 
-    source, out = default_paths(Path(os.environ.get("REPRO_RESULTS", "results")), args.runs, args.out)
+    base = Path(os.environ.get("REPRO_RESULTS", "results"))
+    source, out = default_paths(base, args.runs, args.out)
     for problem in corrupt_records(source) if source.is_dir() and not is_records_folder(source) else []:
         print(f"warning: {problem}; left out", file=sys.stderr)
     written = build(source, out, args.scale)
@@ -305,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
         raise ReproError("--wandb-report needs --wandb PROJECT (the project the report's panels read)")
     if args.wandb:
         claims = all_claims(scaled_runs(source, args.scale)[0], load_rule())
-        log_to_wandb(written, args.wandb, claims)
+        log_to_wandb(written, args.wandb, Path(os.environ.get("WANDB_DIR") or base / "local"), claims)
         if args.wandb_report:
             from repro import wandb_report
 

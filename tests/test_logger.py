@@ -9,7 +9,7 @@ import pytest
 from repro.runner import run
 
 
-def test_wandb_offline_run_needs_no_account(compose, data_root, monkeypatch, tmp_path):
+def test_wandb_offline_run_needs_no_account(compose, data_root, monkeypatch, tmp_path, read_wandb_run):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
@@ -19,34 +19,18 @@ def test_wandb_offline_run_needs_no_account(compose, data_root, monkeypatch, tmp
     run_dir = tmp_path / "runs" / record["run_id"]
     offline = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and any(offline[0].rglob("*.wandb"))
+    wandb_run = read_wandb_run(next(offline[0].rglob("*.wandb")))
     # read back: the keys a user filters on sit at the top level of the run's config
-    config = _offline_config(next(offline[0].rglob("*.wandb")))
+    config = wandb_run.config()
     top = {k: config.get(k) for k in ("task_name", "model_name", "method_name", "r", "targets", "seed", "scale",
                                       "precision")}
     assert top == {"task_name": "sst2", "model_name": "tiny-bert", "method_name": "lora", "r": 8, "targets": "q,v",
                    "seed": record["seed"], "scale": "smoke", "precision": "fp32"}
-    history = next(offline[0].rglob("*.wandb")).read_bytes()  # per-step and per-epoch losses under distinct keys
-    assert b"\x12\x0atrain/loss\x82" in history and b"\x12\x10train/epoch_loss\x82" in history  # len-prefixed keys
-    # chart axes (MetricRecord: glob_name or name, then step_metric): step curves over optimizer steps, epoch
-    # values over epochs
-    assert b'\x12\x07train/*"\x04step' in history and b'\x12\x06eval/*"\x05epoch' in history
-    assert b'\n\x10train/epoch_loss"\x05epoch' in history
-
-
-def _offline_config(path) -> dict:
-    """The short top-level config items of an offline run file: each is a protobuf ConfigItem, `\\n` len key
-    `\\x82\\x01` len value_json (wandb ships no reader for its .wandb files)."""
-    import json
-    import re
-
-    data, out = path.read_bytes(), {}
-    for m in re.finditer(rb"\n([\x01-\x7f])([\w.]+?)\x82\x01([\x01-\x7f])", data):
-        if len(m.group(2)) == m.group(1)[0]:
-            try:
-                out[m.group(2).decode()] = json.loads(data[m.end(): m.end() + m.group(3)[0]])
-            except ValueError:
-                pass
-    return out
+    # per-step and per-epoch losses under distinct keys
+    assert {"train/loss", "train/epoch_loss", "eval/accuracy"} <= wandb_run.logged_keys()
+    # chart axes: step curves over optimizer steps, epoch values over epochs
+    assert wandb_run.axes() == {"train/*": "step", "eval_step/*": "step", "train/epoch_loss": "epoch",
+                                "eval/*": "epoch"}
 
 
 @pytest.mark.parametrize("overrides, group", [
@@ -170,7 +154,7 @@ def _tensorboard_scalars(folder):
     return out
 
 
-def test_csv_tensorboard_and_wandb_loggers_at_once(compose, data_root, monkeypatch, tmp_path):
+def test_csv_tensorboard_and_wandb_loggers_at_once(compose, data_root, monkeypatch, tmp_path, read_wandb_run):
     import csv
 
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -190,7 +174,7 @@ def test_csv_tensorboard_and_wandb_loggers_at_once(compose, data_root, monkeypat
     assert best == [pytest.approx(record["best_metrics"]["accuracy"])]
     # wandb in `also` takes conf/logger/wandb.yaml's defaults (project, offline mode) beside csv's config
     (offline,) = (run_dir / "wandb").glob("offline-run-*")
-    assert _offline_config(next(offline.rglob("*.wandb")))["method_name"] == "lora"
+    assert read_wandb_run(next(offline.rglob("*.wandb"))).config()["method_name"] == "lora"
 
 
 def test_unknown_logger_in_also_is_a_one_line_error(compose, data_root, tmp_path):

@@ -149,16 +149,24 @@ def test_wandb_logging_with_no_learning_curve_runs(runs, tmp_path, monkeypatch):
         def finish(self):
             pass
 
-    fake = types.SimpleNamespace(init=lambda **kw: Run(kw["group"]), Table=lambda dataframe: dataframe,
-                                 Image=lambda path: path)
+    folders = set()
+
+    def init(**kw):
+        folders.add(kw["dir"])
+        return Run(kw["group"])
+
+    fake = types.SimpleNamespace(init=init, Table=lambda dataframe: dataframe, Image=lambda path: path)
     monkeypatch.setitem(sys.modules, "wandb", fake)
+    monkeypatch.setenv("REPRO_RESULTS", str(tmp_path / "results"))
+    monkeypatch.delenv("WANDB_DIR", raising=False)
     main(["--runs", str(runs), "--out", str(tmp_path / "t"), "--wandb", "repro-test"])
+    assert folders == {tmp_path / "results" / "local"}  # run files stay in the results folder, not the cwd
     groups = [g for g, _ in logged]
     assert "table2" in groups and "rank" in groups and "learning_curve" not in groups
     assert "rank/rank" in dict(logged)["rank"]  # the rank figure (rank.png) beside its table
 
 
-def test_wandb_offline_tables_have_numeric_columns_and_verdicts(runs, tmp_path, monkeypatch):
+def test_wandb_offline_tables_have_numeric_columns_and_verdicts(runs, tmp_path, monkeypatch, read_wandb_run):
     """The real wandb, offline: each table's run files read back hold the table with numbers as numbers, and its
     claims with their verdict words."""
     import json
@@ -169,7 +177,7 @@ def test_wandb_offline_tables_have_numeric_columns_and_verdicts(runs, tmp_path, 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     main(["--runs", str(runs), "--out", str(tmp_path / "t"), "--wandb", "repro-test"])
     (run_dir,) = [d for d in (tmp_path / "wandb-home" / "wandb").glob("offline-run-*")
-                  if b"table2/table" in next(d.glob("*.wandb")).read_bytes()]
+                  if "table2/table" in read_wandb_run(next(d.glob("*.wandb"))).logged_keys()]
     # files/media/table/table2/<key>_<step>_<hash>.table.json for the keys table2/table and table2/claims
     tables = {p.name.split("_")[0]: json.loads(p.read_text())
               for p in (run_dir / "files" / "media" / "table" / "table2").glob("*.table.json")}
