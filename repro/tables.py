@@ -250,6 +250,7 @@ def log_to_wandb(written: dict[str, list[Path]], project: str, folder: Path,
 
     import wandb
 
+    folder.mkdir(parents=True, exist_ok=True)
     for name, paths in written.items():
         csvs = [p for p in paths if p.suffix == ".csv"]
         frame = pd.concat([pd.read_csv(p) for p in csvs], ignore_index=True) if csvs else pd.DataFrame()
@@ -260,7 +261,6 @@ def log_to_wandb(written: dict[str, list[Path]], project: str, folder: Path,
         verdicts = claim_rows(name, claims or {})
         if not verdicts.empty:
             values[f"{name}/claims"] = wandb.Table(dataframe=verdicts)
-        folder.mkdir(parents=True, exist_ok=True)
         run = wandb.init(project=project, group=name, name=f"{name}-table", job_type="tables", dir=folder,
                          mode=os.environ.get("WANDB_MODE", "offline"), reinit="finish_previous")
         run.log(values)

@@ -65,6 +65,8 @@ def _wandb_file_records(path: Path) -> list:
     from wandb.proto import wandb_internal_pb2
 
     data, block = path.read_bytes(), 32 * 1024
+    if len(data) < 7:
+        return None  # the header itself not yet flushed
     assert data[:4] == b":W&B", f"{path} is not a wandb run file"
     out, pending, at = [], b"", 7
     while at + 7 <= len(data):
@@ -84,7 +86,6 @@ def _wandb_file_records(path: Path) -> list:
             out.append(wandb_internal_pb2.Record.FromString(pending))
             pending = b""
     return out if out and out[-1].WhichOneof("record_type") == "exit" else None
-
 
 
 class OfflineWandbRun:
