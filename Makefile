@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-stamp
 RECORD_AND_TABLE = $(RUN) -m repro.records add --scale $(SCALE) && $(RUN) -m repro.tables
 RUN := HF_HUB_OFFLINE=$${HF_HUB_OFFLINE-1} WANDB_MODE=$${WANDB_MODE-offline} REPRO_DATA_ROOT=$(DATA_ROOT) $(BIN)/python
 
-.PHONY: install test smoke gpu-check tables local-tables decide rerun lr-search report reproduce-glue reproduce-rank learning-curve reproduce-e2e reproduce-longlora compare-variants compare rescore bench bench-longlora clean
+.PHONY: install test smoke gpu-check tables local-tables decide rerun lr-search lr-search-variants report reproduce-glue reproduce-rank learning-curve reproduce-e2e reproduce-longlora compare-variants compare rescore bench bench-longlora clean
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
@@ -82,7 +82,8 @@ RANK_BUDGET_KEYS := data.max_train_samples data.max_eval_samples train.learning_
 	train.early_stopping_patience train.early_stopping_min_epochs
 # each key read from the task's recipe, e.g. 'train.epochs="$${$${_cpu}.rank_budget.epochs}"' (Hydra takes the nested
 # interpolation only quoted; a task without a rank_budget: an error naming the missing key)
-RANK_BUDGET ?= $(if $(filter cpu,$(SCALE)),$(foreach k,$(RANK_BUDGET_KEYS),'$(k)="$${$${_cpu}.rank_budget.$(lastword $(subst ., ,$(k)))}"'))
+rank_budget_of = $(foreach k,$(1),'$(k)="$${$${_cpu}.rank_budget.$(lastword $(subst ., ,$(k)))}"')
+RANK_BUDGET ?= $(if $(filter cpu,$(SCALE)),$(call rank_budget_of,$(RANK_BUDGET_KEYS)))
 reproduce-rank: $(STAMP)
 	$(RUN) -m repro.train -m --config-dir sweeps --config-name rank seed=$(RANK_SEEDS) task=$(RANK_TASKS) method.r=$(RANK_RANKS) scale=$(SCALE) $(CPU_BUDGET) $(RANK_BUDGET) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
 	$(RUN) -m repro.train -m --config-dir sweeps --config-name targets seed=$(RANK_SEEDS) task=$(RANK_TASKS) 'method.targets=$(TARGETS_SETS)' scale=$(SCALE) $(CPU_BUDGET) $(RANK_BUDGET) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
@@ -159,7 +160,11 @@ VARIANT_TASK ?= glue/sst2,glue/stsb
 VARIANTS ?= lora,rslora,dora,adalora
 VARIANT_HIGH_RANK ?= 64
 VARIANTS_HIGH_RANK ?= lora,rslora
-VARIANT_BUDGET ?= $(RANK_BUDGET)
+VARIANT_BUDGET_KEYS := $(filter-out train.learning_rate,$(RANK_BUDGET_KEYS))
+# each row's rate: the cpu recipe's variant_learning_rate.<method>_r<rank> (from `make lr-search-variants`), else the
+# rank budget's
+VARIANT_RATE := 'train.learning_rate="$${oc.select:$${_cpu}.variant_learning_rate.$${variant_row},$${$${_cpu}.rank_budget.learning_rate}}"'
+VARIANT_BUDGET ?= $(if $(filter cpu,$(SCALE)),$(call rank_budget_of,$(VARIANT_BUDGET_KEYS)) $(VARIANT_RATE))
 compare-variants: $(STAMP)
 ifeq ($(SCALE),paper)
 	$(RUN) -m repro.train -m --config-dir sweeps --config-name lora_variants task=$(VARIANT_TASK) method=$(VARIANTS) scale=paper $(LAUNCHER)
@@ -168,6 +173,14 @@ else
 	$(RUN) -m repro.train -m --config-dir sweeps --config-name lora_variants task=$(VARIANT_TASK) method=$(VARIANTS) scale=$(SCALE) $(CPU_BUDGET) $(VARIANT_BUDGET) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
 	$(RUN) -m repro.train -m --config-dir sweeps --config-name lora_variants task=$(VARIANT_TASK) method=$(VARIANTS_HIGH_RANK) method.r=$(VARIANT_HIGH_RANK) scale=$(SCALE) $(CPU_BUDGET) $(VARIANT_BUDGET) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
 endif
+	$(RECORD_AND_TABLE)
+
+# The successors' learning-rate search (sweeps/lr_search_variants.yaml, cpu scale): every row of `make
+# compare-variants` at its budget, the rank budget's rate x 0.3 / 1 / 3, seed 0, scored on 20% of the training subset
+# held out; results/tables/lr_search.md (rows "<method> r=<rank>, rank budget"). 36 runs on the two tasks.
+lr-search-variants: $(STAMP)
+	$(RUN) -m repro.train -m --config-dir sweeps --config-name lr_search_variants seed=0 task=$(VARIANT_TASK) method=$(VARIANTS) scale=cpu $(CPU_BUDGET) $(call rank_budget_of,$(VARIANT_BUDGET_KEYS)) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
+	$(RUN) -m repro.train -m --config-dir sweeps --config-name lr_search_variants seed=0 task=$(VARIANT_TASK) method=$(VARIANTS_HIGH_RANK) method.r=$(VARIANT_HIGH_RANK) scale=cpu $(CPU_BUDGET) $(call rank_budget_of,$(VARIANT_BUDGET_KEYS)) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
 	$(RECORD_AND_TABLE)
 
 # Any PEFT method through the paper's protocol (sweeps/peft_methods.yaml, docs/peft_methods.md): the METHODS listed

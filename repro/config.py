@@ -28,7 +28,10 @@ PUBLIC_GROUPS = ("task", "model", "method", "scale", "logger")
 # Keys that say where things go or how a run is observed, not what is computed: not part of the run id.
 NOT_IN_RUN_ID = ("output_root", "force", "logger", "hydra", "paper_hparams", "_hp", "cpu_recipe", "_cpu", "data.root",
                  "train.device", "train.num_threads", "train.log_every_steps", "train.log_every_seconds",
-                 "train.gradient_checkpointing")
+                 "train.gradient_checkpointing",
+                 # labels and a search's base rate: derived from the method, rank and recipe (the id has those and
+                 # the resolved train.learning_rate)
+                 "lr_base", "search_row", "variant_row")
 
 
 # knob -> the value every run had before the knob existed (fp32, no torch.compile)

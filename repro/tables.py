@@ -75,6 +75,7 @@ def runs_frame(root: Path) -> tuple[pd.DataFrame, int]:
         r=cfg.map(lambda c: get(c, "method.r")),
         learning_rate=cfg.map(lambda c: get(c, "train.learning_rate")),
         lr_factor=cfg.map(lambda c: get(c, "lr_factor")),
+        search_row=cfg.map(lambda c: get(c, "search_row")),
         targets=cfg.map(lambda c: ",".join(get(c, "method.targets") or [])),
         # classification metrics are stored as fractions; generation metrics already on the paper's scales, and
         # long_context's (minus the NLL per token) on their own

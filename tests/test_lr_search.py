@@ -61,3 +61,23 @@ def test_search_runs_form_their_own_table_and_stay_out_of_table2(tmp_path):
     assert "84.0 [1] (lr 0.0001) *" in md and "80.0 [1] (lr 3e-05) |" in md  # the best factor is marked
     assert "no complete runs for this table" in (tmp_path / "tables" / "table2.md").read_text()
     assert "| lr_search " in (tmp_path / "tables" / "all_runs.md").read_text()
+
+
+def test_a_search_row_without_a_paper_row_is_labelled_by_its_search_row(tmp_path):
+    """The successors' search (sweeps/lr_search_variants.yaml) runs the same method at two ranks: each rank is its own
+    row, labelled by the run's `search_row`, so r=8 and r=64 never share a best factor."""
+    for rank, factor, value in ((8, 1.0, 0.80), (8, 0.3, 0.70), (64, 1.0, 0.60), (64, 0.3, 0.75)):
+        record = {"run_id": f"rslora_{rank}_{factor}", "status": "complete", "task": "sst2", "model": "minilm-l6",
+                  "method": "rslora", "seed": 0, "main_metric": "accuracy", "best_metrics": {"accuracy": value},
+                  "params": {"trainable": 10, "head": 2, "total": 100},
+                  "config": {"scale_name": "cpu", "sweep_name": "lr_search", "lr_factor": factor,
+                             "search_row": f"rslora r={rank}, rank budget", "method": {"r": rank},
+                             "train": {"learning_rate": 3e-3 * factor},
+                             "task": {"name": "sst2", "paper_key": "SST-2", "kind": "classification"}}}
+        write_json_atomic(tmp_path / "runs" / record["run_id"] / RESULT_FILE, record)
+    build(tmp_path / "runs", tmp_path / "tables")
+    rows = {line.split("|")[2].strip(): line for line in
+            (tmp_path / "tables" / "lr_search.md").read_text().splitlines() if "rslora r=" in line}
+    assert set(rows) == {"rslora r=8, rank budget", "rslora r=64, rank budget"}
+    assert "80.0 [1] (lr 0.003) *" in rows["rslora r=8, rank budget"]
+    assert "75.0 [1] (lr 0.0009) *" in rows["rslora r=64, rank budget"]

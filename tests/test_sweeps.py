@@ -189,16 +189,57 @@ def test_lr_search_gives_listed_methods_the_same_factors_on_their_recipe_rates()
     assert any(o.startswith("+experiment=table2/") for o in table2) and not any(o.startswith("method=") for o in table2)
 
 
-def test_successors_train_on_the_rank_budget():
+def test_successors_train_on_the_rank_budget_at_their_searched_rates():
     """`make compare-variants` at cpu scale gives the successors the budget Tables 5 and 6 use (the same keys, read
-    from the task's `rank_budget`), so rsLoRA's high-rank rows are judged on the budget of the rank claims."""
+    from the task's `rank_budget`), so rsLoRA's high-rank rows are judged on the budget of the rank claims; each
+    row's rate is the recipe's `variant_learning_rate.<method>_r<rank>` (the successors' search), else the rank
+    budget's."""
     rank = {o for _, overrides in _make_train_overrides("reproduce-rank", "SCALE=cpu") for o in overrides
-            if o.startswith(("data.", "train."))}
+            if o.startswith(("data.", "train.")) and "num_threads" not in o}
     lines = _make_train_overrides("compare-variants", "SCALE=cpu")
     assert [sweep for sweep, _ in lines] == ["lora_variants", "lora_variants"]
     for _, overrides in lines:
-        assert {o for o in overrides if o.startswith(("data.", "train.")) and "num_threads" not in o} == \
-            {o for o in rank if "num_threads" not in o}
+        budget = {o for o in overrides if o.startswith(("data.", "train.")) and "num_threads" not in o}
+        assert {o for o in budget if not o.startswith("train.learning_rate=")} == \
+            {o for o in rank if not o.startswith("train.learning_rate=")}
+    recipe = yaml.safe_load((CONF_DIR / "cpu_recipe" / "glue.yaml").read_text(encoding="utf-8"))["stsb"]
+    composer = Composer(REPO / "sweeps" / "lora_variants.yaml")
+    one = [o for o in lines[1][1] if not o.startswith(("task=", "method="))] + ["task=glue/stsb", "seed=0"]
+    searched = recipe.get("variant_learning_rate") or {}
+    for method in ("lora", "rslora"):
+        cfg = composer([*one, f"method={method}"])
+        assert cfg.variant_row == f"{method}_r64"
+        assert cfg.train.learning_rate == searched.get(cfg.variant_row, recipe["rank_budget"]["learning_rate"])
+    moved = composer([*one, "method=rslora", "++cpu_recipe.stsb.variant_learning_rate.rslora_r64=1.0e-5"])
+    assert moved.train.learning_rate == 1.0e-5
+    assert composer([*one, "method=lora", "++cpu_recipe.stsb.variant_learning_rate.rslora_r64=1.0e-5"]
+                    ).train.learning_rate != 1.0e-5
+
+
+def test_successors_search_gives_every_row_the_same_factors_of_the_rank_budgets_rate():
+    """`make lr-search-variants`: every row of `make compare-variants` (four methods at r=8, LoRA and rsLoRA at r=64)
+    at the successors' budget less its rate, which is the rank budget's times the search's factors, scored on
+    held-out training data and labelled by method and rank in the search table."""
+    lines = _make_train_overrides("lr-search-variants", "SCALE=cpu")
+    assert [sweep for sweep, _ in lines] == ["lr_search_variants"] * 2
+    [variants] = [{o for o in overrides if o.startswith(("data.", "train.")) and "num_threads" not in o}
+                  for _, overrides in _make_train_overrides("compare-variants", "SCALE=cpu")][:1]
+    recipe = yaml.safe_load((CONF_DIR / "cpu_recipe" / "glue.yaml").read_text(encoding="utf-8"))
+    factors = [float(f) for f in OmegaConf.load(REPO / "sweeps" / "lr_search.yaml").hydra.sweeper.params.lr_factor
+               .split(",")]
+    rows = set()
+    for _, overrides in lines:
+        budget = {o for o in overrides if o.startswith(("data.", "train.")) and "num_threads" not in o}
+        assert budget == {o for o in variants if not o.startswith("train.learning_rate=")}
+        composer = Composer(REPO / "sweeps" / "lr_search_variants.yaml")
+        for job in expand(composer, [o for o in overrides if not o.startswith("task=")] + ["task=glue/stsb"]):
+            cfg = composer(job)
+            assert cfg.train.learning_rate == pytest.approx(recipe["stsb"]["rank_budget"]["learning_rate"]
+                                                            * cfg.lr_factor)
+            assert cfg.data.holdout_fraction > 0 and cfg.method.init == "peft_default"
+            rows.add((cfg.search_row, cfg.lr_factor))
+    labels = {"lora r=8", "rslora r=8", "dora r=8", "adalora r=8", "lora r=64", "rslora r=64"}
+    assert rows == {(f"{label}, rank budget", f) for label in labels for f in factors}
 
 
 def test_e2e_runs_two_at_a_time_one_thread_each():

@@ -24,7 +24,7 @@ def lr_search_long(frame: pd.DataFrame) -> pd.DataFrame:
     runs = frame[frame["sweep"] == LR_SEARCH] if not frame.empty else frame
     if runs.empty:
         return pd.DataFrame(columns=LR_SEARCH_COLUMNS)
-    runs = runs.assign(paper_row=runs["paper_row"].fillna(runs["method"]))
+    runs = runs.assign(paper_row=runs["paper_row"].fillna(runs["search_row"]).fillna(runs["method"]))
     agg = runs.groupby(["scale", "model", "task", "paper_row", "lr_factor", "learning_rate"], dropna=False).agg(
         median=("value", "median"), std=("value", "std"), n=("seed", "nunique")).reset_index()
     best = agg.groupby(["scale", "model", "task", "paper_row"])["median"].transform("max")
