@@ -160,11 +160,12 @@ VARIANT_TASK ?= glue/sst2,glue/stsb
 VARIANTS ?= lora,rslora,dora,adalora
 VARIANT_HIGH_RANK ?= 64
 VARIANTS_HIGH_RANK ?= lora,rslora
-VARIANT_BUDGET_KEYS := $(filter-out train.learning_rate,$(RANK_BUDGET_KEYS))
+# the rank budget less its rate, as the successors' search and compare-variants take it
+VARIANT_BUDGET_LESS_RATE = $(call rank_budget_of,$(filter-out train.learning_rate,$(RANK_BUDGET_KEYS)))
 # each row's rate: the cpu recipe's variant_learning_rate.<method>_r<rank> (from `make lr-search-variants`), else the
 # rank budget's
 VARIANT_RATE := 'train.learning_rate="$${oc.select:$${_cpu}.variant_learning_rate.$${variant_row},$${$${_cpu}.rank_budget.learning_rate}}"'
-VARIANT_BUDGET ?= $(if $(filter cpu,$(SCALE)),$(call rank_budget_of,$(VARIANT_BUDGET_KEYS)) $(VARIANT_RATE))
+VARIANT_BUDGET ?= $(if $(filter cpu,$(SCALE)),$(VARIANT_BUDGET_LESS_RATE) $(VARIANT_RATE))
 compare-variants: $(STAMP)
 ifeq ($(SCALE),paper)
 	$(RUN) -m repro.train -m --config-dir sweeps --config-name lora_variants task=$(VARIANT_TASK) method=$(VARIANTS) scale=paper $(LAUNCHER)
@@ -179,8 +180,8 @@ endif
 # compare-variants` at its budget, the rank budget's rate x 0.3 / 1 / 3, seed 0, scored on 20% of the training subset
 # held out; results/tables/lr_search.md (rows "<method> r=<rank>, rank budget"). 36 runs on the two tasks.
 lr-search-variants: $(STAMP)
-	$(RUN) -m repro.train -m --config-dir sweeps --config-name lr_search_variants seed=0 task=$(VARIANT_TASK) method=$(VARIANTS) scale=cpu $(CPU_BUDGET) $(call rank_budget_of,$(VARIANT_BUDGET_KEYS)) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
-	$(RUN) -m repro.train -m --config-dir sweeps --config-name lr_search_variants seed=0 task=$(VARIANT_TASK) method=$(VARIANTS_HIGH_RANK) method.r=$(VARIANT_HIGH_RANK) scale=cpu $(CPU_BUDGET) $(call rank_budget_of,$(VARIANT_BUDGET_KEYS)) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
+	$(RUN) -m repro.train -m --config-dir sweeps --config-name lr_search_variants seed=0 task=$(VARIANT_TASK) method=$(VARIANTS) scale=cpu $(CPU_BUDGET) $(VARIANT_BUDGET_LESS_RATE) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
+	$(RUN) -m repro.train -m --config-dir sweeps --config-name lr_search_variants seed=0 task=$(VARIANT_TASK) method=$(VARIANTS_HIGH_RANK) method.r=$(VARIANT_HIGH_RANK) scale=cpu $(CPU_BUDGET) $(VARIANT_BUDGET_LESS_RATE) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
 	$(RECORD_AND_TABLE)
 
 # Any PEFT method through the paper's protocol (sweeps/peft_methods.yaml, docs/peft_methods.md): the METHODS listed

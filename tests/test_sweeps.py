@@ -222,16 +222,16 @@ def test_successors_search_gives_every_row_the_same_factors_of_the_rank_budgets_
     held-out training data and labelled by method and rank in the search table."""
     lines = _make_train_overrides("lr-search-variants", "SCALE=cpu")
     assert [sweep for sweep, _ in lines] == ["lr_search_variants"] * 2
-    [variants] = [{o for o in overrides if o.startswith(("data.", "train.")) and "num_threads" not in o}
-                  for _, overrides in _make_train_overrides("compare-variants", "SCALE=cpu")][:1]
+    (_, first_variants), _ = _make_train_overrides("compare-variants", "SCALE=cpu")
+    variants = {o for o in first_variants if o.startswith(("data.", "train.")) and "num_threads" not in o}
     recipe = yaml.safe_load((CONF_DIR / "cpu_recipe" / "glue.yaml").read_text(encoding="utf-8"))
     factors = [float(f) for f in OmegaConf.load(REPO / "sweeps" / "lr_search.yaml").hydra.sweeper.params.lr_factor
                .split(",")]
+    composer = Composer(REPO / "sweeps" / "lr_search_variants.yaml")
     rows = set()
     for _, overrides in lines:
         budget = {o for o in overrides if o.startswith(("data.", "train.")) and "num_threads" not in o}
         assert budget == {o for o in variants if not o.startswith("train.learning_rate=")}
-        composer = Composer(REPO / "sweeps" / "lr_search_variants.yaml")
         for job in expand(composer, [o for o in overrides if not o.startswith("task=")] + ["task=glue/stsb"]):
             cfg = composer(job)
             assert cfg.train.learning_rate == pytest.approx(recipe["stsb"]["rank_budget"]["learning_rate"]
