@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-stamp
 RECORD_AND_TABLE = $(RUN) -m repro.records add --scale $(SCALE) && $(RUN) -m repro.tables
 RUN := HF_HUB_OFFLINE=$${HF_HUB_OFFLINE-1} WANDB_MODE=$${WANDB_MODE-offline} REPRO_DATA_ROOT=$(DATA_ROOT) $(BIN)/python
 
-.PHONY: install test smoke gpu-check tables local-tables decide rerun lr-search lr-search-variants report reproduce-glue reproduce-rank learning-curve reproduce-e2e reproduce-longlora compare-variants compare rescore bench bench-longlora clean
+.PHONY: install test smoke gpu-check tables local-tables decide rerun lr-search lr-search-rank lr-search-variants report reproduce-glue reproduce-rank learning-curve reproduce-e2e reproduce-longlora compare-variants compare rescore bench bench-longlora clean
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
@@ -84,9 +84,22 @@ RANK_BUDGET_KEYS := data.max_train_samples data.max_eval_samples train.learning_
 # interpolation only quoted; a task without a rank_budget: an error naming the missing key)
 rank_budget_of = $(foreach k,$(1),'$(k)="$${$${_cpu}.rank_budget.$(lastword $(subst ., ,$(k)))}"')
 RANK_BUDGET ?= $(if $(filter cpu,$(SCALE)),$(call rank_budget_of,$(RANK_BUDGET_KEYS)))
+# the rank budget less its rate, as the rate searches (lr-search-rank, lr-search-variants) and compare-variants take it
+RANK_BUDGET_LESS_RATE = $(call rank_budget_of,$(filter-out train.learning_rate,$(RANK_BUDGET_KEYS)))
 reproduce-rank: $(STAMP)
 	$(RUN) -m repro.train -m --config-dir sweeps --config-name rank seed=$(RANK_SEEDS) task=$(RANK_TASKS) method.r=$(RANK_RANKS) scale=$(SCALE) $(CPU_BUDGET) $(RANK_BUDGET) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
 	$(RUN) -m repro.train -m --config-dir sweeps --config-name targets seed=$(RANK_SEEDS) task=$(RANK_TASKS) 'method.targets=$(TARGETS_SETS)' scale=$(SCALE) $(CPU_BUDGET) $(RANK_BUDGET) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
+	$(RECORD_AND_TABLE)
+
+# The rank budget's rate, searched over seeds (sweeps/lr_search_rank.yaml, cpu scale): one rate for every arm of Tables
+# 5 and 6, the rank budget's x 0.3 and x 1 at seeds 0-2 on {W_q} r=1 and {W_q,W_k,W_v,W_o} r=2, scored on 20% of the
+# training subset held out (never the dev split); the factor with the best mean over both arms and all seeds sets
+# rank_budget.learning_rate in conf/cpu_recipe/glue.yaml. 12 runs per task (results/tables/lr_search.md, rows
+# "lora [...] r=<rank>, rank budget").
+LR_SEARCH_RANK_TASKS ?= glue/stsb
+lr-search-rank: $(STAMP)
+	$(RUN) -m repro.train -m --config-dir sweeps --config-name lr_search_rank task=$(LR_SEARCH_RANK_TASKS) 'method.targets=[q]' method.r=1 scale=cpu $(CPU_BUDGET) $(RANK_BUDGET_LESS_RATE) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
+	$(RUN) -m repro.train -m --config-dir sweeps --config-name lr_search_rank task=$(LR_SEARCH_RANK_TASKS) 'method.targets=[q,k,v,o]' method.r=2 scale=cpu $(CPU_BUDGET) $(RANK_BUDGET_LESS_RATE) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
 	$(RECORD_AND_TABLE)
 
 # Learning-rate search with the same effort per method (sweeps/lr_search.yaml): each Table 2 cpu row's recipe rate
@@ -160,12 +173,10 @@ VARIANT_TASK ?= glue/sst2,glue/stsb
 VARIANTS ?= lora,rslora,dora,adalora
 VARIANT_HIGH_RANK ?= 64
 VARIANTS_HIGH_RANK ?= lora,rslora
-# the rank budget less its rate, as the successors' search and compare-variants take it
-VARIANT_BUDGET_LESS_RATE = $(call rank_budget_of,$(filter-out train.learning_rate,$(RANK_BUDGET_KEYS)))
 # each row's rate: the cpu recipe's variant_learning_rate.<method>_r<rank> (from `make lr-search-variants`), else the
 # rank budget's
 VARIANT_RATE := 'train.learning_rate="$${oc.select:$${_cpu}.variant_learning_rate.$${variant_row},$${$${_cpu}.rank_budget.learning_rate}}"'
-VARIANT_BUDGET ?= $(if $(filter cpu,$(SCALE)),$(VARIANT_BUDGET_LESS_RATE) $(VARIANT_RATE))
+VARIANT_BUDGET ?= $(if $(filter cpu,$(SCALE)),$(RANK_BUDGET_LESS_RATE) $(VARIANT_RATE))
 compare-variants: $(STAMP)
 ifeq ($(SCALE),paper)
 	$(RUN) -m repro.train -m --config-dir sweeps --config-name lora_variants task=$(VARIANT_TASK) method=$(VARIANTS) scale=paper $(LAUNCHER)
@@ -180,8 +191,8 @@ endif
 # compare-variants` at its budget, the rank budget's rate x 0.3 / 1 / 3, seed 0, scored on 20% of the training subset
 # held out; results/tables/lr_search.md (rows "<method> r=<rank>, rank budget"). 36 runs on the two tasks.
 lr-search-variants: $(STAMP)
-	$(RUN) -m repro.train -m --config-dir sweeps --config-name lr_search_variants seed=0 task=$(VARIANT_TASK) method=$(VARIANTS) scale=cpu $(CPU_BUDGET) $(VARIANT_BUDGET_LESS_RATE) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
-	$(RUN) -m repro.train -m --config-dir sweeps --config-name lr_search_variants seed=0 task=$(VARIANT_TASK) method=$(VARIANTS_HIGH_RANK) method.r=$(VARIANT_HIGH_RANK) scale=cpu $(CPU_BUDGET) $(VARIANT_BUDGET_LESS_RATE) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
+	$(RUN) -m repro.train -m --config-dir sweeps --config-name lr_search_variants seed=0 task=$(VARIANT_TASK) method=$(VARIANTS) scale=cpu $(CPU_BUDGET) $(RANK_BUDGET_LESS_RATE) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
+	$(RUN) -m repro.train -m --config-dir sweeps --config-name lr_search_variants seed=0 task=$(VARIANT_TASK) method=$(VARIANTS_HIGH_RANK) method.r=$(VARIANT_HIGH_RANK) scale=cpu $(CPU_BUDGET) $(RANK_BUDGET_LESS_RATE) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
 	$(RECORD_AND_TABLE)
 
 # Any PEFT method through the paper's protocol (sweeps/peft_methods.yaml, docs/peft_methods.md): the METHODS listed

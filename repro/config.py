@@ -59,6 +59,15 @@ if not OmegaConf.has_resolver("times"):
     OmegaConf.register_new_resolver("times", _times)
 
 
+def _joined(values: Iterable[Any]) -> str:
+    """`${joined:${method.targets}}`: a list as a label reads it, `q,k,v,o` (sweeps/lr_search_rank.yaml's rows)."""
+    return ",".join(str(v) for v in values)
+
+
+if not OmegaConf.has_resolver("joined"):
+    OmegaConf.register_new_resolver("joined", _joined)
+
+
 def group_choices(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
     root = conf_dir / group
     return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
