@@ -81,3 +81,22 @@ def test_a_search_row_without_a_paper_row_is_labelled_by_its_search_row(tmp_path
     assert set(rows) == {"rslora r=8, rank budget", "rslora r=64, rank budget"}
     assert "80.0 [1] (lr 0.003) *" in rows["rslora r=8, rank budget"]
     assert "75.0 [1] (lr 0.0009) *" in rows["rslora r=64, rank budget"]
+
+
+def test_a_search_over_seeds_ranks_factors_by_their_mean(tmp_path):
+    """The rank budget's search (sweeps/lr_search_rank.yaml) runs each factor at three seeds: a factor whose median is
+    higher but whose one collapsed seed pulls its mean down loses to a factor that is steady at every seed."""
+    scores = {1.0: (0.84, 0.85, 0.10), 0.3: (0.80, 0.81, 0.82)}  # x1's median 84 beats x0.3's 81; its mean 59.7 does not
+    for factor, values in scores.items():
+        for seed, value in enumerate(values):
+            record = {"run_id": f"lora_{factor}_{seed}", "status": "complete", "task": "stsb", "model": "minilm-l6",
+                      "method": "lora", "seed": seed, "main_metric": "pearson", "best_metrics": {"pearson": value},
+                      "params": {"trainable": 10, "head": 2, "total": 100},
+                      "config": {"scale_name": "cpu", "sweep_name": "lr_search", "lr_factor": factor,
+                                 "search_row": "lora q r=1, rank budget", "method": {"r": 1},
+                                 "train": {"learning_rate": 3e-3 * factor},
+                                 "task": {"name": "stsb", "paper_key": "STS-B", "kind": "classification"}}}
+            write_json_atomic(tmp_path / "runs" / record["run_id"] / RESULT_FILE, record)
+    build(tmp_path / "runs", tmp_path / "tables")
+    [row] = [line for line in (tmp_path / "tables" / "lr_search.md").read_text().splitlines() if "lora q r=1" in line]
+    assert "81.0 [3] (lr 0.0009) *" in row and "59.7 [3] (lr 0.003) |" in row

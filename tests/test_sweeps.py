@@ -169,6 +169,31 @@ def test_rank_budget_comes_from_each_tasks_recipe():
             OmegaConf.to_container(Composer(REPO / "sweeps" / f"{sweep}.yaml")([*one, "task=glue/cola"]), resolve=True)
 
 
+def test_rank_budget_search_runs_two_arms_at_three_seeds_on_the_rank_budget_less_its_rate():
+    """`make lr-search-rank`: the rank budget's rate x 0.3 and x 1 at seeds 0-2 on {q} r=1 and {q,k,v,o} r=2, every
+    other budget value the rank budget's (as reproduce-rank gives it), scored on held-out training data, each arm its
+    own row of the search table."""
+    lines = _make_train_overrides("lr-search-rank", "SCALE=cpu")
+    assert [sweep for sweep, _ in lines] == ["lr_search_rank"] * 2
+    (_, rank_line), _ = _make_train_overrides("reproduce-rank", "SCALE=cpu")
+    rank_budget = {o for o in rank_line if o.startswith(("data.", "train.")) and "num_threads" not in o}
+    recipe = yaml.safe_load((CONF_DIR / "cpu_recipe" / "glue.yaml").read_text(encoding="utf-8"))
+    composer = Composer(REPO / "sweeps" / "lr_search_rank.yaml")
+    runs = set()
+    for _, overrides in lines:
+        budget = {o for o in overrides if o.startswith(("data.", "train.")) and "num_threads" not in o}
+        assert budget == {o for o in rank_budget if not o.startswith("train.learning_rate=")}
+        for job in expand(composer, overrides):
+            cfg = composer(job)
+            assert cfg.train.learning_rate == pytest.approx(recipe["stsb"]["rank_budget_pilot_learning_rate"]
+                                                            * cfg.lr_factor)
+            assert cfg.data.holdout_fraction > 0 and cfg.method.init == "peft_default" and cfg.task.name == "stsb"
+            assert cfg.train.epochs == recipe["stsb"]["rank_budget"]["epochs"]
+            runs.add((cfg.search_row, cfg.lr_factor, cfg.seed))
+    assert runs == {(f"lora {arm}, rank budget", f, s) for arm in ("q r=1", "q,k,v,o r=2") for f in (0.3, 1.0)
+                    for s in (0, 1, 2)}
+
+
 def test_lr_search_gives_listed_methods_the_same_factors_on_their_recipe_rates():
     """`make lr-search LR_SEARCH_METHODS=...` searches methods that have no Table 2 row (the PEFT methods of `make
     compare`): the same three factors times each method's own cpu-recipe rate, scored on held-out training data."""
@@ -234,7 +259,7 @@ def test_successors_search_gives_every_row_the_same_factors_of_the_rank_budgets_
         assert budget == {o for o in variants if not o.startswith("train.learning_rate=")}
         for job in expand(composer, [o for o in overrides if not o.startswith("task=")] + ["task=glue/stsb"]):
             cfg = composer(job)
-            assert cfg.train.learning_rate == pytest.approx(recipe["stsb"]["rank_budget"]["learning_rate"]
+            assert cfg.train.learning_rate == pytest.approx(recipe["stsb"]["rank_budget_pilot_learning_rate"]
                                                             * cfg.lr_factor)
             assert cfg.data.holdout_fraction > 0 and cfg.method.init == "peft_default"
             rows.add((cfg.search_row, cfg.lr_factor))
