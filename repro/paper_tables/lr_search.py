@@ -53,7 +53,8 @@ TABLE = PaperTable(
     note="Each row's cpu-recipe rate times the same factors, one seed (rows 'lora <weights> r=<rank>, rank budget', "
          "the rank budget's search: seeds 0-2, ranked by their mean); the score is the main metric on "
          "`data.holdout_fraction` of the training subset held out, never the dev split of Table 2. "
-         "* marks the best factor of each row among those run: in a row with a —, the search is not finished.",
+         "* marks the best factor of each row among those run; a — is a factor not run (the rank budget's search "
+         "runs x0.3 and x1: sweeps/lr_search_rank.yaml says why) or a search not finished.",
     select=in_sweep(LR_SEARCH), long=lr_search_long,
     layout=Layout(rows=("task", "paper_row"), wide=lr_search_wide, columns=tuple(LR_SEARCH_COLUMNS),
                   cell=lambda r: ((str(r["task"]), str(r["paper_row"])), f"x{r['lr_factor']:g}"),
