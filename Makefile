@@ -71,7 +71,7 @@ endif
 # the embedded model learns, 3 seeds: (15 + 7) configurations x 2 tasks x 3 seeds = 132 runs. At SCALE=cpu each run
 # gets a smaller budget than Table 2's recipe (RANK_BUDGET; empty = the recipe's), per task in conf/cpu_recipe/
 # glue.yaml (`rank_budget`, where each value says how it was chosen): 1,000 training examples, a fixed 500-example
-# dev subset, lr 3e-3, and a converging budget (up to 8 epochs on SST-2 and 16 on STS-B, stopping once the dev
+# dev subset, lr 3e-3 (STS-B 9e-4: make lr-search-rank), and a converging budget (up to 8 epochs on SST-2 and 16 on STS-B, stopping once the dev
 # metric has not improved for 2, on STS-B not before epoch 8). RANK_RANKS / TARGETS_SETS narrow the sweeps: the
 # claims need only RANK_RANKS=1,2,64 and TARGETS_SETS='[q],[q,v],[q,k,v,o]' (72 runs); finished runs are reused.
 RANK_TASKS ?= glue/sst2,glue/stsb
@@ -165,9 +165,10 @@ reproduce-longlora: $(STAMP)
 
 # LoRA vs rsLoRA, DoRA, AdaLoRA (sweeps/lora_variants.yaml, 3 seeds) at an equal trainable budget, and LoRA vs rsLoRA
 # at rank VARIANT_HIGH_RANK, on VARIANT_TASK (two tasks: one task's 3 vs 3 seeds cannot reach p < 0.05 after Holm);
-# at SCALE=cpu the embedded MiniLM on Tables 5 and 6's converging budget (VARIANT_BUDGET = RANK_BUDGET, per task in
-# conf/cpu_recipe/glue.yaml: 1,000 training examples, 500 dev, lr 3e-3 for all four, the same search effort, none, for
-# every variant; SST-2 up to 8 epochs, STS-B up to 16 at batch 8, patience 2), two runs at a time (36 runs).
+# at SCALE=cpu the embedded MiniLM on Tables 5 and 6's converging budget less its rate (per task in
+# conf/cpu_recipe/glue.yaml: 1,000 training examples, 500 dev; SST-2 up to 8 epochs, STS-B up to 16 at batch 8,
+# patience 2), each row at its own rate from the same search (`variant_learning_rate`, make lr-search-variants), two
+# runs at a time (36 runs).
 # QLoRA (4-bit base; bitsandbytes on a CUDA GPU or, from 0.49, a CPU): VARIANTS=lora,...,qlora.
 VARIANT_TASK ?= glue/sst2,glue/stsb
 VARIANTS ?= lora,rslora,dora,adalora

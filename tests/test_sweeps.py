@@ -170,8 +170,8 @@ def test_rank_budget_comes_from_each_tasks_recipe():
 
 
 def test_rank_budget_search_runs_two_arms_at_three_seeds_on_the_rank_budget_less_its_rate():
-    """`make lr-search-rank`: the rank budget's rate x 0.3 and x 1 at seeds 0-2 on {q} r=1 and {q,k,v,o} r=2, every
-    other budget value the rank budget's (as reproduce-rank gives it), scored on held-out training data, each arm its
+    """`make lr-search-rank`: the rank budget pilots' rate x 0.3 and x 1 at seeds 0-2 on {q} r=1 and {q,k,v,o} r=2,
+    every other budget value the rank budget's (as reproduce-rank gives it), scored on held-out training data, each arm its
     own row of the search table."""
     lines = _make_train_overrides("lr-search-rank", "SCALE=cpu")
     assert [sweep for sweep, _ in lines] == ["lr_search_rank"] * 2
@@ -241,9 +241,9 @@ def test_successors_train_on_the_rank_budget_at_their_searched_rates():
                     ).train.learning_rate != 1.0e-5
 
 
-def test_successors_search_gives_every_row_the_same_factors_of_the_rank_budgets_rate():
+def test_successors_search_gives_every_row_the_same_factors_of_the_rank_budget_pilots_rate():
     """`make lr-search-variants`: every row of `make compare-variants` (four methods at r=8, LoRA and rsLoRA at r=64)
-    at the successors' budget less its rate, which is the rank budget's times the search's factors, scored on
+    at the successors' budget less its rate, which is the rank budget pilots' times the search's factors, scored on
     held-out training data and labelled by method and rank in the search table."""
     lines = _make_train_overrides("lr-search-variants", "SCALE=cpu")
     assert [sweep for sweep, _ in lines] == ["lr_search_variants"] * 2
