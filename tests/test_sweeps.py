@@ -171,8 +171,8 @@ def test_rank_budget_comes_from_each_tasks_recipe():
 
 def test_rank_budget_search_runs_two_arms_at_three_seeds_on_the_rank_budget_less_its_rate():
     """`make lr-search-rank`: the rank budget pilots' rate x 0.3 and x 1 at seeds 0-2 on {q} r=1 and {q,k,v,o} r=2,
-    every other budget value the rank budget's (as reproduce-rank gives it), scored on held-out training data, each arm its
-    own row of the search table."""
+    every other budget value the rank budget's (as reproduce-rank gives it), scored on held-out training data, each
+    arm its own row of the search table."""
     lines = _make_train_overrides("lr-search-rank", "SCALE=cpu")
     assert [sweep for sweep, _ in lines] == ["lr_search_rank"] * 2
     (_, rank_line), _ = _make_train_overrides("reproduce-rank", "SCALE=cpu")
