@@ -1,7 +1,7 @@
 """The learning-rate search of the fair-budget protocol (sweeps/lr_search.yaml, `make lr-search`): each Table 2 row's
 cpu-recipe rate times the same factors, one seed (the rank budget's search: three), scored on held-out training
-data, so its runs are in no other table (`exclusive`) and its file exists only once such runs do. Not on the report page: it chooses a recipe, it
-reproduces no paper number."""
+data, so its runs are in no other table (`exclusive`) and its file exists only once such runs do. Not on the report
+page: it chooses a recipe, it reproduces no paper number."""
 
 from __future__ import annotations
 
