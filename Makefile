@@ -71,9 +71,10 @@ endif
 # the embedded model learns, 3 seeds: (15 + 7) configurations x 2 tasks x 3 seeds = 132 runs. At SCALE=cpu each run
 # gets a smaller budget than Table 2's recipe (RANK_BUDGET; empty = the recipe's), per task in conf/cpu_recipe/
 # glue.yaml (`rank_budget`, where each value says how it was chosen): 1,000 training examples, a fixed 500-example
-# dev subset, lr 3e-3 (STS-B 9e-4: make lr-search-rank), and a converging budget (up to 8 epochs on SST-2 and 16 on STS-B, stopping once the dev
-# metric has not improved for 2, on STS-B not before epoch 8). RANK_RANKS / TARGETS_SETS narrow the sweeps: the
-# claims need only RANK_RANKS=1,2,64 and TARGETS_SETS='[q],[q,v],[q,k,v,o]' (72 runs); finished runs are reused.
+# dev subset, lr 3e-3 (STS-B 9e-4: make lr-search-rank), and a converging budget (up to 8 epochs on SST-2 and 16
+# on STS-B, stopping once the dev metric has not improved for 2, on STS-B not before epoch 8). RANK_RANKS /
+# TARGETS_SETS narrow the sweeps: the claims need only RANK_RANKS=1,2,64 and TARGETS_SETS='[q],[q,v],[q,k,v,o]'
+# (72 runs); finished runs are reused.
 RANK_TASKS ?= glue/sst2,glue/stsb
 RANK_SEEDS ?= 0,1,2
 RANK_RANKS ?= 1,2,4,8,64

@@ -86,7 +86,8 @@ def test_a_search_row_without_a_paper_row_is_labelled_by_its_search_row(tmp_path
 def test_a_search_over_seeds_ranks_factors_by_their_mean(tmp_path):
     """The rank budget's search (sweeps/lr_search_rank.yaml) runs each factor at three seeds: a factor whose median is
     higher but whose one collapsed seed pulls its mean down loses to a factor that is steady at every seed."""
-    scores = {1.0: (0.84, 0.85, 0.10), 0.3: (0.80, 0.81, 0.82)}  # x1's median 84 beats x0.3's 81; its mean 59.7 does not
+    # x1's median, 84, beats x0.3's 81; its mean, 59.7, does not
+    scores = {1.0: (0.84, 0.85, 0.10), 0.3: (0.80, 0.81, 0.82)}
     for factor, values in scores.items():
         for seed, value in enumerate(values):
             record = {"run_id": f"lora_{factor}_{seed}", "status": "complete", "task": "stsb", "model": "minilm-l6",
