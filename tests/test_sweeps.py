@@ -149,6 +149,11 @@ def _make_train_overrides(target: str, *make_vars: str) -> list[tuple[str, list[
     return lines
 
 
+def _budget(overrides: list[str]) -> set[str]:
+    """The data/train overrides of a make line, less the per-machine thread count: the budget it gives its runs."""
+    return {o for o in overrides if o.startswith(("data.", "train.")) and "num_threads" not in o}
+
+
 def test_rank_budget_comes_from_each_tasks_recipe():
     """`make reproduce-rank` at cpu scale reads every budget value from the task's `rank_budget` (Tables 5 and 6 use
     one budget per task for every arm); a task the recipe gives no rank budget stops with the missing key."""
@@ -176,12 +181,12 @@ def test_rank_budget_search_runs_two_arms_at_three_seeds_on_the_rank_budget_less
     lines = _make_train_overrides("lr-search-rank", "SCALE=cpu")
     assert [sweep for sweep, _ in lines] == ["lr_search_rank"] * 2
     (_, rank_line), _ = _make_train_overrides("reproduce-rank", "SCALE=cpu")
-    rank_budget = {o for o in rank_line if o.startswith(("data.", "train.")) and "num_threads" not in o}
+    rank_budget = _budget(rank_line)
     recipe = yaml.safe_load((CONF_DIR / "cpu_recipe" / "glue.yaml").read_text(encoding="utf-8"))
     composer = Composer(REPO / "sweeps" / "lr_search_rank.yaml")
     runs = set()
     for _, overrides in lines:
-        budget = {o for o in overrides if o.startswith(("data.", "train.")) and "num_threads" not in o}
+        budget = _budget(overrides)
         assert budget == {o for o in rank_budget if not o.startswith("train.learning_rate=")}
         for job in expand(composer, overrides):
             cfg = composer(job)
@@ -219,12 +224,11 @@ def test_successors_train_on_the_rank_budget_at_their_searched_rates():
     from the task's `rank_budget`), so rsLoRA's high-rank rows are judged on the budget of the rank claims; each
     row's rate is the recipe's `variant_learning_rate.<method>_r<rank>` (the successors' search), else the rank
     budget's."""
-    rank = {o for _, overrides in _make_train_overrides("reproduce-rank", "SCALE=cpu") for o in overrides
-            if o.startswith(("data.", "train.")) and "num_threads" not in o}
+    rank = set().union(*(_budget(overrides) for _, overrides in _make_train_overrides("reproduce-rank", "SCALE=cpu")))
     lines = _make_train_overrides("compare-variants", "SCALE=cpu")
     assert [sweep for sweep, _ in lines] == ["lora_variants", "lora_variants"]
     for _, overrides in lines:
-        budget = {o for o in overrides if o.startswith(("data.", "train.")) and "num_threads" not in o}
+        budget = _budget(overrides)
         assert {o for o in budget if not o.startswith("train.learning_rate=")} == \
             {o for o in rank if not o.startswith("train.learning_rate=")}
     recipe = yaml.safe_load((CONF_DIR / "cpu_recipe" / "glue.yaml").read_text(encoding="utf-8"))["stsb"]
@@ -248,14 +252,14 @@ def test_successors_search_gives_every_row_the_same_factors_of_the_rank_budget_p
     lines = _make_train_overrides("lr-search-variants", "SCALE=cpu")
     assert [sweep for sweep, _ in lines] == ["lr_search_variants"] * 2
     (_, first_variants), _ = _make_train_overrides("compare-variants", "SCALE=cpu")
-    variants = {o for o in first_variants if o.startswith(("data.", "train.")) and "num_threads" not in o}
+    variants = _budget(first_variants)
     recipe = yaml.safe_load((CONF_DIR / "cpu_recipe" / "glue.yaml").read_text(encoding="utf-8"))
     factors = [float(f) for f in OmegaConf.load(REPO / "sweeps" / "lr_search.yaml").hydra.sweeper.params.lr_factor
                .split(",")]
     composer = Composer(REPO / "sweeps" / "lr_search_variants.yaml")
     rows = set()
     for _, overrides in lines:
-        budget = {o for o in overrides if o.startswith(("data.", "train.")) and "num_threads" not in o}
+        budget = _budget(overrides)
         assert budget == {o for o in variants if not o.startswith("train.learning_rate=")}
         for job in expand(composer, [o for o in overrides if not o.startswith("task=")] + ["task=glue/stsb"]):
             cfg = composer(job)
