@@ -362,11 +362,16 @@ def test_all_runs_table_names_each_runs_tables_and_what_differs(runs, tmp_path):
 def test_budget_header_says_when_a_cap_exceeds_the_task(tmp_path):
     from repro.tables import run_budgets
 
-    frame = pd.DataFrame({"scale": ["cpu", "cpu"], "model": ["m", "m"], "train_examples": [2490, 1000],
-                          "config": [{"task": {"name": "rte"}, "data": {"max_train_samples": n}, "train": {"epochs": 2}}
-                                     for n in (4000, 1000)]})
+    frame = pd.DataFrame({"scale": ["cpu"] * 3, "model": ["m"] * 3, "train_examples": [2490, 1000, 1000],
+                          "config": [{"task": {"name": "rte"}, "data": {"max_train_samples": n},
+                                      "train": {"epochs": 2, "learning_rate": lr}}
+                                     for n, lr in ((4000, 1e-3), (1000, 3e-3), (1000, 9e-4))]})
     header = run_budgets(frame)[("cpu", "m")]
     assert "rte: 2490 (all) train" in header and "rte: 1000 train" in header and "4000" not in header
+    # each budget names the rates its runs used, lowest first
+    assert "1000 train / all eval examples, 2 epochs, batch None, length None, learning rate 0.0009/0.003;" in header
+    assert header.count("learning rate") == 2
+    assert "(all) train / all eval examples, 2 epochs, batch None, length None, learning rate 0.001)" in header
 
 
 def test_a_committed_table_without_records_is_kept_and_marked_stale(tmp_path, capsys):

@@ -184,8 +184,8 @@ def _header(title: str, scale: str, model: str, note: str, budget: str = "", cel
 
 
 def run_budgets(frame: pd.DataFrame, train_size: bool = True) -> dict[tuple[str, str], str]:
-    """(scale, model) -> the training budgets of its runs, so a table says how much data and training it saw
-    (without the training-set size where the table's columns give it: the learning curves)."""
+    """(scale, model) -> the training budgets of its runs and their learning rates, so a table says how much data
+    and training it saw (without the training-set size where the table's columns give it: the learning curves)."""
     def describe(c: dict, used: float | None) -> str:
         train, dev = get(c, "data.max_train_samples"), get(c, "data.max_eval_samples")
         if train and used is not None and not pd.isna(used) and used < train:  # a cap above the task's size
@@ -195,16 +195,23 @@ def run_budgets(frame: pd.DataFrame, train_size: bool = True) -> dict[tuple[str,
                 f"{get(c, 'train.epochs')} epochs, batch {get(c, 'train.batch_size')}, "
                 f"length {get(c, 'data.max_seq_len')}")
 
+    def with_rates(part: pd.DataFrame) -> str:
+        """Each budget with the learning rates its runs used (methods, and tasks within a table, differ)."""
+        rates = part.groupby("budget")["rate"].agg(lambda r: sorted({float(x) for x in r if x is not None}))
+        return "; ".join(budget + (", learning rate " + "/".join(f"{x:g}" for x in lrs) if lrs else "")
+                         for budget, lrs in sorted(rates.items()))
+
     frame = reproduced(frame)  # an imported checkpoint was not trained on these budgets
     if frame.empty:
         return {}
     used = frame["train_examples"] if "train_examples" in frame else [None] * len(frame)
-    frame = frame.assign(budget=[describe(c, n) for c, n in zip(frame["config"], used)])
+    frame = frame.assign(budget=[describe(c, n) for c, n in zip(frame["config"], used)],
+                         rate=[get(c, "train.learning_rate") for c in frame["config"]])
     if "code" not in frame:
         frame = frame.assign(code="unknown", cpu="CPU not recorded")
     out = {}
     for key, part in frame.groupby(["scale", "model"]):
-        out[key] = (" (" + "; ".join(sorted(set(part["budget"]))) + "). Runs from code " +
+        out[key] = (" (" + with_rates(part) + "). Runs from code " +
                     ", ".join(sorted(set(part["code"]))) + " on " + "; ".join(sorted(set(part["cpu"]))))
     return out
 
