@@ -51,7 +51,8 @@ def write_if_run(table: PaperTable, frame: pd.DataFrame, out: Path, rule: Rule) 
 TABLE = PaperTable(
     name=LR_SEARCH, title="Learning-rate search (equal effort per method, scored on held-out training data)",
     note="Each row's cpu-recipe rate times the same factors, one seed (rows 'lora <weights> r=<rank>, rank budget', "
-         "the rank budget's search: seeds 0-2, ranked by their mean); the score is the main metric on "
+         "the rank budget's search, and the successors' rows on STS-B: x0.3 and x1 at seeds 0-2, factors ranked by "
+         "their mean); the score is the main metric on "
          "`data.holdout_fraction` of the training subset held out, never the dev split of Table 2. "
          "* marks the best factor of each row among those run; a — is a factor not run (the rank budget's search "
          "runs x0.3 and x1: sweeps/lr_search_rank.yaml says why) or a search not finished.",
