@@ -9,7 +9,9 @@ that names the seeds per method that would decide it gets them, up to the cap, o
 runs are run again with the next unused seeds, from the Hydra invocation their records keep, `jobs` runs at a time
 with one torch thread each, each run's record added as it ends. A verdict that would fail on unconverged runs gets
 no seeds (more seeds cannot fix a budget). Finished runs are reused, so an interrupted `make decide` continues where
-it stopped. At the end the tables are rebuilt from the records and every verdict is printed.
+it stopped. At the end the tables are rebuilt from the records and every verdict is printed, after what the
+verdicts cost from nothing (the runs the claims count, their recorded wall time per CPU). `make decide` first runs
+each judged table's own first seeds (DECIDE_BASE in the Makefile), so that it starts from nothing too.
 """
 
 from __future__ import annotations
@@ -131,6 +133,27 @@ def plan(claims: dict[tuple[str, str, str], tables.Claims], by_id: dict[str, dic
     return out
 
 
+def from_nothing(claims: dict[tuple[str, str, str], tables.Claims], by_id: dict[str, dict], workers: int,
+                 only: set[str] | None = None) -> str:
+    """What the verdicts cost from nothing: the recorded runs their statistical claims count (of the tables in
+    `only`; None: every table), their summed wall time and that spread over `workers`, and the CPUs that made them,
+    so the figure says where it came from."""
+    runs = {r for (table, _, _), judged in claims.items() if only is None or table in only
+            for _, verdicts in judged for v in verdicts if isinstance(v, Verdict)
+            for cell in v.cells for r in cell.run_ids if r in by_id}
+    per_cpu: dict[str, list[float]] = {}
+    for r in runs:
+        if by_id[r].get("wall_time_s"):
+            per_cpu.setdefault(tables.describe_cpu(by_id[r].get("hardware") or {}), []).append(
+                float(by_id[r]["wall_time_s"]))
+    hours = sum(map(sum, per_cpu.values())) / 3600
+    untimed = len(runs) - sum(map(len, per_cpu.values()))
+    where = "; ".join(f"{len(t)} on {cpu}, {sum(t) / 3600:.1f} h" for cpu, t in sorted(per_cpu.items()))
+    return (f"from nothing: the claims count {len(runs)} recorded run(s), {hours:.1f} h of run time "
+            f"({where or 'none timed'}{f'; {untimed} untimed' if untimed else ''}), about {hours / workers:.1f} h "
+            f"at {workers} at a time")
+
+
 def judge(records_dir: Path, rule: Rule) -> tuple[dict, dict[str, dict]]:
     frame, _ = tables.runs_frame(records_dir) if records_dir.is_dir() else (pd.DataFrame(), 0)
     by_id = {r["run_id"]: r for _, r in complete_records(records_dir)} if records_dir.is_dir() else {}
@@ -225,6 +248,7 @@ def main(argv: list[str] | None = None) -> None:
                 print("  " + " ".join(job.commands()[0][3:-1]) + f" seed={','.join(map(str, job.seeds))}"
                       f"  (a claim decided at ~{job.decides_at} seeds per method{beyond})")
             if args.dry_run:
+                print(from_nothing(claims, by_id, args.jobs, set(args.table) if args.table else None))
                 print("\n".join(verdict_lines(claims)))
                 return
             if not todo.jobs:
@@ -241,7 +265,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.runs.is_dir():
         records_mod.add(args.runs, args.records)
     tables.build(args.records, args.tables)
-    print("\n".join(verdict_lines(judge(args.records, rule)[0])))
+    claims, by_id = judge(args.records, rule)
+    print(from_nothing(claims, by_id, args.jobs, set(args.table) if args.table else None))
+    print("\n".join(verdict_lines(claims)))
 
 
 if __name__ == "__main__":

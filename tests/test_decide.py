@@ -151,6 +151,20 @@ def test_dry_run_previews_finished_runs_and_changes_nothing(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "records").iterdir()) == before
 
 
+def test_from_nothing_sums_the_counted_runs_wall_time_per_cpu(tmp_path):
+    """What the verdicts cost from nothing: every run a statistical claim counts, once, its recorded wall time
+    summed per CPU that made it (here 100 + 200 + 300 s per method; one LoRA run on an AMD CPU)."""
+    _cells(tmp_path, LORA_CLOSE, FT)
+    path = tmp_path / "roberta_base.lora_2.json"
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "hardware": {"cpu_model": "AMD EPYC", "cpu_capability": "AVX512"}}))
+    claims, by_id = decide.judge(tmp_path, RULE)
+    line = decide.from_nothing(claims, by_id, workers=2)
+    assert line == ("from nothing: the claims count 6 recorded run(s), 0.3 h of run time (1 on AMD EPYC, AVX512, "
+                    "0.1 h; 5 on CPU not recorded, 0.2 h), about 0.2 h at 2 at a time")
+    assert "count 0 recorded run(s)" in decide.from_nothing(claims, by_id, workers=2, only={"rank"})
+
+
 def test_one_real_round_adds_a_seed_and_its_record(tmp_path, monkeypatch, data_root, capsys):
     """A tiny-bert cell: the job runs `python -m repro.train` for real, and the new run becomes a record."""
     monkeypatch.setenv("REPRO_RESULTS", str(tmp_path))

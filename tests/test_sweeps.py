@@ -276,6 +276,26 @@ def test_successors_search_gives_every_row_the_same_factors_of_the_rank_budget_p
     assert seeded == {(f"{label}, rank budget", f, s) for label in labels for f in (0.3, 1.0) for s in (0, 1, 2)}
 
 
+def test_decide_first_runs_the_first_seeds_of_every_judged_table():
+    """`make decide` from nothing: each judged table's own sweeps at cpu scale first (Table 2 in fp32, the precision
+    its claims are judged in; Tables 6 and 5 at the ranks and weights their claims compare; the successors; Table 3),
+    then `repro.decide`; `DECIDE_BASE=` goes straight to it."""
+    def run_lines(target: str, *make_vars: str) -> list[str]:
+        out = subprocess.run(["make", "-n", "-s", target, *make_vars], cwd=REPO, capture_output=True, text=True,
+                             check=True).stdout
+        return [line for line in out.splitlines() if "-m repro.train" in line or "-m repro.decide" in line]
+
+    lines = run_lines("decide")
+    assert lines[-1].rstrip().endswith("-m repro.decide")
+    assert lines[:-1] == [*run_lines("reproduce-glue", "SCALE=cpu", "GLUE_PRECISION=fp32"),
+                          *run_lines("reproduce-rank", "SCALE=cpu", "RANK_RANKS=1,2,64",
+                                     "TARGETS_SETS=[q],[q,v],[q,k,v,o]"),
+                          *run_lines("compare-variants", "SCALE=cpu"), *run_lines("reproduce-e2e", "SCALE=cpu")]
+    assert "train.precision=fp32" in lines[0] and "method.r=1,2,64" in lines[1]
+    assert "'method.targets=[q],[q,v],[q,k,v,o]'" in lines[2]
+    assert run_lines("decide", "DECIDE_BASE=") == lines[-1:]
+
+
 def test_e2e_runs_two_at_a_time_one_thread_each():
     out = subprocess.run(["make", "-n", "-s", "reproduce-e2e", "SCALE=cpu"], cwd=REPO, capture_output=True,
                          text=True, check=True).stdout
