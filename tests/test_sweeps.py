@@ -279,7 +279,7 @@ def test_successors_search_gives_every_row_the_same_factors_of_the_rank_budget_p
 def test_decide_first_runs_the_first_seeds_of_every_judged_table():
     """`make decide` from nothing: each judged table's own sweeps at cpu scale first (Table 2 in fp32, the precision
     its claims are judged in; Tables 6 and 5 at the ranks and weights their claims compare; the successors; Table 3),
-    then `repro.decide`; `DECIDE_BASE=` goes straight to it."""
+    then `repro.decide`; `DECIDE_BASE=` and a dry run go straight to it."""
     def run_lines(target: str, *make_vars: str) -> list[str]:
         out = subprocess.run(["make", "-n", "-s", target, *make_vars], cwd=REPO, capture_output=True, text=True,
                              check=True).stdout
@@ -294,6 +294,8 @@ def test_decide_first_runs_the_first_seeds_of_every_judged_table():
     assert "train.precision=fp32" in lines[0] and "method.r=1,2,64" in lines[1]
     assert "'method.targets=[q],[q,v],[q,k,v,o]'" in lines[2]
     assert run_lines("decide", "DECIDE_BASE=") == lines[-1:]
+    [dry] = run_lines("decide", "DECIDE_ARGS=--dry-run")  # a dry run trains nothing
+    assert dry.rstrip().endswith("-m repro.decide --dry-run")
 
 
 def test_e2e_runs_two_at_a_time_one_thread_each():
