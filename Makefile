@@ -220,9 +220,10 @@ compare: $(STAMP)
 # Seeds until decided, from nothing: first the first seeds of every judged table at cpu scale (DECIDE_BASE: Table 2 in
 # fp32, the precision its claims are judged in; Tables 6 and 5 at the ranks and weights their claims compare; the
 # successors; Table 3), finished runs and committed records reused, so on a clone with the records these only check;
-# DECIDE_BASE= skips them, and so does a dry run (DECIDE_ARGS=--dry-run: it trains nothing). Then re-judge every claim from the records, add seeds (two runs at a time) to the
-# comparisons that are inconclusive for lack of them, up to the verdict rule's cap; resumable; then the tables, what
-# the verdicts cost from nothing (the counted runs' recorded wall time, per CPU) and every verdict.
+# DECIDE_BASE= skips them, and so does a dry run (DECIDE_ARGS=--dry-run: it trains nothing). Then re-judge every
+# claim from the records, add seeds (two runs at a time) to the comparisons that are inconclusive for lack of them,
+# up to the verdict rule's cap; resumable; then the tables, what the verdicts cost from nothing (the counted runs'
+# recorded wall time, per CPU) and every verdict.
 DECIDE_BASE ?= reproduce-glue reproduce-rank compare-variants reproduce-e2e
 DECIDE_BASE_VARS := SCALE=cpu GLUE_PRECISION=fp32 RANK_RANKS=1,2,64 TARGETS_SETS='[q],[q,v],[q,k,v,o]'
 DECIDE_ARGS ?=

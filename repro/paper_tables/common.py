@@ -197,7 +197,7 @@ def run_budgets(frame: pd.DataFrame, train_size: bool = True) -> dict[tuple[str,
 
     def with_rates(part: pd.DataFrame) -> str:
         """Each budget with the learning rates its runs used (methods, and tasks within a table, differ)."""
-        rates = part.groupby("budget")["rate"].agg(lambda r: sorted({float(x) for x in r if x is not None}))
+        rates = part.groupby("budget")["rate"].agg(lambda r: sorted({float(x) for x in r if not pd.isna(x)}))
         return "; ".join(budget + (", learning rate " + "/".join(f"{x:g}" for x in lrs) if lrs else "")
                          for budget, lrs in sorted(rates.items()))
 
