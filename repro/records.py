@@ -163,7 +163,11 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--to", type=Path, default=DEFAULT_RECORDS, help=f"records folder (default {DEFAULT_RECORDS})")
     args = parser.parse_args(argv)
     if args.command == "add":
-        new, replaced = add(args.runs or default_runs_root(), args.to, args.scale, args.this_machine)
+        runs = args.runs or default_runs_root()
+        if args.runs is None and not runs.is_dir():  # every run of a make target reused its committed record
+            print(f"0 new and 0 replaced record(s) in {args.to} (no runs folder {runs}: nothing ran here)")
+            return
+        new, replaced = add(runs, args.to, args.scale, args.this_machine)
         for path in replaced:
             print(f"replaced {path} (the same configuration run again)", file=sys.stderr)
         print(f"{len(new)} new and {len(replaced)} replaced record(s) in {args.to}")

@@ -52,6 +52,17 @@ def test_add_compacts_complete_trained_runs_and_replaces_only_changed_ones(tmp_p
     assert [r["run_id"] for _, r in complete_records(to)] == ["a", "b"]
 
 
+def test_add_after_a_sweep_that_only_reused_records_adds_nothing_and_exits_0(tmp_path, monkeypatch, capsys):
+    """`make reproduce-rank` on a clone whose records hold every run trains nothing and makes no runs folder; its
+    `records add` (default folder) then adds nothing and succeeds, while a named folder that is missing is an error."""
+    monkeypatch.setenv("REPRO_RESULTS", str(tmp_path / "results"))
+    records.main(["add", "--scale", "cpu", "--to", str(tmp_path / "records")])
+    assert "0 new and 0 replaced record(s)" in capsys.readouterr().out and not (tmp_path / "records").exists()
+    with pytest.raises(SystemExit) as exc:
+        records.main(["add", "--runs", str(tmp_path / "typo"), "--to", str(tmp_path / "records")])
+    assert exc.value.code == 2 and "no runs folder" in capsys.readouterr().err
+
+
 def test_a_superseded_record_is_not_added_back(tmp_path):
     runs, to = tmp_path / "runs", tmp_path / "records"
     _run(runs, "a")
