@@ -94,9 +94,9 @@ reproduce-rank: $(STAMP)
 
 # The rank budget's rate, searched over seeds (sweeps/lr_search_rank.yaml, cpu scale): one rate for every arm of Tables
 # 5 and 6, the pilots' rate (rank_budget_pilot_learning_rate) x 0.3 and x 1 at seeds 0-2 on {W_q} r=1 and
-# {W_q,W_k,W_v,W_o} r=2, scored on 20% of the training subset held out (never the dev split); the factor with the best mean over both arms and all seeds sets
-# rank_budget.learning_rate in conf/cpu_recipe/glue.yaml. 12 runs per task (results/tables/lr_search.md, rows
-# "lora <weights> r=<rank>, rank budget").
+# {W_q,W_k,W_v,W_o} r=2, scored on 20% of the training subset held out (never the dev split); the factor with the
+# best mean over both arms and all seeds sets rank_budget.learning_rate in conf/cpu_recipe/glue.yaml. 12 runs per
+# task (results/tables/lr_search.md, rows "lora <weights> r=<rank>, rank budget").
 LR_SEARCH_RANK_TASKS ?= glue/stsb
 lr-search-rank: $(STAMP)
 	$(RUN) -m repro.train -m --config-dir sweeps --config-name lr_search_rank task=$(LR_SEARCH_RANK_TASKS) 'method.targets=[q]' method.r=1 scale=cpu $(CPU_BUDGET) $(RANK_BUDGET_LESS_RATE) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))

@@ -218,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.jobs < 1 or args.rounds < 1:
         raise ReproError("--jobs and --rounds must be at least 1")
     rule = load_rule()
+    only = set(args.table) if args.table else None
     if args.dry_run:  # judge a copy: a dry run previews what the finished runs would add, and changes nothing
         preview = Path(tempfile.mkdtemp(prefix="repro_decide_"))
         if args.records.is_dir():
@@ -231,11 +232,11 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"round {round_}: {len(new)} new and {len(replaced)} replaced record(s)")
             claims, by_id = judge(args.records, rule)
             judged_tables = {table for table, _, _ in claims}
-            if args.table and not set(args.table) <= judged_tables:
-                unknown = ", ".join(sorted(set(args.table) - judged_tables))
+            if only and not only <= judged_tables:
+                unknown = ", ".join(sorted(only - judged_tables))
                 raise ReproError(f"--table {unknown}: no claims judged there; tables with claims: "
                                  f"{', '.join(sorted(judged_tables))}")
-            todo = plan(claims, by_id, rule, args.cap, set(args.table) if args.table else None)
+            todo = plan(claims, by_id, rule, args.cap, only)
             for note in todo.notes:
                 print(f"round {round_}: {note}")
             hours, cost = todo.hours(args.jobs), ""
@@ -248,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
                 print("  " + " ".join(job.commands()[0][3:-1]) + f" seed={','.join(map(str, job.seeds))}"
                       f"  (a claim decided at ~{job.decides_at} seeds per method{beyond})")
             if args.dry_run:
-                print(from_nothing(claims, by_id, args.jobs, set(args.table) if args.table else None))
+                print(from_nothing(claims, by_id, args.jobs, only))
                 print("\n".join(verdict_lines(claims)))
                 return
             if not todo.jobs:
@@ -266,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
         records_mod.add(args.runs, args.records)
     tables.build(args.records, args.tables)
     claims, by_id = judge(args.records, rule)
-    print(from_nothing(claims, by_id, args.jobs, set(args.table) if args.table else None))
+    print(from_nothing(claims, by_id, args.jobs, only))
     print("\n".join(verdict_lines(claims)))
 
 

@@ -135,14 +135,17 @@ def test_submitit_local_multirun(tmp_path, data_root):
     assert not list(tmp_path.rglob("%j"))
 
 
-def _make_train_overrides(target: str, *make_vars: str) -> list[tuple[str, list[str]]]:
-    """The (sweep, overrides) of each `python -m repro.train` line that `make -n TARGET` would run."""
+def _make_dry_run(target: str, *make_vars: str, modules: tuple[str, ...] = ("repro.train",)) -> list[str]:
+    """The `python -m <module>` lines of `modules` that `make -n TARGET` would run (recursive makes included)."""
     out = subprocess.run(["make", "-n", "-s", target, *make_vars], cwd=REPO, capture_output=True, text=True,
                          check=True).stdout
+    return [line for line in out.splitlines() if any(f"-m {m} " in f"{line} " for m in modules)]
+
+
+def _make_train_overrides(target: str, *make_vars: str) -> list[tuple[str, list[str]]]:
+    """The (sweep, overrides) of each `python -m repro.train` line that `make -n TARGET` would run."""
     lines = []
-    for line in out.splitlines():
-        if "-m repro.train" not in line:
-            continue
+    for line in _make_dry_run(target, *make_vars):
         args = shlex.split(line.split("-m repro.train", 1)[1])
         sweep = args[args.index("--config-name") + 1]
         lines.append((sweep, [a for a in args if "=" in a and not a.startswith("hydra")]))
@@ -281,9 +284,7 @@ def test_decide_first_runs_the_first_seeds_of_every_judged_table():
     its claims are judged in; Tables 6 and 5 at the ranks and weights their claims compare; the successors; Table 3),
     then `repro.decide`; `DECIDE_BASE=` and a dry run go straight to it."""
     def run_lines(target: str, *make_vars: str) -> list[str]:
-        out = subprocess.run(["make", "-n", "-s", target, *make_vars], cwd=REPO, capture_output=True, text=True,
-                             check=True).stdout
-        return [line for line in out.splitlines() if "-m repro.train" in line or "-m repro.decide" in line]
+        return _make_dry_run(target, *make_vars, modules=("repro.train", "repro.decide"))
 
     lines = run_lines("decide")
     assert lines[-1].rstrip().endswith("-m repro.decide")
@@ -299,9 +300,7 @@ def test_decide_first_runs_the_first_seeds_of_every_judged_table():
 
 
 def test_e2e_runs_two_at_a_time_one_thread_each():
-    out = subprocess.run(["make", "-n", "-s", "reproduce-e2e", "SCALE=cpu"], cwd=REPO, capture_output=True,
-                         text=True, check=True).stdout
-    [line] = [shlex.split(line) for line in out.splitlines() if "-m repro.train" in line]
+    [line] = [shlex.split(line) for line in _make_dry_run("reproduce-e2e", "SCALE=cpu")]
     assert "train.num_threads=1" in line and "hydra/launcher=joblib" in line and "hydra.launcher.n_jobs=2" in line
 
 
@@ -309,9 +308,7 @@ def test_table2_at_cpu_scale_trains_in_the_precision_the_cpu_supports():
     """`make reproduce-glue` asks for `train.precision=auto` (bf16 on a CPU with AVX512_BF16 or AMX, fp32 elsewhere,
     where the run ids are those of fp32 runs: tests/test_precision.py); GLUE_PRECISION=fp32 forces fp32."""
     def precision(*make_vars: str) -> list[str]:
-        out = subprocess.run(["make", "-n", "-s", "reproduce-glue", "SCALE=cpu", *make_vars], cwd=REPO,
-                             capture_output=True, text=True, check=True).stdout
-        return [a for line in out.splitlines() if "-m repro.train" in line for a in shlex.split(line)
+        return [a for line in _make_dry_run("reproduce-glue", "SCALE=cpu", *make_vars) for a in shlex.split(line)
                 if a.startswith("train.precision=")]
 
     assert precision() == ["train.precision=auto"]
