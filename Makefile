@@ -85,7 +85,7 @@ RANK_BUDGET_KEYS := data.max_train_samples data.max_eval_samples train.learning_
 # interpolation only quoted; a task without a rank_budget: an error naming the missing key)
 rank_budget_of = $(foreach k,$(1),'$(k)="$${$${_cpu}.rank_budget.$(lastword $(subst ., ,$(k)))}"')
 RANK_BUDGET ?= $(if $(filter cpu,$(SCALE)),$(call rank_budget_of,$(RANK_BUDGET_KEYS)))
-# the rank budget less its rate, as the rate searches (lr-search-rank, lr-search-variants) and compare-variants take it
+# the rank budget less its rate, as the rank budget's rate search (lr-search-rank) takes it
 RANK_BUDGET_LESS_RATE = $(call rank_budget_of,$(filter-out train.learning_rate,$(RANK_BUDGET_KEYS)))
 reproduce-rank: $(STAMP)
 	$(RUN) -m repro.train -m --config-dir sweeps --config-name rank seed=$(RANK_SEEDS) task=$(RANK_TASKS) method.r=$(RANK_RANKS) scale=$(SCALE) $(CPU_BUDGET) $(RANK_BUDGET) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
@@ -167,8 +167,8 @@ reproduce-longlora: $(STAMP)
 # LoRA vs rsLoRA, DoRA, AdaLoRA (sweeps/lora_variants.yaml, 3 seeds) at an equal trainable budget, and LoRA vs rsLoRA
 # at rank VARIANT_HIGH_RANK, on VARIANT_TASK (two tasks: one task's 3 vs 3 seeds cannot reach p < 0.05 after Holm);
 # at SCALE=cpu the embedded MiniLM on Tables 5 and 6's converging budget less its rate (per task in
-# conf/cpu_recipe/glue.yaml: 1,000 training examples, 500 dev; SST-2 up to 8 epochs, STS-B up to 16 at batch 8,
-# patience 2), each row at its own rate from the same search (`variant_learning_rate`, make lr-search-variants), two
+# conf/cpu_recipe/glue.yaml: 1,000 training examples, 500 dev; STS-B up to 16 epochs at batch 8, patience 2), but up
+# to 16 epochs on SST-2 too (`variant_epochs`: at the rank budget's 8 an AdaLoRA seed was still rising), each row at its own rate from the same search (`variant_learning_rate`, make lr-search-variants), two
 # runs at a time (36 runs).
 # QLoRA (4-bit base; bitsandbytes on a CUDA GPU or, from 0.49, a CPU): VARIANTS=lora,...,qlora.
 VARIANT_TASK ?= glue/sst2,glue/stsb
@@ -178,7 +178,12 @@ VARIANTS_HIGH_RANK ?= lora,rslora
 # each row's rate: the cpu recipe's variant_learning_rate.<method>_r<rank> (from `make lr-search-variants`), else the
 # rank budget's
 VARIANT_RATE := 'train.learning_rate="$${oc.select:$${_cpu}.variant_learning_rate.$${variant_row},$${$${_cpu}.rank_budget.learning_rate}}"'
-VARIANT_BUDGET ?= $(if $(filter cpu,$(SCALE)),$(RANK_BUDGET_LESS_RATE) $(VARIANT_RATE))
+# each task's epoch cap: the cpu recipe's variant_epochs where the task sets one (SST-2: 16, as STS-B's rank budget),
+# else the rank budget's
+VARIANT_EPOCHS := 'train.epochs="$${oc.select:$${_cpu}.variant_epochs,$${$${_cpu}.rank_budget.epochs}}"'
+VARIANT_BUDGET_LESS_RATE = $(call rank_budget_of,$(filter-out train.learning_rate train.epochs,$(RANK_BUDGET_KEYS))) \
+	$(VARIANT_EPOCHS)
+VARIANT_BUDGET ?= $(if $(filter cpu,$(SCALE)),$(VARIANT_BUDGET_LESS_RATE) $(VARIANT_RATE))
 compare-variants: $(STAMP)
 ifeq ($(SCALE),paper)
 	$(RUN) -m repro.train -m --config-dir sweeps --config-name lora_variants task=$(VARIANT_TASK) method=$(VARIANTS) scale=paper $(LAUNCHER)
@@ -198,10 +203,10 @@ endif
 LR_SEARCH_SEEDED_TASKS ?= glue/stsb
 LR_SEARCH_SEEDED := seed=0,1,2 lr_factor=0.3,1 task=$(LR_SEARCH_SEEDED_TASKS)
 lr-search-variants: $(STAMP)
-	$(RUN) -m repro.train -m --config-dir sweeps --config-name lr_search_variants seed=0 task=$(VARIANT_TASK) method=$(VARIANTS) scale=cpu $(CPU_BUDGET) $(RANK_BUDGET_LESS_RATE) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
-	$(RUN) -m repro.train -m --config-dir sweeps --config-name lr_search_variants seed=0 task=$(VARIANT_TASK) method=$(VARIANTS_HIGH_RANK) method.r=$(VARIANT_HIGH_RANK) scale=cpu $(CPU_BUDGET) $(RANK_BUDGET_LESS_RATE) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
-	$(RUN) -m repro.train -m --config-dir sweeps --config-name lr_search_variants $(LR_SEARCH_SEEDED) method=$(VARIANTS) scale=cpu $(CPU_BUDGET) $(RANK_BUDGET_LESS_RATE) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
-	$(RUN) -m repro.train -m --config-dir sweeps --config-name lr_search_variants $(LR_SEARCH_SEEDED) method=$(VARIANTS_HIGH_RANK) method.r=$(VARIANT_HIGH_RANK) scale=cpu $(CPU_BUDGET) $(RANK_BUDGET_LESS_RATE) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
+	$(RUN) -m repro.train -m --config-dir sweeps --config-name lr_search_variants seed=0 task=$(VARIANT_TASK) method=$(VARIANTS) scale=cpu $(CPU_BUDGET) $(VARIANT_BUDGET_LESS_RATE) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
+	$(RUN) -m repro.train -m --config-dir sweeps --config-name lr_search_variants seed=0 task=$(VARIANT_TASK) method=$(VARIANTS_HIGH_RANK) method.r=$(VARIANT_HIGH_RANK) scale=cpu $(CPU_BUDGET) $(VARIANT_BUDGET_LESS_RATE) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
+	$(RUN) -m repro.train -m --config-dir sweeps --config-name lr_search_variants $(LR_SEARCH_SEEDED) method=$(VARIANTS) scale=cpu $(CPU_BUDGET) $(VARIANT_BUDGET_LESS_RATE) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
+	$(RUN) -m repro.train -m --config-dir sweeps --config-name lr_search_variants $(LR_SEARCH_SEEDED) method=$(VARIANTS_HIGH_RANK) method.r=$(VARIANT_HIGH_RANK) scale=cpu $(CPU_BUDGET) $(VARIANT_BUDGET_LESS_RATE) $(if $(LAUNCHER),$(LAUNCHER),$(CPU_PARALLEL))
 	$(RECORD_AND_TABLE)
 
 # Any PEFT method through the paper's protocol (sweeps/peft_methods.yaml, docs/peft_methods.md): the METHODS listed
