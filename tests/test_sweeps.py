@@ -259,9 +259,9 @@ def test_successors_search_gives_every_row_the_same_factors_of_the_rank_budget_p
     """`make lr-search-variants`: every row of `make compare-variants` (four methods at r=8, LoRA and rsLoRA at r=64)
     at the successors' budget less its rate, which is the rank budget pilots' times the search's factors, scored on
     held-out training data and labelled by method and rank in the search table; on STS-B, x0.3 and x1 again at seeds
-    0-2 for every row."""
+    0-2 for every row, on SST-2 every factor."""
     lines = _make_train_overrides("lr-search-variants", "SCALE=cpu")
-    assert [sweep for sweep, _ in lines] == ["lr_search_variants"] * 4
+    assert [sweep for sweep, _ in lines] == ["lr_search_variants"] * 6
     (_, first_variants), _ = _make_train_overrides("compare-variants", "SCALE=cpu")
     variants = _budget(first_variants)
     recipe = yaml.safe_load((CONF_DIR / "cpu_recipe" / "glue.yaml").read_text(encoding="utf-8"))
@@ -273,17 +273,20 @@ def test_successors_search_gives_every_row_the_same_factors_of_the_rank_budget_p
         budget = _budget(overrides)
         assert budget == {o for o in variants if not o.startswith("train.learning_rate=")}
         one_seed = "seed=0" in overrides
-        if not one_seed:  # the seeded lines name their task
-            assert "task=glue/stsb" in overrides
-        for job in expand(composer, [o for o in overrides if not o.startswith("task=")] + ["task=glue/stsb"]):
-            cfg = composer(job)
-            assert cfg.train.learning_rate == pytest.approx(recipe["stsb"]["rank_budget_pilot_learning_rate"]
-                                                            * cfg.lr_factor)
-            assert cfg.data.holdout_fraction > 0 and cfg.method.init == "peft_default"
-            (rows if one_seed else seeded).add((cfg.search_row, cfg.lr_factor, cfg.seed))
+        tasks = ["glue/stsb"] if one_seed else [o.split("=")[1] for o in overrides if o.startswith("task=")]
+        for task in tasks:  # the seeded lines name their task
+            for job in expand(composer, [o for o in overrides if not o.startswith("task=")] + [f"task={task}"]):
+                cfg = composer(job)
+                name = cfg.task.name
+                assert cfg.train.learning_rate == pytest.approx(recipe[name]["rank_budget_pilot_learning_rate"]
+                                                                * cfg.lr_factor)
+                assert cfg.train.epochs == recipe[name].get("variant_epochs", recipe[name]["rank_budget"]["epochs"])
+                assert cfg.data.holdout_fraction > 0 and cfg.method.init == "peft_default"
+                (rows if one_seed else seeded).add((name, cfg.search_row, cfg.lr_factor, cfg.seed))
     labels = {"lora r=8", "rslora r=8", "dora r=8", "adalora r=8", "lora r=64", "rslora r=64"}
-    assert rows == {(f"{label}, rank budget", f, 0) for label in labels for f in factors}
-    assert seeded == {(f"{label}, rank budget", f, s) for label in labels for f in (0.3, 1.0) for s in (0, 1, 2)}
+    assert rows == {("stsb", f"{label}, rank budget", f, 0) for label in labels for f in factors}
+    assert seeded == {(task, f"{label}, rank budget", f, s) for label in labels for s in (0, 1, 2)
+                      for task, task_factors in (("stsb", (0.3, 1.0)), ("sst2", factors)) for f in task_factors}
 
 
 def test_decide_first_runs_the_first_seeds_of_every_judged_table():
