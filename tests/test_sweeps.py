@@ -225,25 +225,27 @@ def test_lr_search_gives_listed_methods_the_same_factors_on_their_recipe_rates()
 def test_successors_train_on_the_rank_budget_at_their_searched_rates():
     """`make compare-variants` at cpu scale gives the successors the budget Tables 5 and 6 use (the same keys, read
     from the task's `rank_budget`), so rsLoRA's high-rank rows are judged on the budget of the rank claims, but for
-    the epoch cap, which is the task's `variant_epochs` where it sets one (SST-2); each row's rate is the recipe's
+    the keys the task's `variant_budget` sets (SST-2's epochs); each row's rate is the recipe's
     `variant_learning_rate.<method>_r<rank>` (the successors' search), else the rank budget's."""
-    rank = set().union(*(_budget(overrides) for _, overrides in _make_train_overrides("reproduce-rank", "SCALE=cpu")))
+    rank_keys = {o.split("=")[0] for _, overrides in _make_train_overrides("reproduce-rank", "SCALE=cpu")
+                 for o in _budget(overrides)}
     lines = _make_train_overrides("compare-variants", "SCALE=cpu")
     assert [sweep for sweep, _ in lines] == ["lora_variants", "lora_variants"]
     for _, overrides in lines:
-        budget = _budget(overrides)
-        assert {o for o in budget if not o.startswith(("train.learning_rate=", "train.epochs="))} == \
-            {o for o in rank if not o.startswith(("train.learning_rate=", "train.epochs="))}
+        assert {o.split("=")[0] for o in _budget(overrides)} == rank_keys
     recipes = yaml.safe_load((CONF_DIR / "cpu_recipe" / "glue.yaml").read_text(encoding="utf-8"))
     recipe = recipes["stsb"]
     composer = Composer(REPO / "sweeps" / "lora_variants.yaml")
     one = [o for o in lines[1][1] if not o.startswith(("task=", "method="))] + ["task=glue/stsb", "seed=0"]
-    assert "variant_epochs" in recipes["sst2"] and "variant_epochs" not in recipe
-    for task in ("sst2", "stsb"):  # a task's own cap for the successors, else its rank budget's
+    assert "variant_budget" in recipes["sst2"] and "variant_budget" not in recipe
+    for task in ("sst2", "stsb"):  # a task's own value for the successors, else its rank budget's
         cfg = composer([*one[:-2], f"task=glue/{task}", "seed=0", "method=lora"])
-        assert cfg.train.epochs == recipes[task].get("variant_epochs", recipes[task]["rank_budget"]["epochs"])
-    assert composer([*one[:-2], "task=glue/sst2", "seed=0", "method=lora", "++cpu_recipe.sst2.variant_epochs=3"]
-                    ).train.epochs == 3
+        for key in rank_keys - {"train.learning_rate"}:
+            group, name = key.split(".")
+            expected = recipes[task].get("variant_budget", {}).get(name, recipes[task]["rank_budget"][name])
+            assert cfg[group][name] == expected, (task, key)
+    assert composer([*one[:-2], "task=glue/sst2", "seed=0", "method=lora",
+                     "++cpu_recipe.sst2.variant_budget.epochs=3"]).train.epochs == 3
     searched = recipe.get("variant_learning_rate") or {}
     for method in ("lora", "rslora"):
         cfg = composer([*one, f"method={method}"])
@@ -280,7 +282,8 @@ def test_successors_search_gives_every_row_the_same_factors_of_the_rank_budget_p
                 name = cfg.task.name
                 assert cfg.train.learning_rate == pytest.approx(recipe[name]["rank_budget_pilot_learning_rate"]
                                                                 * cfg.lr_factor)
-                assert cfg.train.epochs == recipe[name].get("variant_epochs", recipe[name]["rank_budget"]["epochs"])
+                assert cfg.train.epochs == recipe[name].get("variant_budget", {}).get(
+                    "epochs", recipe[name]["rank_budget"]["epochs"])
                 assert cfg.data.holdout_fraction > 0 and cfg.method.init == "peft_default"
                 (rows if one_seed else seeded).add((name, cfg.search_row, cfg.lr_factor, cfg.seed))
     labels = {"lora r=8", "rslora r=8", "dora r=8", "adalora r=8", "lora r=64", "rslora r=64"}
