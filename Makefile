@@ -169,7 +169,8 @@ reproduce-longlora: $(STAMP)
 # at SCALE=cpu the embedded MiniLM on Tables 5 and 6's converging budget less its rate (per task in
 # conf/cpu_recipe/glue.yaml: 1,000 training examples, 500 dev; STS-B up to 16 epochs at batch 8, patience 2, not
 # stopping before epoch 8), and so on SST-2 too (`variant_budget`: at the rank budget's 8 an AdaLoRA seed was still
-# rising, and at 16 without that floor rows at 3e-3 stopped in their noisy first epochs), each row at its own rate from the same search (`variant_learning_rate`, make lr-search-variants), two
+# rising, and at 16 without that floor rows at 3e-3 stopped in their noisy first epochs), each row at its own rate
+# from the same search (`variant_learning_rate`, make lr-search-variants), two
 # runs at a time (36 runs).
 # QLoRA (4-bit base; bitsandbytes on a CUDA GPU or, from 0.49, a CPU): VARIANTS=lora,...,qlora.
 VARIANT_TASK ?= glue/sst2,glue/stsb
