@@ -83,7 +83,8 @@ RANK_BUDGET_KEYS := data.max_train_samples data.max_eval_samples train.learning_
 	train.early_stopping_patience train.early_stopping_min_epochs
 # each key read from the task's recipe, e.g. 'train.epochs="$${$${_cpu}.rank_budget.epochs}"' (Hydra takes the nested
 # interpolation only quoted; a task without a rank_budget: an error naming the missing key)
-rank_budget_of = $(foreach k,$(1),'$(k)="$${$${_cpu}.rank_budget.$(lastword $(subst ., ,$(k)))}"')
+budget_leaf = $(lastword $(subst ., ,$(1)))
+rank_budget_of = $(foreach k,$(1),'$(k)="$${$${_cpu}.rank_budget.$(call budget_leaf,$(k))}"')
 RANK_BUDGET ?= $(if $(filter cpu,$(SCALE)),$(call rank_budget_of,$(RANK_BUDGET_KEYS)))
 # the rank budget less its rate, as the rank budget's rate search (lr-search-rank) takes it
 RANK_BUDGET_LESS_RATE = $(call rank_budget_of,$(filter-out train.learning_rate,$(RANK_BUDGET_KEYS)))
@@ -170,8 +171,7 @@ reproduce-longlora: $(STAMP)
 # conf/cpu_recipe/glue.yaml: 1,000 training examples, 500 dev; STS-B up to 16 epochs at batch 8, patience 2, not
 # stopping before epoch 8), and so on SST-2 too (`variant_budget`: at the rank budget's 8 an AdaLoRA seed was still
 # rising, and at 16 without that floor rows at 3e-3 stopped in their noisy first epochs), each row at its own rate
-# from the same search (`variant_learning_rate`, make lr-search-variants), two
-# runs at a time (36 runs).
+# from the same search (`variant_learning_rate`, make lr-search-variants), two runs at a time (36 runs).
 # QLoRA (4-bit base; bitsandbytes on a CUDA GPU or, from 0.49, a CPU): VARIANTS=lora,...,qlora.
 VARIANT_TASK ?= glue/sst2,glue/stsb
 VARIANTS ?= lora,rslora,dora,adalora
@@ -182,7 +182,7 @@ VARIANTS_HIGH_RANK ?= lora,rslora
 VARIANT_RATE := 'train.learning_rate="$${oc.select:$${_cpu}.variant_learning_rate.$${variant_row},$${$${_cpu}.rank_budget.learning_rate}}"'
 # each key from the task's `variant_budget` where it sets one (SST-2: STS-B's 16 epochs, none stopped before 8), else
 # from its rank budget
-variant_budget_of = $(foreach k,$(1),'$(k)="$${oc.select:$${_cpu}.variant_budget.$(lastword $(subst ., ,$(k))),$${$${_cpu}.rank_budget.$(lastword $(subst ., ,$(k)))}}"')
+variant_budget_of = $(foreach k,$(1),'$(k)="$${oc.select:$${_cpu}.variant_budget.$(call budget_leaf,$(k)),$${$${_cpu}.rank_budget.$(call budget_leaf,$(k))}}"')
 VARIANT_BUDGET_LESS_RATE = $(call variant_budget_of,$(filter-out train.learning_rate,$(RANK_BUDGET_KEYS)))
 VARIANT_BUDGET ?= $(if $(filter cpu,$(SCALE)),$(VARIANT_BUDGET_LESS_RATE) $(VARIANT_RATE))
 compare-variants: $(STAMP)

@@ -189,11 +189,12 @@ def test_interrupted_save_leaves_the_last_checkpoint_and_no_partial_file(tmp_pat
     assert Checkpointer(tmp_path, every_steps=10).load()["step"] == 10
 
 
-def test_ctrl_c_during_a_save_stops_after_the_checkpoint_is_complete(tmp_path, monkeypatch):
+def test_ctrl_c_during_a_save_stops_after_the_checkpoint_is_complete(tmp_path, monkeypatch, request):
     """torch's zip writer turns a KeyboardInterrupt raised inside it into a RuntimeError (the run would fail
     instead of stopping): a Ctrl-C that arrives mid-write is held until the checkpoint is written. Python's Ctrl-C
     handler is set first: a suite started in the background by a script inherits SIGINT ignored."""
     outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, outer))  # restored even when an assertion fails
     checkpointer = Checkpointer(tmp_path, every_steps=10)
     real_save = torch.save
 
@@ -208,7 +209,6 @@ def test_ctrl_c_during_a_save_stops_after_the_checkpoint_is_complete(tmp_path, m
     assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_FILE]
     assert Checkpointer(tmp_path, every_steps=10).load()["step"] == 20
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    signal.signal(signal.SIGINT, outer)
 
 
 def test_no_loadable_checkpoint_means_starting_from_the_beginning(tmp_path, capsys):

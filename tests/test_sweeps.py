@@ -236,15 +236,16 @@ def test_successors_train_on_the_rank_budget_at_their_searched_rates():
     recipes = yaml.safe_load((CONF_DIR / "cpu_recipe" / "glue.yaml").read_text(encoding="utf-8"))
     recipe = recipes["stsb"]
     composer = Composer(REPO / "sweeps" / "lora_variants.yaml")
-    one = [o for o in lines[1][1] if not o.startswith(("task=", "method="))] + ["task=glue/stsb", "seed=0"]
+    fixed = [o for o in lines[1][1] if not o.startswith(("task=", "method="))]
+    one = [*fixed, "task=glue/stsb", "seed=0"]
     assert "variant_budget" in recipes["sst2"] and "variant_budget" not in recipe
     for task in ("sst2", "stsb"):  # a task's own value for the successors, else its rank budget's
-        cfg = composer([*one[:-2], f"task=glue/{task}", "seed=0", "method=lora"])
+        cfg = composer([*fixed, f"task=glue/{task}", "seed=0", "method=lora"])
         for key in rank_keys - {"train.learning_rate"}:
             group, name = key.split(".")
             expected = recipes[task].get("variant_budget", {}).get(name, recipes[task]["rank_budget"][name])
             assert cfg[group][name] == expected, (task, key)
-    assert composer([*one[:-2], "task=glue/sst2", "seed=0", "method=lora",
+    assert composer([*fixed, "task=glue/sst2", "seed=0", "method=lora",
                      "++cpu_recipe.sst2.variant_budget.epochs=3"]).train.epochs == 3
     searched = recipe.get("variant_learning_rate") or {}
     for method in ("lora", "rslora"):
